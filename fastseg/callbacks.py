@@ -1,0 +1,168 @@
+"""fastai callbacks that make a run reproducible, resumable and safe to interrupt."""
+
+import random
+import signal
+import threading
+
+import numpy as np
+import torch
+from fastai.callback.core import Callback, CancelEpochException, CancelFitException
+from fastai.torch_core import to_device
+
+from fastseg.errors import FastsegError
+
+NAN_CHECK_EVERY = 16  # batches between host reads of the NaN flag: no per-step sync
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch) % 2**32
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class SeedEpochs(Callback):
+    """Reseeds every RNG (and the training loader's shuffle) from (seed, epoch) at each epoch start,
+    so an epoch's batches and augmentations do not depend on what ran before it: a resumed run
+    sees exactly the data an uninterrupted one would."""
+
+    order = -30
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def before_epoch(self):
+        seed = epoch_seed(self.seed, self.epoch)
+        seed_everything(seed)
+        self.dls.train.rng = random.Random(seed)
+
+
+def rng_states() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def run_state(learn, epoch: int, batch: int, tracker: dict) -> dict:
+    """Everything a resume needs: model, optimizer, position (epoch, batch within it), tracker,
+    smoothed loss, grad scaler and RNG states."""
+    smooth = learn.recorder.smooth_loss
+    scaler = getattr(learn, "scaler", None)
+    return {"epoch": epoch, "batch": batch, "model": learn.model.state_dict(),
+            "opt": learn.opt.state_dict(), "tracker": tracker,
+            "smooth_loss": {"val": smooth.val, "count": smooth.count},
+            "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_states()}
+
+
+class SkipBatches:
+    """A loader view that draws (and discards) the first `skip` batches, keeping the RNG stream of
+    an uninterrupted epoch, then yields the rest. `len` is the full epoch's."""
+
+    def __init__(self, dl, skip: int):
+        self.dl, self.skip = dl, skip
+
+    def __len__(self):
+        return len(self.dl)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.dl):
+            if i >= self.skip:
+                yield batch
+
+    def __getattr__(self, name):
+        return getattr(self.dl, name)
+
+
+class Resume(Callback):
+    """Restores a checkpoint at the start of fit and skips the epochs (and batches) it covers.
+
+    Runs after TrainEvalCallback so its `pct_train` (the LR schedule position) can be moved on.
+    """
+
+    order = 15
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def before_fit(self):
+        device = next(self.learn.model.parameters()).device
+        self.learn.model.load_state_dict(self.state["model"])
+        self.learn.opt.load_state_dict(to_device(self.state["opt"], device))
+        if self.state["scaler"] is not None and getattr(self.learn, "scaler", None) is not None:
+            self.learn.scaler.load_state_dict(self.state["scaler"])
+
+    def before_epoch(self):
+        if self.epoch < self.state["epoch"]:
+            raise CancelEpochException
+
+    def before_train(self):
+        skip = self.state["batch"] if self.epoch == self.state["epoch"] else 0
+        if skip == 0:
+            return
+        self.learn.dl = SkipBatches(self.dl, skip)
+        self.learn.pct_train += skip / (len(self.dl) * self.n_epoch)
+        self.learn.train_iter += skip
+        smooth = self.learn.recorder.smooth_loss
+        smooth.val, smooth.count = self.state["smooth_loss"]["val"], self.state["smooth_loss"]["count"]
+
+
+class Interrupt(Callback):
+    """On Ctrl-C or SIGTERM, finishes the current batch, asks `save(batch_done)` for a checkpoint
+    and stops the fit cleanly."""
+
+    order = 90
+
+    def __init__(self, save):
+        self.save, self.requested, self.previous = save, None, {}
+
+    def before_fit(self):
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._request)
+
+    def _request(self, signum, frame):
+        self.requested = signal.Signals(signum).name
+
+    def after_batch(self):
+        if self.requested is None:
+            return
+        done = self.iter + 1 if self.training else len(self.dls.train)
+        self.save(done)
+        raise CancelFitException
+
+    def after_fit(self):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+
+class NaNGuard(Callback):
+    """Stops the run when the loss is not finite, naming the epoch and batch. The check keeps a flag
+    on the device and reads it every NAN_CHECK_EVERY batches, so it adds no host sync per step."""
+
+    order = 6
+
+    def before_epoch(self):
+        self.first_bad = None
+
+    def after_loss(self):
+        if not self.training:
+            return
+        bad = ~torch.isfinite(self.learn.loss.detach())
+        here = torch.full_like(self.learn.loss.detach(), float(self.iter), dtype=torch.float32)
+        if self.first_bad is None:
+            self.first_bad = torch.full_like(here, -1.0)
+        self.first_bad = torch.where(bad & (self.first_bad < 0), here, self.first_bad)
+        if (self.iter + 1) % NAN_CHECK_EVERY == 0 or self.iter + 1 == len(self.dl):
+            self._check()
+
+    def _check(self):
+        batch = int(self.first_bad.item())
+        if batch >= 0:
+            raise FastsegError(f"The training loss became NaN at epoch {self.epoch + 1}, batch {batch + 1}; "
+                               "lower --lr or set --clip, then resume from the last checkpoint.", exit_code=1)

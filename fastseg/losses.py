@@ -1,0 +1,93 @@
+"""Cross-entropy that ignores void pixels, median-frequency class weights, and the L1 penalty."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastai.callback.core import Callback
+from fastai.losses import CrossEntropyLossFlat
+
+from fastseg.atomic import atomic_write
+from fastseg.constants import IGNORE_INDEX, NUM_CLASSES
+from fastseg.data.masks import read_mask
+from fastseg.data.samples import Sample
+from fastseg.errors import FastsegError
+
+
+def segmentation_loss(weights: torch.Tensor | None = None):
+    """fastai cross-entropy over the class axis of N×C×H×W logits, ignoring 255 in N×H×W targets."""
+    return CrossEntropyLossFlat(axis=1, weight=weights, ignore_index=IGNORE_INDEX)
+
+
+def class_pixel_counts(samples: list[Sample], num_classes: int = NUM_CLASSES, progress=None):
+    """Per class: (pixels of the class, pixels of the images that contain it); void not counted.
+
+    Returns two int64 arrays of length num_classes.
+    """
+    pixels = np.zeros(num_classes, np.int64)
+    image_pixels = np.zeros(num_classes, np.int64)
+    for sample in samples:
+        mask = read_mask(sample.mask)
+        counts = np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=num_classes)[:num_classes]
+        pixels += counts
+        image_pixels += (counts > 0) * int(counts.sum())
+        if progress:
+            progress()
+    return pixels, image_pixels
+
+
+def median_frequency_weights(pixels: np.ndarray, image_pixels: np.ndarray) -> np.ndarray:
+    """Eigen & Fergus median-frequency balancing: w_c = median(f) / f_c with
+    f_c = pixels of c / pixels of images containing c. Classes never seen get weight 0."""
+    seen = image_pixels > 0
+    freq = np.where(seen, pixels / np.maximum(image_pixels, 1), 0.0)
+    median = np.median(freq[seen])
+    return np.where(freq > 0, median / np.maximum(freq, 1e-12), 0.0)
+
+
+def cached_median_frequency(samples: list[Sample], cache_dir: Path, progress=None) -> np.ndarray:
+    """Median-frequency weights, computed once per split content and cached as JSON in `cache_dir`."""
+    key = hashlib.sha1("\n".join(str(s.mask) for s in samples).encode()).hexdigest()[:16]
+    cache = cache_dir / f"median-freq-{key}.json"
+    if cache.is_file():
+        return np.array(json.loads(cache.read_text())["weights"])
+    weights = median_frequency_weights(*class_pixel_counts(samples, progress=progress))
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(cache, lambda tmp: tmp.write_text(json.dumps({"weights": weights.tolist()})))
+    except OSError:
+        pass  # a read-only dataset folder only costs recomputing next time
+    return weights
+
+
+def read_weights_file(path: Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Class weights from a JSON list or a text file with one number per line."""
+    try:
+        text = path.read_text()
+        values = json.loads(text) if text.lstrip().startswith("[") else [float(v) for v in text.split()]
+        weights = np.asarray(values, dtype=np.float64)
+    except (OSError, ValueError) as err:
+        raise FastsegError(f"Class weights file {path} could not be read ({err}); give "
+                           f"{num_classes} numbers, one per line or as a JSON list.") from None
+    if weights.shape != (num_classes,) or (weights < 0).any():
+        raise FastsegError(f"Class weights file {path} has {weights.size} values; give {num_classes} "
+                           "non-negative numbers, one per class.")
+    return weights
+
+
+class L1Penalty(Callback):
+    """Adds coef × Σ|w| over all trainable weights to the loss that is back-propagated (the
+    logged loss stays the data loss)."""
+
+    order = 5
+
+    def __init__(self, coef: float):
+        self.coef = coef
+
+    def after_loss(self):
+        if not self.training or self.coef == 0:
+            return
+        params = [p for p in self.learn.model.parameters() if p.requires_grad]
+        self.learn.loss_grad = self.learn.loss_grad + self.coef * sum(p.abs().sum() for p in params)

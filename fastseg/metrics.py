@@ -1,0 +1,128 @@
+"""VOC segmentation metrics from one streaming confusion matrix, ignoring void (255) pixels.
+
+Every number (mIoU, foreground mIoU, pixel and mean accuracy, frequency-weighted IoU, per-class
+IoU) comes from the C×C matrix, accumulated on the model's device with `bincount`. A class absent
+from both prediction and truth over the whole set has no IoU and is left out of the means (it is
+NaN in the per-class list); a class with no true pixels is left out of the mean accuracy.
+"""
+
+import math
+
+import torch
+import torch.distributed as dist
+from fastai.learner import Metric
+
+from fastseg.constants import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
+
+SCORE_KEYS = ("miou", "fg_miou", "pixel_acc", "mean_acc", "fw_iou")
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int = NUM_CLASSES,
+                     ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Count (truth, prediction) pairs.
+
+    Args:
+        pred, target: integer tensors of the same shape (e.g. N×H×W) on the same device.
+    Returns:
+        C×C int64 on that device; rows are true classes, columns predicted classes. Pixels whose
+        target is `ignore_index` are not counted.
+    """
+    keep = target != ignore_index
+    index = target[keep].long() * num_classes + pred[keep].long()
+    return torch.bincount(index, minlength=num_classes ** 2).view(num_classes, num_classes)
+
+
+def scores(cm: torch.Tensor) -> dict:
+    """All metrics of a C×C confusion matrix (rows truth, columns prediction).
+
+    Returns:
+        {"miou", "fg_miou" (classes 1.., i.e. without background), "pixel_acc", "mean_acc", "fw_iou"}
+        as floats, plus "iou" and "acc": per-class lists with NaN where undefined.
+    """
+    cm = cm.double().cpu()
+    tp, truth, predicted = cm.diag(), cm.sum(1), cm.sum(0)
+    union = truth + predicted - tp
+    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.nan)
+    acc = torch.where(truth > 0, tp / truth.clamp(min=1), torch.nan)
+    total = cm.sum()
+    freq = truth / total.clamp(min=1)
+    return {"miou": _nanmean(iou), "fg_miou": _nanmean(iou[1:]),
+            "pixel_acc": float(tp.sum() / total) if total > 0 else math.nan,
+            "mean_acc": _nanmean(acc), "fw_iou": float(torch.nansum(freq * iou)),
+            "iou": iou.tolist(), "acc": acc.tolist()}
+
+
+def _nanmean(x: torch.Tensor) -> float:
+    valid = ~torch.isnan(x)
+    return float(x[valid].mean()) if valid.any() else math.nan
+
+
+def all_reduced(cm: torch.Tensor) -> torch.Tensor:
+    """The sum of `cm` over all processes when torch.distributed is running; `cm` otherwise."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return cm
+    total = cm.clone()
+    dist.all_reduce(total)
+    return total
+
+
+class ConfusionState:
+    """A confusion matrix shared by several fastai metrics, so each batch is counted once."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES):
+        self.num_classes = num_classes
+        self.reset()
+
+    def reset(self):
+        self.cm: torch.Tensor | None = None
+        self._scores: dict | None = None
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor):
+        """logits: N×C×H×W; target: N×H×W with 255 for void."""
+        batch = confusion_matrix(logits.argmax(1), target, self.num_classes)
+        self.cm = batch if self.cm is None else self.cm + batch
+        self._scores = None
+
+    def total(self) -> torch.Tensor:
+        """The matrix summed over processes (C×C int64)."""
+        cm = self.cm if self.cm is not None else torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
+        return all_reduced(cm)
+
+    def scores(self) -> dict:
+        if self._scores is None:
+            self._scores = scores(self.total())
+        return self._scores
+
+
+class ScoreMetric(Metric):
+    """One number of `ConfusionState.scores()` as a fastai metric; only the owner accumulates."""
+
+    def __init__(self, name: str, state: ConfusionState, owner: bool, index: int | None = None):
+        self._name, self.state, self.owner, self.index = name, state, owner, index
+
+    def reset(self):
+        if self.owner:
+            self.state.reset()
+
+    def accumulate(self, learn):
+        if self.owner:
+            self.state.update(learn.pred, learn.yb[0])
+
+    @property
+    def value(self):
+        result = self.state.scores()
+        return result[self._name] if self.index is None else result["iou"][self.index]
+
+    @property
+    def name(self):
+        return self._name if self.index is None else f"iou_{VOC_CLASSES[self.index]}"
+
+
+def seg_metrics(num_classes: int = NUM_CLASSES, per_class: bool = False) -> list[ScoreMetric]:
+    """fastai metrics miou, fg_miou, pixel_acc, mean_acc, fw_iou (and per-class IoU) over one
+    shared confusion matrix."""
+    state = ConfusionState(num_classes)
+    metrics = [ScoreMetric(key, state, owner=(i == 0)) for i, key in enumerate(SCORE_KEYS)]
+    if per_class:
+        metrics += [ScoreMetric("iou", state, False, c) for c in range(num_classes)]
+    return metrics

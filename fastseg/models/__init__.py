@@ -1,0 +1,36 @@
+"""Model registry: `create_model(arch, ...)` is the only way the rest of fastseg builds a model."""
+
+from pathlib import Path
+
+from torch import nn
+
+from fastseg.constants import NUM_CLASSES
+from fastseg.models.pretrained import load_encoder_weights
+from fastseg.models.segnet import SegNet
+from fastseg.models.vgg_unet import VGGUNet
+
+MODELS: dict[str, type[nn.Module]] = {"segnet": SegNet, "skip": VGGUNet}
+"""CLI name → model class; the CLI's --arch choices come from here."""
+
+
+def create_model(arch: str, num_classes: int = NUM_CLASSES, pretrained: str | Path | None = None,
+                 width: float = 1.0) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        arch: a key of MODELS.
+        pretrained: None or "none" (from scratch), "imagenet" (torchvision's VGG16_BN IMAGENET1K_V1
+            through its weight cache) or a path to a .pth / .safetensors VGG16-BN state dict.
+        width: channel multiplier; 1.0 is the faithful model and the only one taking ImageNet weights.
+
+    Raises:
+        ValueError: unknown arch (the message lists the valid ones).
+    """
+    if arch not in MODELS:
+        raise ValueError(f"Unknown arch '{arch}'; choose one of: {', '.join(MODELS)}.")
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}.")
+    model = MODELS[arch](num_classes=num_classes, width=width)
+    if pretrained not in (None, "none"):
+        load_encoder_weights(model.encoder, pretrained, width)
+    return model

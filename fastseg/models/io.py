@@ -1,0 +1,81 @@
+"""Model weights on disk: `<name>.safetensors` plus a `<name>.json` sidecar. Never unpickles."""
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from fastseg import __version__
+from fastseg.atomic import atomic_write
+from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES
+from fastseg.errors import FastsegError
+
+
+def sidecar_path(weights: Path) -> Path:
+    """The JSON file beside a .safetensors file."""
+    return weights.with_suffix(".json")
+
+
+def model_metadata(arch: str, num_classes: int, width: float, **extra) -> dict:
+    """The sidecar content: enough to rebuild the model and feed it correctly."""
+    return {"arch": arch, "num_classes": num_classes, "width": width,
+            "classes": list(VOC_CLASSES[:num_classes]), "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD), "fastseg_version": __version__, **extra}
+
+
+def save_model(model: nn.Module, path: str | Path, meta: dict) -> Path:
+    """Write `model`'s state dict to `path` (.safetensors) and `meta` to its JSON sidecar, each
+    atomically. Returns the weights path."""
+    path = Path(path).with_suffix(".safetensors")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"arch": meta["arch"]}))
+    atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+    return path
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The JSON sidecar of a weights file.
+
+    Raises:
+        FastsegError: the sidecar is missing or not valid JSON with arch/num_classes/width.
+    """
+    side = sidecar_path(Path(path))
+    try:
+        meta = json.loads(side.read_text())
+        meta["arch"], meta["num_classes"], meta["width"]  # noqa: B018 - presence check
+    except FileNotFoundError:
+        raise FastsegError(f"Weights file {path} has no metadata file {side}; keep the .json that "
+                           "fastseg wrote beside it.") from None
+    except (ValueError, KeyError, TypeError):
+        raise FastsegError(f"Metadata file {side} is not fastseg model metadata (arch, num_classes, "
+                           "width); restore the .json that fastseg wrote.") from None
+    return meta
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a model from `path` (.safetensors + JSON sidecar). Returns (model in eval mode, meta).
+
+    Raises:
+        FastsegError: missing file, a file that is not safetensors, or weights not matching the metadata.
+    """
+    from fastseg.models import create_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise FastsegError(f"Weights file {path} does not exist; pass a .safetensors file written by fastseg.")
+    meta = read_metadata(path)
+    try:
+        state = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError):
+        raise FastsegError(f"Weights file {path} is not a safetensors file; pass the .safetensors "
+                           "file that fastseg wrote (fastseg never loads pickled files).") from None
+    model = create_model(meta["arch"], meta["num_classes"], width=meta["width"])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise FastsegError(f"Weights file {path} does not match its metadata ({meta['arch']}, width "
+                           f"{meta['width']}); keep each .safetensors with its own .json.") from None
+    return model.to(device).eval(), meta

@@ -1,0 +1,92 @@
+"""RunRecorder: after each epoch, writes metrics.csv, curves, the best model and a full checkpoint,
+prints one table row, and stops early when mIoU has not improved for `patience` epochs."""
+
+import math
+import time
+from pathlib import Path
+
+from fastai.callback.core import Callback, CancelFitException
+
+from fastseg.callbacks import run_state
+from fastseg.console import log
+from fastseg.constants import VOC_CLASSES
+from fastseg.models.io import save_model
+from fastseg.plots import plot_curves
+from fastseg.runs import BEST, LAST, METRICS, write_metrics_csv
+from fastseg.serialize import save_state
+
+TABLE_COLUMNS = ("epoch", "train_loss", "valid_loss", "miou", "fg_miou", "pixel_acc", "mean_acc", "fw_iou",
+                 "lr", "seconds")
+
+
+def format_row(row: dict) -> str:
+    cells = []
+    for key in TABLE_COLUMNS:
+        value = row[key]
+        cells.append(f"{int(value):>5d}" if key == "epoch" else
+                     f"{value:>10.2e}" if key == "lr" else f"{value:>10.4f}")
+    return " ".join(cells)
+
+
+def table_header() -> str:
+    return " ".join(f"{c:>5}" if c == "epoch" else f"{c:>10}" for c in TABLE_COLUMNS)
+
+
+class RunRecorder(Callback):
+    """Runs after fastai's Recorder (order 50), whose `log` then holds the epoch's numbers."""
+
+    order = 60
+
+    def __init__(self, run_dir: Path, meta: dict, rows: list[dict], tracker: dict, start_epoch: int,
+                 patience: int | None, confusion):
+        self.run_dir, self.meta, self.rows, self.tracker = run_dir, meta, rows, tracker
+        self.start_epoch, self.patience, self.confusion = start_epoch, patience, confusion
+
+    def before_fit(self):
+        log(table_header())
+
+    def before_epoch(self):
+        self.started = time.monotonic()
+
+    def after_epoch(self):
+        if self.epoch < self.start_epoch or self.recorder.cancel_train:
+            return
+        row = self.epoch_row()
+        self.rows.append(row)
+        write_metrics_csv(self.run_dir / METRICS, self.rows)
+        plot_curves(self.rows, self.run_dir / "curves.png")
+        self._track_best(row)
+        self.save_checkpoint(self.epoch + 1, 0)
+        log(format_row(row))
+        if self.patience is not None and self.tracker["wait"] >= self.patience:
+            log(f"Early stopping: mIoU has not improved for {self.patience} epochs "
+                f"(best {self.tracker['best']:.4f} at epoch {self.tracker['best_epoch']}).")
+            raise CancelFitException
+
+    def epoch_row(self) -> dict:
+        names = self.recorder.metric_names[1:-1]  # drop "epoch" and "time"
+        values = dict(zip(names, self.recorder.log[1:len(names) + 1], strict=True))
+        row = {"epoch": self.epoch + 1, **{k: float(v) for k, v in values.items()},
+               "lr": float(self.opt.hypers[-1]["lr"]), "seconds": time.monotonic() - self.started}
+        ious = self.confusion.scores()["iou"]
+        row.update({f"iou_{name}": iou for name, iou in zip(VOC_CLASSES, ious, strict=False)})
+        return row
+
+    def _track_best(self, row: dict):
+        score = row["miou"]
+        if not math.isnan(score) and score > self.tracker["best"]:
+            self.tracker.update(best=score, best_epoch=row["epoch"], wait=0)
+            metrics = {k: v for k, v in row.items() if k != "seconds"}
+            save_model(self.learn.model, self.run_dir / BEST, {**self.meta, "epoch": row["epoch"],
+                                                               "metrics": metrics})
+        else:
+            self.tracker["wait"] += 1
+
+    def save_checkpoint(self, epoch: int, batch: int):
+        """Full resumable state: `epoch` epochs done plus `batch` batches of the next."""
+        save_state(run_state(self.learn, epoch, batch, dict(self.tracker)), self.run_dir / LAST)
+
+    def save_interrupted(self, batch: int):
+        self.save_checkpoint(self.epoch, batch)
+        log(f"Interrupted in epoch {self.epoch + 1} after {batch} batches; checkpoint saved. "
+            f"Continue with: fastseg fit --resume {self.run_dir}")

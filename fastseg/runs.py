@@ -1,0 +1,80 @@
+"""Run directories: `runs/<timestamp>-<arch>/` with config.json, metrics.csv, weights and plots."""
+
+import csv
+import io
+import time
+from pathlib import Path
+
+from fastseg.atomic import atomic_write
+from fastseg.errors import FastsegError
+
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+BEST = "best.safetensors"        # best model by mIoU (+ best.json)
+LAST = "last.safetensors"        # full checkpoint for --resume (+ last.json)
+LR_FIND = "lr_find.json"
+
+
+def default_run_name(arch: str) -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{arch}"
+
+
+def prepare_run_dir(runs_dir: str | Path, name: str) -> Path:
+    """Create (or reuse, if it holds only lr_find results) the run folder for a new fit.
+
+    Raises:
+        FastsegError: the folder holds a fit already (nothing is overwritten) or cannot be written.
+    """
+    run = Path(runs_dir) / name
+    if (run / CONFIG).exists():
+        raise FastsegError(f"Run folder {run} already holds a run; pass --resume {run} to continue "
+                           "it or choose another --name.")
+    return ensure_writable(run)
+
+
+def ensure_writable(folder: Path) -> Path:
+    """Create `folder` and check a file can be written in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise FastsegError(f"Run folder {folder} cannot be written ({err.strerror}); choose a writable "
+                           "--runs-dir.") from None
+    return folder
+
+
+def latest_run(runs_dir: str | Path, must_have: str = BEST) -> Path:
+    """The most recently modified run folder containing `must_have`."""
+    runs = [p.parent for p in Path(runs_dir).glob(f"*/{must_have}")]
+    if not runs:
+        raise FastsegError(f"No run with {must_have} was found in {runs_dir}; train one with `fastseg fit` "
+                           "or pass a run folder.")
+    return max(runs, key=lambda p: (p / must_have).stat().st_mtime)
+
+
+def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+    """Rewrite metrics.csv atomically from all epoch rows so far."""
+    if not rows:
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda tmp: tmp.write_text(buffer.getvalue()))
+
+
+def read_metrics_csv(path: Path) -> list[dict]:
+    """Epoch rows of metrics.csv with numbers parsed as floats."""
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _number(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text

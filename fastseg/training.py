@@ -1,0 +1,204 @@
+"""Build a Learner from a FitConfig, and run find-lr, fit and resume."""
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastai.callback.fp16 import AMPMode, MixedPrecision
+from fastai.callback.progress import ProgressCallback
+from fastai.callback.schedule import ParamScheduler, SchedPoly, minimum, slide, steep, valley
+from fastai.callback.training import GradientClip
+from fastai.torch_core import set_seed
+from rich.table import Table
+
+from fastseg.callbacks import Interrupt, NaNGuard, Resume, SeedEpochs
+from fastseg.config import FitConfig, load_config, save_config
+from fastseg.console import console, log
+from fastseg.constants import VOC_CLASSES
+from fastseg.data.dataloaders import build_dataloaders
+from fastseg.data.splits import build_split
+from fastseg.errors import FastsegError
+from fastseg.learner import make_opt_func, seg_learner
+from fastseg.losses import L1Penalty, cached_median_frequency, read_weights_file, segmentation_loss
+from fastseg.metrics import seg_metrics
+from fastseg.models.io import model_metadata
+from fastseg.plots import plot_lr_find
+from fastseg.recorder import RunRecorder
+from fastseg.runs import CONFIG, LAST, LR_FIND, METRICS, default_run_name, prepare_run_dir, read_metrics_csv
+from fastseg.serialize import load_state
+
+
+def pick_device(requested: str | None) -> torch.device:
+    return torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def class_weights(cfg: FitConfig) -> torch.Tensor | None:
+    """None, median-frequency weights of the training split (cached beside the data), or a file's."""
+    if cfg.class_weights == "none":
+        return None
+    if cfg.class_weights == "median-freq":
+        samples = build_split(cfg.data.train_split, cfg.data.roots)
+        weights = cached_median_frequency(samples, Path(cfg.data.voc).parent / "fastseg-cache")
+    else:
+        weights = read_weights_file(Path(cfg.class_weights))
+    show_class_weights(weights)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def show_class_weights(weights: np.ndarray) -> None:
+    table = Table(title="Class weights")
+    for column in ("class", "weight"):
+        table.add_column(column)
+    for name, w in zip(VOC_CLASSES, weights, strict=False):
+        table.add_row(name, f"{w:.3f}")
+    console.print(table)
+
+
+def precision_callbacks(cfg: FitConfig, device: torch.device) -> list:
+    """bf16 autocast (fp16 + GradScaler where bf16 is missing) on CUDA; nothing on the CPU."""
+    mode = cfg.amp
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return []
+    if mode == "auto":
+        mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return [MixedPrecision(amp_mode=AMPMode.BF16 if mode == "bf16" else AMPMode.FP16)]
+
+
+def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device):
+    """The Learner of a run: model, loss (class weights), optimizer, metrics and side callbacks."""
+    metrics = seg_metrics(len(VOC_CLASSES))
+    cbs = [NaNGuard(), *precision_callbacks(cfg, device)]
+    if cfg.l1:
+        cbs.append(L1Penalty(cfg.l1))
+    if cfg.clip:
+        cbs.append(GradientClip(cfg.clip))
+    learn = seg_learner(dls, cfg.arch, cfg.pretrained, cfg.width, loss_func=segmentation_loss(class_weights(cfg)),
+                        metrics=metrics, opt_func=make_opt_func(cfg.opt, cfg.mom), wd=cfg.wd, cbs=cbs,
+                        path=run_dir, model_dir=".")
+    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
+    learn.logger = lambda row: None  # RunRecorder prints the table
+    learn.model.to(device)
+    if cfg.channels_last or (cfg.channels_last is None and device.type == "cuda"):
+        learn.model.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        learn.model = torch.compile(learn.model)
+    if cfg.freeze_epochs == 0:
+        learn.unfreeze()
+    return learn
+
+
+def schedule_fit(learn, cfg: FitConfig, lr, cbs: list) -> None:
+    """Train for cfg.epochs on the chosen schedule (resume callbacks skip what is done)."""
+    lr = slice(cfg.lr_min, lr) if cfg.lr_min else lr
+    if cfg.sched == "one-cycle":
+        learn.fit_one_cycle(cfg.epochs, lr, wd=cfg.wd, cbs=cbs)
+    elif cfg.sched == "poly":
+        lrs = learn.lr_range(lr)
+        learn.fit(cfg.epochs, lrs, wd=cfg.wd, cbs=cbs + [ParamScheduler({"lr": SchedPoly(lrs, 0, 0.9)})])
+    else:
+        learn.fit(cfg.epochs, learn.lr_range(lr), wd=cfg.wd, cbs=cbs)
+
+
+class FreezeEncoder(SeedEpochs.__base__):
+    """Trains the decoder alone for the first `epochs` epochs, then everything."""
+
+    order = 16
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def before_epoch(self):
+        self.learn.opt.freeze_to(-1 if self.epoch < self.epochs else 0)
+
+
+def resolve_lr(cfg: FitConfig, run_dir: Path) -> float:
+    """cfg.lr, or for "auto" the valley suggestion of this run's lr_find (else the newest one of
+    the same arch in runs_dir)."""
+    if cfg.lr != "auto":
+        return float(cfg.lr)
+    candidates = [run_dir / LR_FIND] + sorted(Path(cfg.runs_dir).glob(f"*-{cfg.arch}*/{LR_FIND}"),
+                                               key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in candidates:
+        if path.is_file():
+            lr = json.loads(path.read_text())["valley"]
+            log(f"--lr auto: using the lr_find valley {lr:.3e} from {path}")
+            return lr
+    raise FastsegError(f"--lr auto needs an lr_find result; run `fastseg find-lr --arch {cfg.arch}` first "
+                       "or pass a number.")
+
+
+def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = None) -> tuple[Path, list[dict]]:
+    """Train (or resume) a run; returns (run folder, metrics rows). Writes config.json,
+    metrics.csv, curves.png, best.safetensors/json and last.safetensors/json."""
+    cfg.validate()
+    run_dir = resume or prepare_run_dir(cfg.runs_dir, cfg.name or default_run_name(cfg.arch))
+    state = load_state(run_dir / LAST) if resume else None
+    lr = resolve_lr(cfg, run_dir)
+    if not resume:
+        save_config(replace(cfg, lr=lr, name=run_dir.name), run_dir / CONFIG)
+    set_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    dls = build_dataloaders(cfg.data, device=device, log=log)
+    learn = build_learner(cfg, dls, run_dir, device)
+    start = state["epoch"] if state else 0
+    rows = [r for r in read_metrics_csv(run_dir / METRICS) if r["epoch"] <= start] if state else []
+    tracker = state["tracker"] if state else {"best": -1.0, "best_epoch": 0, "wait": 0}
+    meta = model_metadata(cfg.arch, len(VOC_CLASSES), cfg.width, config=asdict(cfg))
+    recorder = RunRecorder(run_dir, meta, rows, tracker, start, cfg.patience, learn.metrics[0].state)
+    interrupt = Interrupt(recorder.save_interrupted)
+    cbs = [SeedEpochs(cfg.seed), recorder, interrupt, *(extra_cbs or [])]
+    if cfg.freeze_epochs:
+        cbs.append(FreezeEncoder(cfg.freeze_epochs))
+    if state:
+        cbs.append(Resume(state))
+    if console.is_terminal:
+        from fastseg.progress import RichProgress
+        cbs.append(RichProgress())
+    log(f"Run folder: {run_dir}")
+    try:
+        schedule_fit(learn, cfg, lr, cbs)
+    finally:
+        interrupt.after_fit()
+    return run_dir, recorder.rows
+
+
+def resume_fit(run_dir: Path, extra_cbs: list | None = None) -> tuple[Path, list[dict]]:
+    """Continue the run in `run_dir` from its last checkpoint, on the same schedule."""
+    run_dir = Path(run_dir)
+    if not (run_dir / LAST).is_file():
+        raise FastsegError(f"Run folder {run_dir} has no checkpoint ({LAST}); pass a folder written by "
+                           "`fastseg fit`.")
+    return fit(load_config(run_dir / CONFIG), resume=run_dir, extra_cbs=extra_cbs)
+
+
+def find_lr(cfg: FitConfig, num_it: int = 100) -> tuple[Path, dict]:
+    """fastai lr_find on the run's data and model; writes lr_find.json and lr_find.png."""
+    cfg.validate()
+    run_dir = prepare_run_dir(cfg.runs_dir, cfg.name or default_run_name(cfg.arch))
+    set_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    dls = build_dataloaders(cfg.data, device=device, log=log)
+    learn = build_learner(cfg, dls, run_dir, device)
+    learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=())
+    rec = learn.recorder
+    lrs, losses = rec.lrs[: len(rec.losses)], [float(v) for v in rec.losses]
+    suggestions = lr_suggestions(lrs, losses, num_it)
+    (run_dir / LR_FIND).write_text(json.dumps(suggestions, indent=2))
+    plot_lr_find(lrs, losses, {k: v for k, v in suggestions.items() if v is not None}, run_dir / "lr_find.png")
+    return run_dir, suggestions
+
+
+def lr_suggestions(lrs: list[float], losses: list[float], num_it: int) -> dict:
+    """fastai's valley, slide, steep and minimum suggestions, on the points lr_find itself uses
+    (the first 10 % and last 5 dropped); a suggestion with too few points is None."""
+    lrs_t = torch.tensor(lrs[num_it // 10: -5])
+    losses_t = torch.tensor(losses[num_it // 10: -5])
+    out = {}
+    for func in (valley, slide, steep, minimum):
+        try:
+            out[func.__name__] = float(func(lrs_t, losses_t, num_it)[0])
+        except (IndexError, RuntimeError, ValueError):
+            out[func.__name__] = None
+    return out
