@@ -43,3 +43,47 @@ def plot_lr_find(lrs, losses, suggestions: dict, path: Path) -> Path:
         ax.axvline(lr, color=colour, linestyle="--", label=f"{name} {lr:.2e}")
     ax.legend()
     return save_figure(fig, path)
+
+
+def colorize(mask) -> "np.ndarray":
+    """H×W class ids (255 void) → H×W×3 uint8 in the VOC palette."""
+    import numpy as np
+
+    from fastseg.constants import voc_palette
+    palette = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
+    return palette[np.asarray(mask, dtype=np.uint8)]
+
+
+def denormalize(x) -> "np.ndarray":
+    """N×3×H×W ImageNet-normalised tensor → N×H×W×3 uint8."""
+    import numpy as np
+    import torch
+
+    from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD
+    x = torch.as_tensor(x).detach().float().cpu()
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((x * std + mean).clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).numpy().astype(np.uint8)
+
+
+def overlay(image, mask, alpha: float = 0.5) -> "np.ndarray":
+    """H×W×3 uint8 image with the VOC-coloured mask blended over it (void shown in its colour too)."""
+    import numpy as np
+    blend = image.astype(np.float32) * (1 - alpha) + colorize(mask).astype(np.float32) * alpha
+    return blend.astype(np.uint8)
+
+
+def plot_batch(x, y, path: Path, title: str) -> Path:
+    """A grid of samples: image | mask overlaid, for a normalised batch x (N×3×H×W) and y (N×H×W)."""
+    images, masks = denormalize(x), y.detach().cpu().numpy()
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.6), squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(images[i])
+        axes[1, i].imshow(overlay(images[i], masks[i]))
+        for ax in axes[:, i]:
+            ax.axis("off")
+    axes[0, 0].set_title("image", loc="left")
+    axes[1, 0].set_title("mask (VOC palette)", loc="left")
+    fig.suptitle(title)
+    return save_figure(fig, path)

@@ -1,0 +1,3 @@
+from fastseg.cli import app
+
+app(prog_name="fastseg")

@@ -1,0 +1,256 @@
+"""The `fastseg` command line: parse options, build a config, make one library call, summarise."""
+
+import functools
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from fastseg.console import console, log
+from fastseg.errors import FastsegError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train and evaluate SegNet and VGG16-BN skip models on PASCAL VOC and SBD.")
+
+
+def _choices(name: str, values) -> type[Enum]:
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+def _registry_choices():
+    from fastseg.config import OPTIMIZERS, SCHEDULES
+    from fastseg.data.splits import EVAL_SPLITS, TRAIN_SPLITS
+    from fastseg.data.transforms import PRESETS
+    from fastseg.models import MODELS
+    return (_choices("Arch", MODELS), _choices("Opt", OPTIMIZERS), _choices("Sched", SCHEDULES),
+            _choices("TrainSplit", TRAIN_SPLITS), _choices("EvalSplit", EVAL_SPLITS), _choices("Preset", PRESETS))
+
+
+Arch, Opt, Sched, TrainSplit, EvalSplit, Preset = _registry_choices()
+
+
+def friendly(func):
+    """Turn a FastsegError into its one-sentence message on stderr and a non-zero exit."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except FastsegError as err:
+            typer.echo(f"Error: {err}", err=True)
+            raise typer.Exit(err.exit_code) from None
+    return wrapper
+
+
+# Options shared by the data, training and evaluation commands.
+VocOpt = Annotated[Path, typer.Option("--voc", help="VOC2012 folder (VOCdevkit/VOC2012 or a parent).")]
+SbdOpt = Annotated[Path | None, typer.Option("--sbd", help="SBD folder (benchmark_RELEASE/dataset or a parent).")]
+Voc11Opt = Annotated[Path | None, typer.Option("--voc11", help="VOC2011 folder, for seg11valid (default: beside VOC2012).")]
+TrainOpt = Annotated[TrainSplit, typer.Option("--train", help="Training split.")]
+ValidOpt = Annotated[EvalSplit, typer.Option("--valid", help="Validation split.")]
+CropOpt = Annotated[int, typer.Option(help="Random crop size for training (pixels, at least 32).")]
+BsOpt = Annotated[int, typer.Option("--bs", help="Batch size.")]
+AugOpt = Annotated[Preset, typer.Option("--augment", help="Augmentation preset.")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Data loader worker processes (default: 0 on CPU, 8 with CUDA).")]
+
+
+def data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, val_bs=None):
+    from fastseg.data.dataloaders import DataConfig
+    if workers is None:
+        import torch
+        workers = min(8, (__import__("os").cpu_count() or 1)) if torch.cuda.is_available() else 0
+    return DataConfig(voc=str(voc), sbd=str(sbd) if sbd else None, voc11=str(voc11) if voc11 else None,
+                      train_split=train.value, valid_split=valid.value, crop=crop, bs=bs, val_bs=val_bs,
+                      augment=augment.value, num_workers=workers)
+
+
+@app.command()
+@friendly
+def synth(out: Annotated[Path, typer.Option(help="Folder to write the dataset into.")] = Path("data/synthetic"),
+          n_train: Annotated[int, typer.Option(help="VOC2012 seg train ids.")] = 40,
+          n_val: Annotated[int, typer.Option(help="VOC2012 seg val ids.")] = 24,
+          n_sbd_only: Annotated[int, typer.Option(help="Ids annotated by SBD alone.")] = 40,
+          size: Annotated[int, typer.Option(help="Longest image side in pixels.")] = 112,
+          seed: Annotated[int, typer.Option(help="Random seed.")] = 0):
+    """Write a seeded synthetic dataset laid out exactly like VOCdevkit/VOC2012, VOC2011 and SBD."""
+    from rich.progress import track
+
+    from fastseg.data.synthetic import SynthConfig, generate, make_id_sets
+    cfg = SynthConfig(n_train=n_train, n_val=n_val, n_sbd_only=n_sbd_only, size=size, seed=seed)
+    if min(n_train, n_val, n_sbd_only) < 2 or size < 32:
+        raise FastsegError("synth needs --n-train, --n-val and --n-sbd-only of at least 2 and --size of at least 32.")
+    sets = make_id_sets(cfg)
+    total = len(set(sets.voc_train + sets.voc_val + sets.sbd_train + sets.sbd_val))
+    ticks = iter(track(range(total), description="synth", console=console, disable=not console.is_terminal))
+    generate(out, cfg, progress=lambda _: next(ticks, None))
+    log(f"Synthetic dataset written to {out}: --voc {out}/VOCdevkit/VOC2012 --sbd {out}/benchmark_RELEASE/dataset")
+
+
+@app.command()
+@friendly
+def download(name: Annotated[str, typer.Argument(help="voc2012, voc2011 or sbd.")],
+             root: Annotated[Path, typer.Option(help="Folder to download and extract into.")] = Path("data")):
+    """Download, verify (md5) and extract an official dataset archive; resumes partial downloads."""
+    from fastseg.data.download import download_dataset
+    download_dataset(name, root)
+
+
+@app.command("check-data")
+@friendly
+def check_data(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None):
+    """Split counts, leakage check and every problem found in the files; exit 1 on a problem."""
+    from rich.progress import Progress
+
+    from fastseg.data.checks import check_dataset
+    from fastseg.data.splits import DataRoots
+    roots = DataRoots(voc, sbd, voc11)
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("checking files", total=None)
+        report = check_dataset(roots, progress=lambda: bar.advance(task))
+    _print_data_report(report)
+    if report.problems or any(n for _, _, n in report.leaks):
+        raise typer.Exit(1)
+
+
+def _print_data_report(report) -> None:
+    table = Table(title="Splits")
+    table.add_column("split")
+    table.add_column("images", justify="right")
+    for name, count in report.counts.items():
+        table.add_row(name, str(count) if isinstance(count, int) else f"unavailable: {count}")
+    console.print(table)
+    leaks = Table(title="Leakage check (training ∩ evaluation ids)")
+    for column in ("training", "evaluation", "shared ids"):
+        leaks.add_column(column)
+    for train, evaluation, shared in report.leaks:
+        leaks.add_row(train, evaluation, "0 (ok)" if not shared else f"{shared} LEAK")
+    console.print(leaks)
+    for problem in report.problems:
+        log(f"{problem.path}: {problem.message}")
+    log(f"{len(report.problems)} problem(s) found.")
+
+
+@app.command("show-batch")
+@friendly
+def show_batch(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
+               train: TrainOpt = TrainSplit("train-aug"), valid: ValidOpt = EvalSplit("seg11valid"),
+               crop: CropOpt = 320, augment: AugOpt = Preset("light"),
+               n: Annotated[int, typer.Option(help="Samples per grid.")] = 8,
+               out: Annotated[Path, typer.Option(help="Folder for train_batch.png and valid_batch.png.")] = Path("."),
+               seed: Annotated[int, typer.Option(help="Random seed.")] = 0):
+    """PNG grids of augmented training samples and of validation samples, masks in the VOC palette."""
+    from fastai.torch_core import set_seed
+
+    from fastseg.data.dataloaders import build_dataloaders
+    from fastseg.plots import plot_batch
+    set_seed(seed)
+    dls = build_dataloaders(data_config(voc, sbd, voc11, train, valid, crop, n, augment, 0), device="cpu", log=log)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, dl in (("train", dls.train), ("valid", dls.valid)):
+        x, y = dl.one_batch()
+        path = plot_batch(x, y, out / f"{name}_batch.png", title=f"{name} samples")
+        log(f"Wrote {path}")
+
+
+ArchOpt = Annotated[Arch, typer.Option("--arch", help="Model architecture.")]
+WidthOpt = Annotated[float, typer.Option(help="Channel multiplier (1.0 = the faithful model).")]
+PretrainedOpt = Annotated[str, typer.Option(help="Encoder weights: imagenet, none, or a .pth/.safetensors file.")]
+RunsOpt = Annotated[Path, typer.Option("--runs-dir", help="Folder holding run folders.")]
+NameOpt = Annotated[str | None, typer.Option(help="Run folder name (default <timestamp>-<arch>).")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: CUDA when present).")]
+
+
+@app.command("find-lr")
+@friendly
+def find_lr_cmd(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
+                train: TrainOpt = TrainSplit("train-aug"), valid: ValidOpt = EvalSplit("seg11valid"),
+                crop: CropOpt = 320, bs: BsOpt = 32, augment: AugOpt = Preset("light"), workers: WorkersOpt = None,
+                arch: ArchOpt = Arch("segnet"), width: WidthOpt = 1.0, pretrained: PretrainedOpt = "imagenet",
+                opt: Annotated[Opt, typer.Option("--opt", help="Optimizer.")] = Opt("sgd"),
+                wd: Annotated[float, typer.Option(help="Weight decay.")] = 5e-4,
+                num_it: Annotated[int, typer.Option(help="Learning rates tried.")] = 100,
+                runs_dir: RunsOpt = Path("runs"), name: NameOpt = None, seed: SeedOpt = 42,
+                device: DeviceOpt = None):
+    """fastai lr_find: writes lr_find.png and lr_find.json (valley, slide, steep, minimum)."""
+    from fastseg.config import FitConfig
+    from fastseg.training import find_lr
+    cfg = FitConfig(data=data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers), arch=arch.value,
+                    width=width, pretrained=pretrained, opt=opt.value, wd=wd, runs_dir=str(runs_dir), name=name,
+                    seed=seed, device=device)
+    run_dir, found = find_lr(cfg, num_it=num_it)
+    shown = ", ".join(f"{k} {v:.2e}" for k, v in found.items() if v is not None)
+    log(f"lr_find: {shown}; plot and values in {run_dir}")
+
+
+@app.command()
+@friendly
+def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (VOCdevkit/VOC2012 or a parent).")] = None,
+        sbd: SbdOpt = None, voc11: Voc11Opt = None,
+        train: TrainOpt = TrainSplit("train-aug"), valid: ValidOpt = EvalSplit("seg11valid"),
+        crop: CropOpt = 320, bs: BsOpt = 32, augment: AugOpt = Preset("light"), workers: WorkersOpt = None,
+        arch: ArchOpt = Arch("segnet"), width: WidthOpt = 1.0, pretrained: PretrainedOpt = "imagenet",
+        epochs: Annotated[int, typer.Option(help="Epochs (the SegNet seed trained 127).")] = 127,
+        lr: Annotated[str, typer.Option(help="Peak learning rate, or 'auto' for the lr_find valley.")] = "5e-3",
+        lr_min: Annotated[float | None, typer.Option(help="Encoder learning rate: trains with slice(lr-min, lr).")] = None,
+        opt: Annotated[Opt, typer.Option("--opt", help="Optimizer.")] = Opt("sgd"),
+        mom: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
+        wd: Annotated[float, typer.Option(help="Weight decay.")] = 5e-4,
+        sched: Annotated[Sched, typer.Option("--sched", help="Learning-rate schedule.")] = Sched("one-cycle"),
+        freeze_epochs: Annotated[int, typer.Option(help="Epochs training the decoder alone first.")] = 0,
+        patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without a better mIoU.")] = None,
+        clip: Annotated[float | None, typer.Option(help="Gradient norm clipping.")] = None,
+        class_weights: Annotated[str, typer.Option(help="none, median-freq, or a file of 21 weights.")] = "none",
+        l1: Annotated[float, typer.Option(help="L1 weight penalty coefficient.")] = 0.0,
+        amp: Annotated[str, typer.Option(help="Mixed precision: auto, bf16, fp16 or off.")] = "auto",
+        compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+        runs_dir: RunsOpt = Path("runs"), name: NameOpt = None, seed: SeedOpt = 42, device: DeviceOpt = None,
+        resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder.")] = None):
+    """Train with fastai: best model by mIoU, a full checkpoint every epoch, curves and metrics.csv."""
+    from fastseg.config import FitConfig
+    from fastseg.training import fit as run_fit
+    from fastseg.training import resume_fit
+    if resume is not None:
+        run_dir, rows = resume_fit(resume)
+    else:
+        if voc is None:
+            raise FastsegError("fit needs --voc DIR (or --resume RUN_DIR); run `fastseg synth` for a dataset.")
+        cfg = FitConfig(data=data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers),
+                        arch=arch.value, width=width, pretrained=pretrained, epochs=epochs, lr=_lr(lr),
+                        lr_min=lr_min, opt=opt.value, mom=mom, wd=wd, sched=sched.value,
+                        freeze_epochs=freeze_epochs, patience=patience, clip=clip, seed=seed,
+                        class_weights=class_weights, l1=l1, amp=amp, compile=compile, device=device,
+                        runs_dir=str(runs_dir), name=name)
+        run_dir, rows = run_fit(cfg)
+    _summarise_fit(run_dir, rows)
+
+
+def _lr(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise FastsegError(f"--lr {text} is not a number; pass e.g. 5e-3 or 'auto'.") from None
+
+
+def _summarise_fit(run_dir: Path, rows: list[dict]) -> None:
+    if rows:
+        best = max(rows, key=lambda r: r["miou"])
+        log(f"Best mIoU {best['miou']:.4f} (pixel acc {best['pixel_acc']:.4f}) at epoch {int(best['epoch'])}.")
+    log(f"Run folder: {run_dir}")
+
+
+@app.command()
+@friendly
+def export(weights: Annotated[Path, typer.Argument(help="A .safetensors file written by fastseg.")],
+           format: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
+           out: Annotated[Path | None, typer.Option(help="Output file (default: beside the weights).")] = None,
+           opset: Annotated[int, typer.Option(help="ONNX opset (at least 11).")] = 17):
+    """Export weights to ONNX with dynamic batch, height and width."""
+    from fastseg.export import export_onnx
+    if format != "onnx":
+        raise FastsegError(f"--format {format} is not supported; use onnx.")
+    path = export_onnx(weights, out or weights.with_suffix(".onnx"), opset=opset)
+    log(f"Wrote {path}")

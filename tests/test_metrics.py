@@ -1,0 +1,87 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fastseg.metrics import ConfusionState, confusion_matrix, scores, seg_metrics
+
+
+def test_hand_computed_tiny_case():
+    target = torch.tensor([[0, 0, 1, 1], [2, 2, 255, 255]])
+    pred = torch.tensor([[0, 1, 1, 1], [2, 0, 2, 0]])
+    cm = confusion_matrix(pred, target, num_classes=3)
+    assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    s = scores(cm)
+    # IoU: class0 1/(2+2-1)=1/3, class1 2/(2+3-2)=2/3, class2 1/(2+1-1)=1/2
+    assert s["iou"] == pytest.approx([1 / 3, 2 / 3, 1 / 2])
+    assert s["miou"] == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
+    assert s["fg_miou"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert s["pixel_acc"] == pytest.approx(4 / 6)
+    assert s["mean_acc"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
+    assert s["fw_iou"] == pytest.approx((2 / 6) * (1 / 3) + (2 / 6) * (2 / 3) + (2 / 6) * (1 / 2))
+
+
+def test_absent_class_is_left_out_of_the_mean():
+    target = torch.tensor([0, 0, 2, 2])
+    pred = torch.tensor([0, 0, 2, 0])
+    s = scores(confusion_matrix(pred, target, num_classes=3))
+    assert math.isnan(s["iou"][1])
+    assert s["miou"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+
+
+def numpy_reference(pred, target, c):
+    """Independent per-class computation with sets of pixel positions."""
+    keep = target != 255
+    p, t = pred[keep], target[keep]
+    ious, accs = [], []
+    for k in range(c):
+        inter = np.sum((p == k) & (t == k))
+        union = np.sum((p == k) | (t == k))
+        ious.append(inter / union if union else np.nan)
+        accs.append(inter / np.sum(t == k) if np.sum(t == k) else np.nan)
+    return np.nanmean(ious), np.mean(p == t), np.nanmean(accs), ious
+
+
+def test_agrees_with_numpy_reference_on_random_data_with_void():
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 21, size=(4, 33, 47))
+    target[rng.random(target.shape) < 0.2] = 255
+    pred = np.where(rng.random(target.shape) < 0.6, target, rng.integers(0, 21, size=target.shape)) % 255
+    s = scores(confusion_matrix(torch.from_numpy(pred), torch.from_numpy(target), 21))
+    miou, acc, macc, ious = numpy_reference(pred, target, 21)
+    assert s["miou"] == pytest.approx(miou)
+    assert s["pixel_acc"] == pytest.approx(acc)
+    assert s["mean_acc"] == pytest.approx(macc)
+    assert np.allclose(s["iou"], ious, equal_nan=True)
+
+
+def test_batchwise_accumulation_equals_one_shot():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 21, 20, 30)
+    target = torch.randint(0, 21, (6, 20, 30))
+    target[:, :3] = 255
+    state = ConfusionState(21)
+    for i in range(0, 6, 2):
+        state.update(logits[i:i + 2], target[i:i + 2])
+    one_shot = confusion_matrix(logits.argmax(1), target, 21)
+    assert torch.equal(state.total(), one_shot)
+    assert state.scores()["miou"] == pytest.approx(scores(one_shot)["miou"])
+
+
+def test_fastai_metrics_share_one_matrix():
+    class FakeLearn:
+        pass
+    learn = FakeLearn()
+    learn.pred = torch.randn(2, 21, 8, 8)
+    learn.yb = (torch.randint(0, 21, (2, 8, 8)),)
+    metrics = seg_metrics(per_class=True)
+    for m in metrics:
+        m.reset()
+    for m in metrics:
+        m.accumulate(learn)
+    expected = scores(confusion_matrix(learn.pred.argmax(1), learn.yb[0], 21))
+    assert [m.name for m in metrics[:5]] == ["miou", "fg_miou", "pixel_acc", "mean_acc", "fw_iou"]
+    assert metrics[0].value == pytest.approx(expected["miou"])
+    assert metrics[5 + 15].name == "iou_person"
+    assert metrics[2].state.cm.sum() == 2 * 8 * 8  # counted once, not once per metric
