@@ -80,10 +80,11 @@ class SkipBatches:
 class Resume(Callback):
     """Restores a checkpoint at the start of fit and skips the epochs (and batches) it covers.
 
-    Runs after TrainEvalCallback so its `pct_train` (the LR schedule position) can be moved on.
+    Order 70, like fastai's SkipToEpoch: after the Recorder has opened the epoch's log, and after
+    TrainEvalCallback has set `pct_train` (the LR schedule position), which it then moves on.
     """
 
-    order = 15
+    order = 70
 
     def __init__(self, state: dict):
         self.state = state

@@ -46,13 +46,13 @@ def friendly(func):
 # Options shared by the data, training and evaluation commands.
 VocOpt = Annotated[Path, typer.Option("--voc", help="VOC2012 folder (VOCdevkit/VOC2012 or a parent).")]
 SbdOpt = Annotated[Path | None, typer.Option("--sbd", help="SBD folder (benchmark_RELEASE/dataset or a parent).")]
-Voc11Opt = Annotated[Path | None, typer.Option("--voc11", help="VOC2011 folder, for seg11valid (default: beside VOC2012).")]
+Voc11Opt = Annotated[Path | None, typer.Option("--voc11", help="VOC2011 folder for seg11valid (default: beside VOC2012).")]
 TrainOpt = Annotated[TrainSplit, typer.Option("--train", help="Training split.")]
 ValidOpt = Annotated[EvalSplit, typer.Option("--valid", help="Validation split.")]
 CropOpt = Annotated[int, typer.Option(help="Random crop size for training (pixels, at least 32).")]
 BsOpt = Annotated[int, typer.Option("--bs", help="Batch size.")]
 AugOpt = Annotated[Preset, typer.Option("--augment", help="Augmentation preset.")]
-WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Data loader worker processes (default: 0 on CPU, 8 with CUDA).")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Data loader processes (default: 0 on CPU, 8 on CUDA).")]
 
 
 def data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, val_bs=None):
@@ -186,20 +186,20 @@ def find_lr_cmd(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
 
 @app.command()
 @friendly
-def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (VOCdevkit/VOC2012 or a parent).")] = None,
+def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (or a parent).")] = None,
         sbd: SbdOpt = None, voc11: Voc11Opt = None,
         train: TrainOpt = TrainSplit("train-aug"), valid: ValidOpt = EvalSplit("seg11valid"),
         crop: CropOpt = 320, bs: BsOpt = 32, augment: AugOpt = Preset("light"), workers: WorkersOpt = None,
         arch: ArchOpt = Arch("segnet"), width: WidthOpt = 1.0, pretrained: PretrainedOpt = "imagenet",
         epochs: Annotated[int, typer.Option(help="Epochs (the SegNet seed trained 127).")] = 127,
         lr: Annotated[str, typer.Option(help="Peak learning rate, or 'auto' for the lr_find valley.")] = "5e-3",
-        lr_min: Annotated[float | None, typer.Option(help="Encoder learning rate: trains with slice(lr-min, lr).")] = None,
+        lr_min: Annotated[float | None, typer.Option(help="Encoder learning rate: slice(lr-min, lr).")] = None,
         opt: Annotated[Opt, typer.Option("--opt", help="Optimizer.")] = Opt("sgd"),
         mom: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
         wd: Annotated[float, typer.Option(help="Weight decay.")] = 5e-4,
         sched: Annotated[Sched, typer.Option("--sched", help="Learning-rate schedule.")] = Sched("one-cycle"),
         freeze_epochs: Annotated[int, typer.Option(help="Epochs training the decoder alone first.")] = 0,
-        patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without a better mIoU.")] = None,
+        patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without better mIoU.")] = None,
         clip: Annotated[float | None, typer.Option(help="Gradient norm clipping.")] = None,
         class_weights: Annotated[str, typer.Option(help="none, median-freq, or a file of 21 weights.")] = "none",
         l1: Annotated[float, typer.Option(help="L1 weight penalty coefficient.")] = 0.0,
@@ -254,3 +254,78 @@ def export(weights: Annotated[Path, typer.Argument(help="A .safetensors file wri
         raise FastsegError(f"--format {format} is not supported; use onnx.")
     path = export_onnx(weights, out or weights.with_suffix(".onnx"), opset=opset)
     log(f"Wrote {path}")
+
+
+@app.command()
+@friendly
+def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .safetensors (default: latest run).")] = None,
+             split: Annotated[EvalSplit | None, typer.Option("--split", help="Split (default: the run's).")] = None,
+             tta: Annotated[str, typer.Option(help="Test-time augmentation: none or flip.")] = "none",
+             tta_scales: Annotated[str, typer.Option(help="Comma-separated scales, e.g. 0.75,1,1.25.")] = "1",
+             voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (default: the run's).")] = None,
+             sbd: SbdOpt = None, voc11: Voc11Opt = None,
+             bs: Annotated[int | None, typer.Option("--bs", help="Batch size (default: the run's).")] = None,
+             runs_dir: RunsOpt = Path("runs"), device: DeviceOpt = None):
+    """Score at native resolution: per-class table, mIoU with a bootstrap 95 % interval, metrics.json, figures."""
+    from fastseg.data.splits import DataRoots
+    from fastseg.evaluation import evaluate_run
+    from fastseg.runs import latest_run
+    if tta not in ("none", "flip"):
+        raise FastsegError(f"--tta {tta} is not known; use none or flip.")
+    scales = _scales(tta_scales)
+    source = source or latest_run(runs_dir)
+    if not source.exists():
+        raise FastsegError(f"{source} does not exist; pass a run folder or a .safetensors file written by fastseg.")
+    roots = DataRoots(voc, sbd, voc11) if voc else None
+    path, metrics = evaluate_run(source, split.value if split else None, device, bs, tta == "flip", scales, roots)
+    _print_metrics(metrics)
+    log(f"Wrote {path} and figures beside it.")
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise FastsegError(f"--tta-scales {text} is not a comma-separated list of numbers, e.g. 0.75,1,1.25.") from None
+    if any(s <= 0 for s in scales):
+        raise FastsegError(f"--tta-scales {text} must be positive numbers.")
+    return scales
+
+
+def _print_metrics(m: dict) -> None:
+    table = Table(title=f"{m['split']} ({m['images']} images)")
+    for column in ("class", "IoU", "accuracy"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in m["per_class"].items():
+        table.add_row(name, *(f"{row[k]:.4f}" if row[k] == row[k] else "n/a" for k in ("iou", "acc")))
+    console.print(table)
+    lo, hi = m["miou_ci95"]
+    log(f"mIoU {m['miou']:.4f} (95% CI {lo:.4f}-{hi:.4f}), foreground mIoU {m['fg_miou']:.4f}, "
+        f"pixel acc {m['pixel_acc']:.4f}, mean acc {m['mean_acc']:.4f}")
+    if "tta_gain" in m:
+        log(f"TTA gain: {m['tta_gain']:+.4f} mIoU over {m['miou_without_tta']:.4f} without TTA")
+
+
+@app.command()
+@friendly
+def predict(inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+            weights: Annotated[Path, typer.Option(help="A .safetensors file (or run folder) written by fastseg.")],
+            out: Annotated[Path, typer.Option(help="Folder for masks and overlays.")] = Path("predictions"),
+            tile: Annotated[int, typer.Option(help="Images with a longer side above this are tiled.")] = 512,
+            overlap: Annotated[int, typer.Option(help="Overlap between tiles in pixels.")] = 128,
+            device: DeviceOpt = None):
+    """VOC-palette PNG masks at each image's size, plus overlays; large images by sliding window."""
+    from fastseg.models.io import load_model
+    from fastseg.predict import predict_files
+    from fastseg.runs import BEST
+    from fastseg.training import pick_device
+    if tile < 32 or not 0 <= overlap < tile:
+        raise FastsegError(f"--tile {tile} must be at least 32 and --overlap {overlap} between 0 and the tile size.")
+    device = pick_device(device)
+    model, _ = load_model(weights / BEST if weights.is_dir() else weights, device)
+    report = predict_files(model, inputs, out, device, tile, overlap)
+    log(f"Wrote {len(report.written)} mask(s) and overlay(s) to {out}.")
+    for path, reason in report.failed:
+        log(f"Could not read {path} ({reason}); skipped.")
+    if report.failed:
+        raise typer.Exit(1)

@@ -3,6 +3,8 @@
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -45,20 +47,15 @@ def plot_lr_find(lrs, losses, suggestions: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def colorize(mask) -> "np.ndarray":
+def colorize(mask) -> np.ndarray:
     """H×W class ids (255 void) → H×W×3 uint8 in the VOC palette."""
-    import numpy as np
-
     from fastseg.constants import voc_palette
     palette = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
     return palette[np.asarray(mask, dtype=np.uint8)]
 
 
-def denormalize(x) -> "np.ndarray":
+def denormalize(x) -> np.ndarray:
     """N×3×H×W ImageNet-normalised tensor → N×H×W×3 uint8."""
-    import numpy as np
-    import torch
-
     from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD
     x = torch.as_tensor(x).detach().float().cpu()
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -66,9 +63,8 @@ def denormalize(x) -> "np.ndarray":
     return ((x * std + mean).clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).numpy().astype(np.uint8)
 
 
-def overlay(image, mask, alpha: float = 0.5) -> "np.ndarray":
+def overlay(image, mask, alpha: float = 0.5) -> np.ndarray:
     """H×W×3 uint8 image with the VOC-coloured mask blended over it (void shown in its colour too)."""
-    import numpy as np
     blend = image.astype(np.float32) * (1 - alpha) + colorize(mask).astype(np.float32) * alpha
     return blend.astype(np.uint8)
 

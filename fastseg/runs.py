@@ -19,17 +19,16 @@ def default_run_name(arch: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{arch}"
 
 
-def prepare_run_dir(runs_dir: str | Path, name: str) -> Path:
-    """Create (or reuse, if it holds only lr_find results) the run folder for a new fit.
+def check_new_run(run: Path) -> Path:
+    """Refuse a run folder that holds a fit already (one with only lr_find results is reused).
 
     Raises:
-        FastsegError: the folder holds a fit already (nothing is overwritten) or cannot be written.
+        FastsegError: the folder holds a run; nothing of it is touched.
     """
-    run = Path(runs_dir) / name
     if (run / CONFIG).exists():
         raise FastsegError(f"Run folder {run} already holds a run; pass --resume {run} to continue "
                            "it or choose another --name.")
-    return ensure_writable(run)
+    return run
 
 
 def ensure_writable(folder: Path) -> Path:

@@ -26,7 +26,8 @@ from fastseg.metrics import seg_metrics
 from fastseg.models.io import model_metadata
 from fastseg.plots import plot_lr_find
 from fastseg.recorder import RunRecorder
-from fastseg.runs import CONFIG, LAST, LR_FIND, METRICS, default_run_name, prepare_run_dir, read_metrics_csv
+from fastseg.runs import (CONFIG, LAST, LR_FIND, METRICS, check_new_run, default_run_name, ensure_writable,
+                          read_metrics_csv)
 from fastseg.serialize import load_state
 
 
@@ -133,14 +134,15 @@ def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = Non
     """Train (or resume) a run; returns (run folder, metrics rows). Writes config.json,
     metrics.csv, curves.png, best.safetensors/json and last.safetensors/json."""
     cfg.validate()
-    run_dir = resume or prepare_run_dir(cfg.runs_dir, cfg.name or default_run_name(cfg.arch))
+    run_dir = resume or check_new_run(Path(cfg.runs_dir) / (cfg.name or default_run_name(cfg.arch)))
     state = load_state(run_dir / LAST) if resume else None
     lr = resolve_lr(cfg, run_dir)
-    if not resume:
-        save_config(replace(cfg, lr=lr, name=run_dir.name), run_dir / CONFIG)
     set_seed(cfg.seed)
     device = pick_device(cfg.device)
-    dls = build_dataloaders(cfg.data, device=device, log=log)
+    dls = build_dataloaders(cfg.data, device=device, log=log)  # checks data and options before writing
+    if not resume:
+        ensure_writable(run_dir)
+        save_config(replace(cfg, lr=lr, name=run_dir.name), run_dir / CONFIG)
     learn = build_learner(cfg, dls, run_dir, device)
     start = state["epoch"] if state else 0
     rows = [r for r in read_metrics_csv(run_dir / METRICS) if r["epoch"] <= start] if state else []
@@ -176,10 +178,11 @@ def resume_fit(run_dir: Path, extra_cbs: list | None = None) -> tuple[Path, list
 def find_lr(cfg: FitConfig, num_it: int = 100) -> tuple[Path, dict]:
     """fastai lr_find on the run's data and model; writes lr_find.json and lr_find.png."""
     cfg.validate()
-    run_dir = prepare_run_dir(cfg.runs_dir, cfg.name or default_run_name(cfg.arch))
+    run_dir = check_new_run(Path(cfg.runs_dir) / (cfg.name or default_run_name(cfg.arch)))
     set_seed(cfg.seed)
     device = pick_device(cfg.device)
     dls = build_dataloaders(cfg.data, device=device, log=log)
+    ensure_writable(run_dir)
     learn = build_learner(cfg, dls, run_dir, device)
     learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=())
     rec = learn.recorder

@@ -89,7 +89,8 @@ def test_resume_after_truncated_transfer(tmp_path, served):
 def test_bad_checksum_is_refused_and_kept_aside(tmp_path, served):
     server, payload = served
     archive = archive_for(server.url, payload, md5="0" * 32)
-    with pytest.raises(FastsegError, match=r"has md5 [0-9a-f]{32}, expected 0{32}; it was moved to .*benchmark.tgz.bad"):
+    moved = r"has md5 [0-9a-f]{32}, expected 0{32}; it was moved to .*benchmark.tgz.bad"
+    with pytest.raises(FastsegError, match=moved):
         download_dataset("sbd", tmp_path, archive)
     assert (tmp_path / "benchmark.tgz.bad").read_bytes() == payload
     assert not (tmp_path / "benchmark_RELEASE").exists()

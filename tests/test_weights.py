@@ -22,7 +22,7 @@ def vgg_state():
 
 
 def decoder_equal(a, b):
-    return all(torch.equal(x, y) for x, y in zip(a.decoder.state_dict().values(), b.decoder.state_dict().values()))
+    return all(torch.equal(x, y) for x, y in zip(a.decoder.state_dict().values(), b.decoder.state_dict().values(), strict=True))
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

@@ -5,6 +5,7 @@ from pathlib import Path
 from torch import nn
 
 from fastseg.constants import NUM_CLASSES
+from fastseg.models.blocks import he_init
 from fastseg.models.pretrained import load_encoder_weights
 from fastseg.models.segnet import SegNet
 from fastseg.models.vgg_unet import VGGUNet
@@ -30,7 +31,7 @@ def create_model(arch: str, num_classes: int = NUM_CLASSES, pretrained: str | Pa
         raise ValueError(f"Unknown arch '{arch}'; choose one of: {', '.join(MODELS)}.")
     if width <= 0:
         raise ValueError(f"width must be positive, got {width}.")
-    model = MODELS[arch](num_classes=num_classes, width=width)
+    model = he_init(MODELS[arch](num_classes=num_classes, width=width))
     if pretrained not in (None, "none"):
         load_encoder_weights(model.encoder, pretrained, width)
     return model

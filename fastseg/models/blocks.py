@@ -45,3 +45,16 @@ def scatter_unpool(x: torch.Tensor, indices: torch.Tensor, size: torch.Size) -> 
 def resize_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Bilinear resize of N×C×h×w `x` to the H×W of `like`."""
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def he_init(model: nn.Module) -> nn.Module:
+    """He (Kaiming) normal initialisation of every conv, as the SegNet paper and torchvision's VGG
+    use; BatchNorm starts as identity. Returns `model`."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model

@@ -1,0 +1,238 @@
+"""Scoring a model on a named split at native resolution, with the metric code `fit` uses.
+
+Images go through the same fastai validation pipeline as in `fit` (padded per batch to a multiple
+of 32, void 255 in the padding), so the padded pixels are never scored and the numbers equal the
+ones `fit` reported for the same weights, split and batch size.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fastai.vision.all import DataBlock, ImageBlock, IndexSplitter, MaskBlock, Normalize
+from PIL import Image
+from rich.progress import track
+
+from fastseg.console import console
+from fastseg.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES
+from fastseg.data.dataloaders import sample_image, sample_mask
+from fastseg.data.samples import Sample
+from fastseg.data.transforms import pad_batch
+from fastseg.errors import FastsegError
+from fastseg.metrics import confusion_matrix, scores
+from fastseg.tta import predict_classes
+
+BOOTSTRAP_SAMPLES = 1000
+BOUNDARY_BAND = 5  # pixels either side of a true boundary, VOC's void band width
+GALLERY = 5        # images in each of the random / best / worst grids
+
+
+def eval_dataloader(samples: list[Sample], bs: int, device, num_workers: int = 0):
+    """fastai loader over `samples` in order, no augmentation, padded per batch like fit's validation."""
+    block = DataBlock(blocks=(ImageBlock, MaskBlock(codes=list(VOC_CLASSES))), get_x=sample_image,
+                      get_y=sample_mask, splitter=IndexSplitter(list(range(len(samples)))),
+                      batch_tfms=[Normalize.from_stats(IMAGENET_MEAN, IMAGENET_STD)])
+    dls = block.dataloaders(samples, bs=bs, val_bs=bs, before_batch=pad_batch, device=device,
+                            num_workers=num_workers)
+    return dls.valid
+
+
+def per_image_confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """N×H×W prediction and target → N×C×C confusion matrices in one bincount (255 ignored)."""
+    n = pred.shape[0]
+    keep = target != IGNORE_INDEX
+    image = torch.arange(n, device=pred.device).view(n, 1, 1).expand_as(target)
+    index = (image * num_classes + target.long()) * num_classes + pred.long()
+    counts = torch.bincount(index[keep], minlength=n * num_classes ** 2)
+    return counts.view(n, num_classes, num_classes)
+
+
+def boundary_band(target: torch.Tensor, width: int = BOUNDARY_BAND) -> torch.Tensor:
+    """N×H×W bool: pixels within `width` px of a change of true label (void edges included)."""
+    t = target.float().unsqueeze(1)
+    edge = torch.zeros_like(t, dtype=torch.bool)
+    edge[..., 1:, :] |= t[..., 1:, :] != t[..., :-1, :]
+    edge[..., :, 1:] |= t[..., :, 1:] != t[..., :, :-1]
+    band = F.max_pool2d(edge.float(), 2 * width + 1, stride=1, padding=width) > 0
+    return band.squeeze(1)
+
+
+def miou_rows(cms: torch.Tensor) -> torch.Tensor:
+    """mIoU of each C×C matrix in a B×C×C stack (classes absent from both left out)."""
+    cms = cms.double()
+    tp = cms.diagonal(dim1=1, dim2=2)
+    union = cms.sum(1) + cms.sum(2) - tp
+    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.nan)
+    return torch.nanmean(iou, dim=1)
+
+
+def bootstrap_miou(per_image: torch.Tensor, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0):
+    """95 % interval of mIoU when images are resampled with replacement: (low, high)."""
+    n, c, _ = per_image.shape
+    gen = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, n, (samples, n), generator=gen)
+    weights = torch.zeros(samples, n, dtype=torch.float64).scatter_add_(
+        1, picks, torch.ones(samples, n, dtype=torch.float64))
+    resampled = (weights @ per_image.view(n, c * c).double()).view(samples, c, c)
+    values = miou_rows(resampled)
+    return float(values.quantile(0.025)), float(values.quantile(0.975))
+
+
+def confused_pairs(cm: torch.Tensor, top: int = 10) -> list[dict]:
+    """The largest off-diagonal shares of the confusion matrix: truth → predicted, as the
+    fraction of the true class's pixels."""
+    rows = cm.double() / cm.sum(1, keepdim=True).clamp(min=1)
+    rows.fill_diagonal_(0)
+    values, flat = rows.flatten().topk(top)
+    c = cm.shape[0]
+    return [{"truth": VOC_CLASSES[i // c], "predicted": VOC_CLASSES[i % c], "fraction": float(v)}
+            for v, i in zip(values.tolist(), flat.tolist(), strict=True) if v > 0]
+
+
+@dataclass
+class Gallery:
+    """Keeps (image, truth, prediction) for the best, worst and a seeded random set of images."""
+
+    random_ids: set
+    k: int = GALLERY
+    best: list = field(default_factory=list)
+    worst: list = field(default_factory=list)
+    random: list = field(default_factory=list)
+
+    def wants(self, index: int, score: float) -> bool:
+        """Whether `offer` would keep this image (so its pixels are only copied when needed)."""
+        if index in self.random_ids:
+            return True
+        if np.isnan(score):
+            return False
+        return len(self.best) < self.k or score > self.best[-1][0] or score < self.worst[-1][0]
+
+    def offer(self, index: int, score: float, item: tuple):
+        entry = (score, index, item)
+        if index in self.random_ids:
+            self.random.append(entry)
+        if not np.isnan(score):
+            self.best = sorted(self.best + [entry], key=lambda e: -e[0])[: self.k]
+            self.worst = sorted(self.worst + [entry], key=lambda e: e[0])[: self.k]
+
+
+@dataclass
+class EvalResult:
+    ids: list[str]
+    cm: torch.Tensor               # C×C int64
+    per_image: torch.Tensor        # N×C×C int64
+    scores: dict
+    ci: tuple[float, float]
+    band_scores: dict
+    interior_scores: dict
+    plain_scores: dict | None      # without TTA, when TTA was used
+    gallery: Gallery
+
+
+def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bool = False,
+                     scales: tuple[float, ...] = (1.0,), num_workers: int = 0, seed: int = 0) -> EvalResult:
+    """Score `model` on every sample at native resolution."""
+    c = len(VOC_CLASSES)
+    model = model.to(device).eval()
+    tta = flip or tuple(scales) != (1.0,)
+    dl = eval_dataloader(samples, bs, device, num_workers)
+    rng = np.random.default_rng(seed)
+    gallery = Gallery(set(rng.choice(len(samples), size=min(GALLERY, len(samples)), replace=False).tolist()))
+    per_image, band_cm, interior_cm = [], torch.zeros(c, c, dtype=torch.long), torch.zeros(c, c, dtype=torch.long)
+    plain_cm = torch.zeros(c, c, dtype=torch.long)
+    sizes = [image_size(s.image) for s in samples]
+    start = 0
+    with torch.no_grad():
+        for x, y in track(dl, description="evaluate", console=console, disable=not console.is_terminal):
+            x, y = torch.Tensor(x).as_subclass(torch.Tensor), y.as_subclass(torch.Tensor)
+            pred = predict_classes(model, x, flip, scales)
+            cms = per_image_confusion(pred, y, c)
+            per_image.append(cms.cpu())
+            band = boundary_band(y)
+            band_cm += confusion_matrix(pred[band], y[band], c).cpu()
+            interior_cm += confusion_matrix(pred[~band], y[~band], c).cpu()
+            if tta:
+                plain_cm += confusion_matrix(predict_classes(model, x), y, c).cpu()
+            _offer(gallery, start, sizes, x, y, pred, miou_rows(cms).cpu())
+            start += len(x)
+    per_image = torch.cat(per_image)
+    cm = per_image.sum(0)
+    return EvalResult([s.id for s in samples], cm, per_image, scores(cm), bootstrap_miou(per_image, seed=seed),
+                      scores(band_cm), scores(interior_cm), scores(plain_cm) if tta else None, gallery)
+
+
+def image_size(path) -> tuple[int, int]:
+    """(H, W) of an image file, from its header."""
+    with Image.open(path) as img:
+        return img.size[1], img.size[0]
+
+
+def _offer(gallery: Gallery, start: int, sizes, x, y, pred, image_mious):
+    from fastseg.plots import denormalize
+    for i, score in enumerate(image_mious.tolist()):
+        index = start + i
+        if gallery.wants(index, score):
+            h, w = sizes[index]
+            item = (denormalize(x[i:i + 1, :, :h, :w])[0], y[i, :h, :w].cpu().numpy(), pred[i, :h, :w].cpu().numpy())
+            gallery.offer(index, score, item)
+
+
+def result_json(result: EvalResult, split: str, weights: str, tta: dict) -> dict:
+    """The metrics.json content: headline numbers, interval, per-class table, error analysis."""
+    s = result.scores
+    out = {"split": split, "weights": weights, "images": len(result.ids), "tta": tta,
+           **{k: s[k] for k in ("miou", "fg_miou", "pixel_acc", "mean_acc", "fw_iou")},
+           "miou_ci95": list(result.ci), "bootstrap_samples": BOOTSTRAP_SAMPLES,
+           "per_class": {name: {"iou": s["iou"][i], "acc": s["acc"][i]} for i, name in enumerate(VOC_CLASSES)},
+           "confused_pairs": confused_pairs(result.cm),
+           "boundary_band_px": BOUNDARY_BAND, "boundary_miou": result.band_scores["miou"],
+           "interior_miou": result.interior_scores["miou"]}
+    if result.plain_scores is not None:
+        out["miou_without_tta"] = result.plain_scores["miou"]
+        out["tta_gain"] = s["miou"] - result.plain_scores["miou"]
+    return out
+
+
+def write_figures(result: EvalResult, folder: Path, prefix: str = "") -> list[Path]:
+    """confusion_matrix.png and predictions_{random,best,worst}.png in `folder`."""
+    from fastseg.report_figures import plot_confusion, plot_gallery
+    g = result.gallery
+    return [plot_confusion(result.cm, folder / f"{prefix}confusion_matrix.png"),
+            plot_gallery(sorted(g.random, key=lambda e: e[1]), folder / f"{prefix}predictions_random.png",
+                         "Random images"),
+            plot_gallery(g.best, folder / f"{prefix}predictions_best.png", "Best images by mIoU"),
+            plot_gallery(g.worst, folder / f"{prefix}predictions_worst.png", "Worst images by mIoU")]
+
+
+def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | None = None,
+                 flip: bool = False, scales: tuple[float, ...] = (1.0,), roots=None) -> tuple[Path, dict]:
+    """Evaluate a run folder (its best.safetensors) or a weights file on a split; writes metrics.json
+    and the figures beside the weights. Returns (metrics.json path, its content)."""
+    import json
+
+    from fastseg.atomic import atomic_write
+    from fastseg.config import load_config
+    from fastseg.data.splits import build_split
+    from fastseg.models.io import load_model
+    from fastseg.runs import BEST, CONFIG
+    from fastseg.training import pick_device
+    weights = source / BEST if source.is_dir() else source
+    folder = weights.parent
+    cfg = load_config(folder / CONFIG) if (folder / CONFIG).is_file() else None
+    if roots is None:
+        if cfg is None:
+            raise FastsegError(f"{weights} has no run config beside it; pass --voc (and --sbd) to say where "
+                               "the data is.")
+        roots = cfg.data.roots
+    split = split or (cfg.data.valid_split if cfg else "voc12-val")
+    bs = bs or (cfg.data.val_bs or cfg.data.bs if cfg else 8)
+    device = pick_device(device)
+    model, _ = load_model(weights, device)
+    result = evaluate_samples(model, build_split(split, roots), device, bs=bs, flip=flip, scales=scales)
+    content = result_json(result, split, str(weights), {"flip": flip, "scales": list(scales)})
+    path = folder / "metrics.json"
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(content, indent=2)))
+    write_figures(result, folder)
+    return path, content

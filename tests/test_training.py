@@ -1,0 +1,147 @@
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+from fastai.callback.core import Callback
+from typer.testing import CliRunner
+
+from fastseg.cli import app
+from fastseg.config import FitConfig
+from fastseg.data.dataloaders import DataConfig
+from fastseg.errors import FastsegError
+from fastseg.losses import median_frequency_weights
+from fastseg.runs import read_metrics_csv
+from fastseg.serialize import load_state
+from fastseg.training import find_lr, fit, resume_fit
+
+runner = CliRunner()
+
+
+def tiny_config(root, runs, name, **kw):
+    data = DataConfig(voc=str(root / "VOCdevkit" / "VOC2012"), sbd=str(root / "benchmark_RELEASE" / "dataset"),
+                      crop=48, bs=4, val_bs=4, augment="light")
+    defaults = dict(width=0.0625, pretrained="none", epochs=3, lr=1e-2, opt="adam", wd=1e-4, seed=7,
+                    runs_dir=str(runs), name=name)
+    return FitConfig(data=data, **(defaults | kw))
+
+
+class SendSignal(Callback):
+    """Sends SIGINT to this process during a chosen training batch."""
+
+    def __init__(self, epoch, batch):
+        self.at = (epoch, batch)
+
+    def after_loss(self):
+        if self.training and (self.epoch, self.iter) == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_fit_writes_a_complete_run_folder(synth_root, tmp_path):
+    run, rows = fit(tiny_config(synth_root, tmp_path, "r", epochs=2))
+    for name in ("config.json", "metrics.csv", "curves.png", "best.safetensors", "best.json",
+                 "last.safetensors", "last.json"):
+        assert (run / name).is_file(), name
+    csv_rows = read_metrics_csv(run / "metrics.csv")
+    assert [r["epoch"] for r in csv_rows] == [1, 2]
+    assert {"train_loss", "valid_loss", "miou", "fg_miou", "pixel_acc", "mean_acc", "fw_iou", "iou_person"} <= set(csv_rows[0])
+    best = json.loads((run / "best.json").read_text())
+    assert best["arch"] == "segnet" and best["metrics"]["miou"] == max(r["miou"] for r in csv_rows)
+    config = json.loads((run / "config.json").read_text())
+    assert config["lr"] == 1e-2 and config["data"]["crop"] == 48 and config["name"] == "r"
+    state = load_state(run / "last.safetensors")
+    assert state["epoch"] == 2 and state["batch"] == 0
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(synth_root, tmp_path):
+    _, full = fit(tiny_config(synth_root, tmp_path, "full"))
+    run, partial = fit(tiny_config(synth_root, tmp_path, "cut"), extra_cbs=[SendSignal(epoch=1, batch=2)])
+    assert len(partial) == 1  # stopped inside epoch 2
+    state = load_state(run / "last.safetensors")
+    assert (state["epoch"], state["batch"]) == (1, 3)
+    _, resumed = resume_fit(run)
+    assert len(resumed) == len(full) == 3
+    for a, b in zip(full, resumed, strict=True):
+        for key in ("train_loss", "valid_loss", "miou", "pixel_acc", "lr"):
+            assert b[key] == pytest.approx(a[key], abs=1e-5), (a["epoch"], key)
+
+
+def test_lr_find_then_fit_with_lr_auto(synth_root, tmp_path):
+    run, found = find_lr(tiny_config(synth_root, tmp_path, "lr"), num_it=30)
+    assert (run / "lr_find.png").is_file()
+    saved = json.loads((run / "lr_find.json").read_text())
+    assert set(saved) == {"valley", "slide", "steep", "minimum"} and saved["valley"] > 0
+    run, _ = fit(tiny_config(synth_root, tmp_path, "lr", epochs=1, lr="auto"))
+    assert json.loads((run / "config.json").read_text())["lr"] == pytest.approx(saved["valley"])
+
+
+class PoisonBatch(Callback):
+    order = 1
+
+    def after_pred(self):
+        if self.training and self.iter == 2:
+            self.learn.pred = self.pred * float("nan")
+
+
+def test_nan_loss_names_epoch_and_batch(synth_root, tmp_path):
+    with pytest.raises(FastsegError, match=r"loss became NaN at epoch 1, batch 3; lower --lr or set --clip"):
+        fit(tiny_config(synth_root, tmp_path, "nan", epochs=1), extra_cbs=[PoisonBatch()])
+
+
+def test_median_frequency_weights():
+    pixels = np.array([600, 100, 50, 0])
+    image_pixels = np.array([1000, 400, 100, 0])
+    weights = median_frequency_weights(pixels, image_pixels)
+    freq = np.array([0.6, 0.25, 0.5])
+    assert weights[:3] == pytest.approx(np.median(freq) / freq)
+    assert weights[3] == 0
+
+
+def cli_fit(root, runs, *extra):
+    return runner.invoke(app, ["fit", "--voc", str(root / "VOCdevkit"), "--sbd", str(root / "benchmark_RELEASE"),
+                               "--runs-dir", str(runs), "--width", "0.0625", "--pretrained", "none",
+                               "--epochs", "1", "--crop", "48", "--bs", "4", *extra])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--arch", "unet"], "Invalid value for '--arch'"),
+    (["--crop", "16"], "Error: --crop 16 is too small; use at least 32 pixels."),
+    (["--bs", "500"], "Error: --bs 500 is larger than the training split train-aug (22 images)"),
+    (["--lr", "fast"], "Error: --lr fast is not a number"),
+])
+def test_bad_fit_options(synth_root, tmp_path, args, message):
+    result = cli_fit(synth_root, tmp_path, *args)
+    assert result.exit_code == 2
+    assert not any(tmp_path.iterdir())  # nothing written for a run that could not start
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_missing_dataset_folder(tmp_path):
+    result = runner.invoke(app, ["fit", "--voc", str(tmp_path / "VOC"), "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert f"Error: VOC2012 folder {tmp_path / 'VOC'} was not found" in result.output
+
+
+def test_unwritable_run_folder(synth_root, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = cli_fit(synth_root, blocker)
+    assert result.exit_code == 2
+    output = " ".join(result.output.split())
+    assert f"Error: Run folder {blocker}/" in output and "cannot be written (Not a directory)" in output
+
+
+def test_existing_run_is_never_overwritten(synth_root, tmp_path):
+    assert cli_fit(synth_root, tmp_path, "--name", "keep").exit_code == 0
+    before = (tmp_path / "keep" / "best.safetensors").read_bytes()
+    result = cli_fit(synth_root, tmp_path, "--name", "keep")
+    assert result.exit_code == 2
+    assert f"Run folder {tmp_path / 'keep'} already holds a run; pass --resume" in " ".join(result.output.split())
+    assert (tmp_path / "keep" / "best.safetensors").read_bytes() == before
+
+
+def test_resume_needs_a_checkpoint(tmp_path):
+    with pytest.raises(FastsegError, match="has no checkpoint"):
+        resume_fit(tmp_path)
