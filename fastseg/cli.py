@@ -46,13 +46,13 @@ def friendly(func):
 # Options shared by the data, training and evaluation commands.
 VocOpt = Annotated[Path, typer.Option("--voc", help="VOC2012 folder (VOCdevkit/VOC2012 or a parent).")]
 SbdOpt = Annotated[Path | None, typer.Option("--sbd", help="SBD folder (benchmark_RELEASE/dataset or a parent).")]
-Voc11Opt = Annotated[Path | None, typer.Option("--voc11", help="VOC2011 folder for seg11valid (default: beside VOC2012).")]
+Voc11Opt = Annotated[Path | None, typer.Option("--voc11", help="VOC2011 folder (seg11valid).")]
 TrainOpt = Annotated[TrainSplit, typer.Option("--train", help="Training split.")]
 ValidOpt = Annotated[EvalSplit, typer.Option("--valid", help="Validation split.")]
 CropOpt = Annotated[int, typer.Option(help="Random crop size for training (pixels, at least 32).")]
 BsOpt = Annotated[int, typer.Option("--bs", help="Batch size.")]
 AugOpt = Annotated[Preset, typer.Option("--augment", help="Augmentation preset.")]
-WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Data loader processes (default: 0 on CPU, 8 on CUDA).")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Loader processes (0 on CPU, 8 on CUDA).")]
 
 
 def data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, val_bs=None):
@@ -258,7 +258,7 @@ def export(weights: Annotated[Path, typer.Argument(help="A .safetensors file wri
 
 @app.command()
 @friendly
-def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .safetensors (default: latest run).")] = None,
+def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .safetensors (or latest).")] = None,
              split: Annotated[EvalSplit | None, typer.Option("--split", help="Split (default: the run's).")] = None,
              tta: Annotated[str, typer.Option(help="Test-time augmentation: none or flip.")] = "none",
              tta_scales: Annotated[str, typer.Option(help="Comma-separated scales, e.g. 0.75,1,1.25.")] = "1",
@@ -329,3 +329,48 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="Image files or fo
         log(f"Could not read {path} ({reason}); skipped.")
     if report.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def bench(out: Annotated[Path | None, typer.Option(help="Markdown file to append the results to.")] = None,
+          size: Annotated[int, typer.Option(help="Model input side in pixels.")] = 320,
+          batch: Annotated[int, typer.Option(help="Model batch size.")] = 8,
+          width: Annotated[float, typer.Option(help="Model width multiplier.")] = 1.0,
+          steps: Annotated[int, typer.Option(help="Timed training steps per model.")] = 3,
+          images: Annotated[int, typer.Option(help="Images for the data pipeline benchmark.")] = 48,
+          device: DeviceOpt = None):
+    """Data pipeline vs JPEG decode, and training images/s and GFLOPs per image for each arch."""
+    import sys
+
+    from fastseg.bench import BenchConfig, run_bench
+    command = "fastseg bench " + " ".join(sys.argv[2:])
+    section = run_bench(BenchConfig(size, batch, width, steps, images, device), out, command.strip())
+    console.print(section, markup=False)
+
+
+@app.command()
+@friendly
+def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data, runs and summary.")] = Path("demo"),
+         epochs: Annotated[int | None, typer.Option(help="Override the demo's epochs.")] = None):
+    """Synthetic data → find-lr → fit a reduced-width SegNet → evaluate, against a colour-only control."""
+    from dataclasses import replace
+
+    from fastseg.demo import DemoConfig, run_demo
+    cfg = DemoConfig() if epochs is None else replace(DemoConfig(), epochs=epochs)
+    summary = run_demo(out, cfg)
+    log(f"SegNet (width {cfg.width}) mIoU {summary['segnet_miou']:.3f} "
+        f"(untrained {summary['untrained_miou']:.3f}); colour-only control {summary['colour_control_miou']:.3f}; "
+        f"gap {summary['gap_over_control']:+.3f}.")
+    log(f"Run folder: {summary['run']}  (summary in {out / 'demo_summary.json'})")
+
+
+@app.command()
+@friendly
+def report(run: Annotated[Path | None, typer.Argument(help="Run folder (default: latest run).")] = None,
+           runs_dir: RunsOpt = Path("runs")):
+    """Write report.md and a self-contained report.html (the run card) from a run's files."""
+    from fastseg.report import write_report
+    from fastseg.runs import latest_run
+    md, page = write_report(run or latest_run(runs_dir, "metrics.json"))
+    log(f"Wrote {md} and {page}")

@@ -42,9 +42,9 @@ class FitConfig:
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        from fastseg.models import MODELS
+        from fastseg.models import BASELINES, MODELS
         checks = [
-            (self.arch in MODELS, f"Unknown --arch '{self.arch}'; choose one of: {', '.join(MODELS)}."),
+            (self.arch in MODELS | BASELINES, f"Unknown --arch '{self.arch}'; choose one of: {', '.join(MODELS)}."),
             (self.opt in OPTIMIZERS, f"Unknown --opt '{self.opt}'; choose one of: {', '.join(OPTIMIZERS)}."),
             (self.sched in SCHEDULES, f"Unknown --sched '{self.sched}'; choose one of: {', '.join(SCHEDULES)}."),
             (self.amp in AMP_MODES, f"Unknown --amp '{self.amp}'; choose one of: {', '.join(AMP_MODES)}."),

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fastai.vision.all import DataBlock, ImageBlock, IndexSplitter, MaskBlock, Normalize
+from fastai.vision.all import DataBlock, ImageBlock, MaskBlock, Normalize
 from PIL import Image
 from rich.progress import track
 
@@ -32,11 +32,16 @@ GALLERY = 5        # images in each of the random / best / worst grids
 def eval_dataloader(samples: list[Sample], bs: int, device, num_workers: int = 0):
     """fastai loader over `samples` in order, no augmentation, padded per batch like fit's validation."""
     block = DataBlock(blocks=(ImageBlock, MaskBlock(codes=list(VOC_CLASSES))), get_x=sample_image,
-                      get_y=sample_mask, splitter=IndexSplitter(list(range(len(samples)))),
+                      get_y=sample_mask, splitter=_all_for_validation,
                       batch_tfms=[Normalize.from_stats(IMAGENET_MEAN, IMAGENET_STD)])
     dls = block.dataloaders(samples, bs=bs, val_bs=bs, before_batch=pad_batch, device=device,
                             num_workers=num_workers)
     return dls.valid
+
+
+def _all_for_validation(items) -> tuple[list[int], list[int]]:
+    """fastai needs a non-empty training split: it gets the first item and is never iterated."""
+    return [0], list(range(len(items)))
 
 
 def per_image_confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -235,4 +240,12 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
     path = folder / "metrics.json"
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(content, indent=2)))
     write_figures(result, folder)
+    if (folder / CONFIG).is_file():
+        from fastseg.plots import plot_curves
+        from fastseg.report import write_report
+        from fastseg.runs import METRICS, read_metrics_csv
+        rows = read_metrics_csv(folder / METRICS)
+        if rows:
+            plot_curves(rows, folder / "curves.png")
+        write_report(folder)
     return path, content

@@ -26,8 +26,16 @@ from fastseg.metrics import seg_metrics
 from fastseg.models.io import model_metadata
 from fastseg.plots import plot_lr_find
 from fastseg.recorder import RunRecorder
-from fastseg.runs import (CONFIG, LAST, LR_FIND, METRICS, check_new_run, default_run_name, ensure_writable,
-                          read_metrics_csv)
+from fastseg.runs import (
+    CONFIG,
+    LAST,
+    LR_FIND,
+    METRICS,
+    check_new_run,
+    default_run_name,
+    ensure_writable,
+    read_metrics_csv,
+)
 from fastseg.serialize import load_state
 
 

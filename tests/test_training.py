@@ -45,7 +45,8 @@ def test_fit_writes_a_complete_run_folder(synth_root, tmp_path):
         assert (run / name).is_file(), name
     csv_rows = read_metrics_csv(run / "metrics.csv")
     assert [r["epoch"] for r in csv_rows] == [1, 2]
-    assert {"train_loss", "valid_loss", "miou", "fg_miou", "pixel_acc", "mean_acc", "fw_iou", "iou_person"} <= set(csv_rows[0])
+    columns = {"train_loss", "valid_loss", "miou", "fg_miou", "pixel_acc", "mean_acc", "fw_iou", "iou_person"}
+    assert columns <= set(csv_rows[0])
     best = json.loads((run / "best.json").read_text())
     assert best["arch"] == "segnet" and best["metrics"]["miou"] == max(r["miou"] for r in csv_rows)
     config = json.loads((run / "config.json").read_text())

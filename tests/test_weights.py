@@ -22,7 +22,8 @@ def vgg_state():
 
 
 def decoder_equal(a, b):
-    return all(torch.equal(x, y) for x, y in zip(a.decoder.state_dict().values(), b.decoder.state_dict().values(), strict=True))
+    pairs = zip(a.decoder.state_dict().values(), b.decoder.state_dict().values(), strict=True)
+    return all(torch.equal(x, y) for x, y in pairs)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

@@ -6,12 +6,16 @@ from torch import nn
 
 from fastseg.constants import NUM_CLASSES
 from fastseg.models.blocks import he_init
+from fastseg.models.colour_control import ColourControl
 from fastseg.models.pretrained import load_encoder_weights
 from fastseg.models.segnet import SegNet
 from fastseg.models.vgg_unet import VGGUNet
 
 MODELS: dict[str, type[nn.Module]] = {"segnet": SegNet, "skip": VGGUNet}
 """CLI name → model class; the CLI's --arch choices come from here."""
+
+BASELINES: dict[str, type[nn.Module]] = {"colour-control": ColourControl}
+"""Reference models for experiments (the demo's colour-only control); not offered by the CLI."""
 
 
 def create_model(arch: str, num_classes: int = NUM_CLASSES, pretrained: str | Path | None = None,
@@ -27,11 +31,12 @@ def create_model(arch: str, num_classes: int = NUM_CLASSES, pretrained: str | Pa
     Raises:
         ValueError: unknown arch (the message lists the valid ones).
     """
-    if arch not in MODELS:
+    known = MODELS | BASELINES
+    if arch not in known:
         raise ValueError(f"Unknown arch '{arch}'; choose one of: {', '.join(MODELS)}.")
     if width <= 0:
         raise ValueError(f"width must be positive, got {width}.")
-    model = he_init(MODELS[arch](num_classes=num_classes, width=width))
+    model = he_init(known[arch](num_classes=num_classes, width=width))
     if pretrained not in (None, "none"):
         load_encoder_weights(model.encoder, pretrained, width)
     return model

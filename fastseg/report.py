@@ -1,0 +1,141 @@
+"""The run card: `report.md` and a self-contained `report.html` (PNGs embedded) in a run folder.
+
+Both are rendered from one list of blocks, so the two files always say the same thing.
+"""
+
+import base64
+import html
+import json
+import platform
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+
+from fastseg.atomic import atomic_write
+from fastseg.config import load_config
+from fastseg.data.splits import build_split, check_leakage
+from fastseg.errors import FastsegError
+from fastseg.runs import CONFIG, LR_FIND
+
+REFERENCES = [  # the seeds' published numbers (shared/DATASETS.md)
+    ("SegNet seed", "train-aug / seg11valid", "60.3 mIoU, 89.9 % pixel accuracy"),
+    ("VGG16-BN skip seed", "voc12-train / voc12-val-b (half of VOC12 val)", "87.95 % pixel accuracy"),
+]
+FIGURES = [("Training curves", "curves.png"), ("lr_find", "lr_find.png"),
+           ("Confusion matrix", "confusion_matrix.png"), ("Random images", "predictions_random.png"),
+           ("Best images", "predictions_best.png"), ("Worst images", "predictions_worst.png")]
+
+
+def environment() -> list[tuple[str, str]]:
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.machine()})"
+    packages = [(name, version(name)) for name in ("fastseg", "torch", "torchvision", "fastai", "albumentations")]
+    return [("python", platform.python_version()), ("device", device), *packages]
+
+
+def split_rows(cfg) -> list[tuple[str, str]]:
+    train = build_split(cfg.data.train_split, cfg.data.roots)
+    valid = build_split(cfg.data.valid_split, cfg.data.roots)
+    report = check_leakage(train, valid, cfg.data.train_split, cfg.data.valid_split)
+    return [(cfg.data.train_split, str(len(train))), (cfg.data.valid_split, str(len(valid))),
+            ("leakage check", report.summary())]
+
+
+def blocks(run: Path, metrics: dict) -> list[tuple]:
+    """(kind, payload) blocks: ("h", text), ("p", text), ("table", (header, rows)), ("img", (title, file))."""
+    cfg = load_config(run / CONFIG)
+    lo, hi = metrics["miou_ci95"]
+    out = [("h", f"Run card: {run.name}"),
+           ("p", f"{cfg.arch} (width {cfg.width}, encoder {cfg.pretrained}) evaluated on {metrics['split']} "
+                 f"({metrics['images']} images): mIoU {metrics['miou']:.4f} (95 % CI {lo:.4f}-{hi:.4f}, "
+                 f"bootstrap over images), foreground mIoU {metrics['fg_miou']:.4f}, pixel accuracy "
+                 f"{metrics['pixel_acc']:.4f}, mean accuracy {metrics['mean_acc']:.4f}."),
+           ("h2", "Beside the seeds"),
+           ("table", (("model", "splits", "result"), REFERENCES + [
+               ("this run", f"{cfg.data.train_split} / {metrics['split']}",
+                f"{100 * metrics['miou']:.1f} mIoU, {100 * metrics['pixel_acc']:.2f} % pixel accuracy")])),
+           ("h2", "Data"), ("table", (("split", "images"), split_rows(cfg))),
+           ("h2", "Configuration"), ("table", (("option", "value"), _config_rows(cfg))),
+           ("h2", "Learning rate"), ("p", _lr_text(run, cfg))]
+    out += [("h2", "Per-class results"), ("table", (("class", "IoU", "accuracy"), [
+        (name, _num(row["iou"]), _num(row["acc"])) for name, row in metrics["per_class"].items()]))]
+    band = (f"mIoU within {metrics['boundary_band_px']} px of true boundaries: {metrics['boundary_miou']:.4f}; "
+            f"interior: {metrics['interior_miou']:.4f}.")
+    out += [("h2", "Error analysis"), ("p", band),
+            ("table", (("truth", "predicted as", "share of truth pixels"), [
+                (p["truth"], p["predicted"], f"{p['fraction']:.3f}") for p in metrics["confused_pairs"]]))]
+    if "tta_gain" in metrics:
+        gain = f"{metrics['tta_gain']:+.4f} mIoU over {metrics['miou_without_tta']:.4f} without it"
+        out.append(("p", f"TTA {metrics['tta']}: {gain}."))
+    out += [("img", (title, name)) for title, name in FIGURES if (run / name).is_file()]
+    out += [("h2", "Environment"), ("table", (("what", "version"), environment()))]
+    return out
+
+
+def _num(value) -> str:
+    return "n/a" if value != value else f"{value:.4f}"
+
+
+def _config_rows(cfg) -> list[tuple[str, str]]:
+    flat = {k: v for k, v in vars(cfg).items() if k not in ("data", "extra")} | vars(cfg.data)
+    return [(k, str(v)) for k, v in flat.items()]
+
+
+def _lr_text(run: Path, cfg) -> str:
+    found = run / LR_FIND
+    suggestions = json.loads(found.read_text()) if found.is_file() else {}
+    shown = ", ".join(f"{k} {v:.2e}" for k, v in suggestions.items() if v is not None) or "lr_find was not run here"
+    return f"Chosen learning rate {float(cfg.lr):.2e} ({cfg.opt}, {cfg.sched}). lr_find: {shown}."
+
+
+def render_markdown(items: list[tuple]) -> str:
+    lines = []
+    for kind, payload in items:
+        if kind in ("h", "h2"):
+            lines += [("# " if kind == "h" else "## ") + payload, ""]
+        elif kind == "p":
+            lines += [payload, ""]
+        elif kind == "table":
+            header, rows = payload
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""]
+        else:
+            title, name = payload
+            lines += [f"### {title}", "", f"![{title}]({name})", ""]
+    return "\n".join(lines)
+
+
+def render_html(items: list[tuple], run: Path) -> str:
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>fastseg run card</title><style>"
+             "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
+             "img{max-width:100%;border:1px solid #eee}</style></head><body>"]
+    for kind, payload in items:
+        if kind in ("h", "h2"):
+            tag = "h1" if kind == "h" else "h2"
+            parts.append(f"<{tag}>{html.escape(payload)}</{tag}>")
+        elif kind == "p":
+            parts.append(f"<p>{html.escape(payload)}</p>")
+        elif kind == "table":
+            header, rows = payload
+            parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+            parts += ["<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows]
+            parts.append("</table>")
+        else:
+            title, name = payload
+            data = base64.b64encode((run / name).read_bytes()).decode()
+            name = html.escape(title)
+            parts.append(f"<h3>{name}</h3><img alt='{name}' src='data:image/png;base64,{data}'>")
+    return "\n".join(parts + ["</body></html>"])
+
+
+def write_report(run: Path) -> tuple[Path, Path]:
+    """Write report.md and report.html from the run's files (metrics.json must exist)."""
+    metrics_path = run / "metrics.json"
+    if not metrics_path.is_file() or not (run / CONFIG).is_file():
+        raise FastsegError(f"Run folder {run} has no metrics.json or config.json; run `fastseg evaluate {run}` first.")
+    items = blocks(run, json.loads(metrics_path.read_text()))
+    md, page = run / "report.md", run / "report.html"
+    atomic_write(md, lambda tmp: tmp.write_text(render_markdown(items)))
+    atomic_write(page, lambda tmp: tmp.write_text(render_html(items, run)))
+    return md, page

@@ -1,0 +1,144 @@
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from fastseg.constants import voc_palette
+from fastseg.data.masks import read_mask
+from fastseg.data.splits import build_split
+from fastseg.evaluation import evaluate_run, evaluate_samples, per_image_confusion
+from fastseg.models import create_model
+from fastseg.predict import predict_files, predict_image
+from fastseg.training import fit
+from tests.test_training import tiny_config
+
+
+@pytest.fixture(scope="module")
+def trained_run(synth_root, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    run, rows = fit(tiny_config(synth_root, runs, "eval", epochs=2))
+    return run, rows
+
+
+def test_metrics_json_equals_what_fit_reported(trained_run):
+    run, rows = trained_run
+    path, metrics = evaluate_run(run)
+    best = json.loads((run / "best.json").read_text())
+    assert json.loads(path.read_text())["miou"] == metrics["miou"]
+    for key in ("miou", "fg_miou", "pixel_acc", "mean_acc"):
+        assert metrics[key] == pytest.approx(best["metrics"][key], abs=1e-9), key
+    lo, hi = metrics["miou_ci95"]
+    assert lo <= metrics["miou"] <= hi
+    for name in ("confusion_matrix.png", "predictions_best.png", "predictions_worst.png", "predictions_random.png",
+                 "report.md", "report.html"):
+        assert (run / name).is_file(), name
+
+
+def test_odd_sizes_are_scored_at_native_resolution(roots):
+    samples = build_split("voc12-val", roots)
+    sizes = {Image.open(s.image).size for s in samples}
+    assert any(w % 32 or h % 32 for w, h in sizes)
+    result = evaluate_samples(create_model("skip", width=0.0625), samples, torch.device("cpu"), bs=3)
+    for i, sample in enumerate(samples):
+        mask = read_mask(sample.mask)
+        assert int(result.per_image[i].sum()) == int((mask != 255).sum())  # every original pixel, nothing else
+
+
+def test_per_image_confusion_in_one_bincount():
+    pred = torch.tensor([[[0, 1], [1, 1]], [[2, 2], [0, 0]]])
+    target = torch.tensor([[[0, 1], [255, 0]], [[2, 1], [0, 255]]])
+    cms = per_image_confusion(pred, target, 3)
+    assert cms[0].tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 0]]
+    assert cms[1].tolist() == [[1, 0, 0], [0, 0, 1], [0, 0, 1]]
+
+
+class PixelModel(nn.Module):
+    """Per-pixel (1×1) model: equivariant to flips, so flip TTA must change nothing."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 21, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_flip_tta_on_flip_equivariant_model_changes_nothing(roots):
+    samples = build_split("voc12-val", roots)
+    plain = evaluate_samples(PixelModel(), samples, torch.device("cpu"), bs=4)
+    flipped = evaluate_samples(PixelModel(), samples, torch.device("cpu"), bs=4, flip=True)
+    assert torch.equal(plain.cm, flipped.cm)
+    assert flipped.plain_scores["miou"] == pytest.approx(flipped.scores["miou"])
+
+
+class LocalModel(nn.Module):
+    """Two 3×3 convs: each output pixel sees only 5×5 input pixels."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 21, 3, padding=1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_tiles_agree_with_whole_image_away_from_borders():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(150, 210, 3), dtype=np.uint8)
+    whole = predict_image(LocalModel(), image, "cpu", tile=1000)
+    tiled = predict_image(LocalModel(), image, "cpu", tile=64, overlap=16)
+    # starts every 48 px; away from a tile border (> 2 px, the receptive field) every window agrees
+    assert (tiled == whole).mean() > 0.97
+    assert np.array_equal(tiled[3:45, 3:45], whole[3:45, 3:45])
+
+
+def test_predict_writes_palette_pngs_at_original_size(tmp_path, synth_root):
+    images = sorted((synth_root / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[:3]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in images:
+        shutil.copy(p, folder / p.name)
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    report = predict_files(create_model("segnet", width=0.0625), [folder], tmp_path / "out", "cpu", tile=64, overlap=16)
+    assert [p.name for p, _ in report.failed] == ["broken.jpg"]
+    assert len(report.written) == 3
+    for p in images:
+        mask = Image.open(tmp_path / "out" / f"{p.stem}.png")
+        assert mask.mode == "P" and mask.size == Image.open(p).size
+        assert mask.getpalette()[: 3 * 21] == voc_palette()[: 3 * 21]
+        assert (tmp_path / "out" / f"{p.stem}_overlay.jpg").is_file()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_report_html_shows_its_images_in_chromium(trained_run, tmp_path):
+    run, _ = trained_run
+    evaluate_run(run)
+    page = (run / "report.html").read_text()
+    assert "src='data:image/png;base64," in page and "http" not in page.split("<body>")[1][:2000]
+    probe = tmp_path / "probe.html"
+    check = ("<script>window.onload=()=>{const ok=[...document.images].every(i=>i.complete&&i.naturalWidth>0);"
+             "document.title=(ok&&document.images.length>=4)?'IMAGES-OK':'IMAGES-BROKEN';}</script></body>")
+    probe.write_text(page.replace("</body>", check))
+    flags = CHROMIUM_FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([CHROMIUM, *flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert "<title>IMAGES-OK</title>" in dom
+    shot = tmp_path / "shot.png"
+    page_uri = (run / "report.html").as_uri()
+    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1000,2400", page_uri],
+                   capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
+    bluish = (pixels[:, 2] - pixels[:, 0] > 60).mean()  # the curves and confusion matrix are blue
+    assert bluish > 0.005
