@@ -53,10 +53,8 @@ def blocks(run: Path, metrics: dict) -> list[tuple]:
            ("h2", "Beside the seeds"),
            ("table", (("model", "splits", "result"), REFERENCES + [
                ("this run", f"{cfg.data.train_split} / {metrics['split']}",
-                f"{100 * metrics['miou']:.1f} mIoU, {100 * metrics['pixel_acc']:.2f} % pixel accuracy")])),
-           ("h2", "Data"), ("table", (("split", "images"), split_rows(cfg))),
-           ("h2", "Configuration"), ("table", (("option", "value"), _config_rows(cfg))),
-           ("h2", "Learning rate"), ("p", _lr_text(run, cfg))]
+                f"{100 * metrics['miou']:.1f} mIoU, {100 * metrics['pixel_acc']:.2f} % pixel accuracy")]))]
+    out += [("img", (title, name)) for title, name in FIGURES if (run / name).is_file()]
     out += [("h2", "Per-class results"), ("table", (("class", "IoU", "accuracy"), [
         (name, _num(row["iou"]), _num(row["acc"])) for name, row in metrics["per_class"].items()]))]
     band = (f"mIoU within {metrics['boundary_band_px']} px of true boundaries: {metrics['boundary_miou']:.4f}; "
@@ -67,8 +65,10 @@ def blocks(run: Path, metrics: dict) -> list[tuple]:
     if "tta_gain" in metrics:
         gain = f"{metrics['tta_gain']:+.4f} mIoU over {metrics['miou_without_tta']:.4f} without it"
         out.append(("p", f"TTA {metrics['tta']}: {gain}."))
-    out += [("img", (title, name)) for title, name in FIGURES if (run / name).is_file()]
-    out += [("h2", "Environment"), ("table", (("what", "version"), environment()))]
+    out += [("h2", "Learning rate"), ("p", _lr_text(run, cfg)),
+            ("h2", "Data"), ("table", (("split", "images"), split_rows(cfg))),
+            ("h2", "Configuration"), ("table", (("option", "value"), _config_rows(cfg))),
+            ("h2", "Environment"), ("table", (("what", "version"), environment()))]
     return out
 
 
