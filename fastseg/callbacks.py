@@ -40,6 +40,11 @@ class SeedEpochs(Callback):
         self.dls.train.rng = random.Random(seed)
 
 
+def bare_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(model, "module", model)
+
+
 def rng_states() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -52,7 +57,7 @@ def run_state(learn, epoch: int, batch: int, tracker: dict) -> dict:
     smoothed loss, grad scaler and RNG states."""
     smooth = learn.recorder.smooth_loss
     scaler = getattr(learn, "scaler", None)
-    return {"epoch": epoch, "batch": batch, "model": learn.model.state_dict(),
+    return {"epoch": epoch, "batch": batch, "model": bare_model(learn.model).state_dict(),
             "opt": learn.opt.state_dict(), "tracker": tracker,
             "smooth_loss": {"val": smooth.val, "count": smooth.count},
             "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_states()}
@@ -91,7 +96,7 @@ class Resume(Callback):
 
     def before_fit(self):
         device = next(self.learn.model.parameters()).device
-        self.learn.model.load_state_dict(self.state["model"])
+        bare_model(self.learn.model).load_state_dict(self.state["model"])
         self.learn.opt.load_state_dict(to_device(self.state["opt"], device))
         if self.state["scaler"] is not None and getattr(self.learn, "scaler", None) is not None:
             self.learn.scaler.load_state_dict(self.state["scaler"])
@@ -130,11 +135,22 @@ class Interrupt(Callback):
         self.requested = signal.Signals(signum).name
 
     def after_batch(self):
-        if self.requested is None:
+        if not self._agreed():
             return
         done = self.iter + 1 if self.training else len(self.dls.train)
         self.save(done)
         raise CancelFitException
+
+    def _agreed(self) -> bool:
+        """Whether any process was asked to stop: under DDP all processes must stop after the same
+        batch, so the flag is all-reduced (one tiny all-reduce per batch, only under DDP)."""
+        import torch.distributed as dist
+        if not (dist.is_available() and dist.is_initialized()):
+            return self.requested is not None
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        flag = torch.tensor([self.requested is not None], dtype=torch.int32, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def after_fit(self):
         for sig, handler in self.previous.items():

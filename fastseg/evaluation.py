@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from fastai.vision.all import DataBlock, ImageBlock, MaskBlock, Normalize
 from PIL import Image
@@ -20,8 +21,9 @@ from fastseg.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, VOC_CLA
 from fastseg.data.dataloaders import sample_image, sample_mask
 from fastseg.data.samples import Sample
 from fastseg.data.transforms import pad_batch
+from fastseg.distributed import init_from_env, is_main, rank, world_size
 from fastseg.errors import FastsegError
-from fastseg.metrics import confusion_matrix, scores
+from fastseg.metrics import all_reduced, confusion_matrix, scores
 from fastseg.tta import predict_classes
 
 BOOTSTRAP_SAMPLES = 1000
@@ -136,18 +138,40 @@ class EvalResult:
     gallery: Gallery
 
 
+def shard_batches(n: int, bs: int, rank: int, world: int) -> list[int]:
+    """Sample indices of batches rank, rank + world, ... where batch b holds samples b*bs .. b*bs+bs-1:
+    each process scores whole batches, padded exactly as in a single process."""
+    return [i for b in range(rank, -(-n // bs), world) for i in range(b * bs, min(n, (b + 1) * bs))]
+
+
+def gather_rows(indices: list[int], rows: torch.Tensor, n: int) -> torch.Tensor:
+    """Every process's rows (one per sample index) assembled in sample order, in every process."""
+    if world_size() == 1:
+        return rows
+    parts = [None] * world_size()
+    dist.all_gather_object(parts, (indices, rows))
+    out = torch.zeros((n, *rows.shape[1:]), dtype=rows.dtype)
+    for part_indices, part_rows in parts:
+        if part_indices:
+            out[torch.tensor(part_indices)] = part_rows
+    return out
+
+
 def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bool = False,
                      scales: tuple[float, ...] = (1.0,), num_workers: int = 0, seed: int = 0) -> EvalResult:
-    """Score `model` on every sample at native resolution."""
+    """Score `model` on every sample at native resolution (shared out by batch under DDP)."""
     c = len(VOC_CLASSES)
     model = model.to(device).eval()
     tta = flip or tuple(scales) != (1.0,)
-    dl = eval_dataloader(samples, bs, device, num_workers)
+    indices = shard_batches(len(samples), bs, rank(), world_size())
+    local = [samples[i] for i in indices]
     rng = np.random.default_rng(seed)
     gallery = Gallery(set(rng.choice(len(samples), size=min(GALLERY, len(samples)), replace=False).tolist()))
-    per_image, band_cm, interior_cm = [], torch.zeros(c, c, dtype=torch.long), torch.zeros(c, c, dtype=torch.long)
+    per_image = [torch.zeros(0, c, c, dtype=torch.long)]
+    band_cm, interior_cm = torch.zeros(c, c, dtype=torch.long), torch.zeros(c, c, dtype=torch.long)
     plain_cm = torch.zeros(c, c, dtype=torch.long)
-    sizes = [image_size(s.image) for s in samples]
+    sizes = {i: image_size(samples[i].image) for i in indices}
+    dl = eval_dataloader(local, bs, device, num_workers) if local else []
     start = 0
     with torch.no_grad():
         for x, y in track(dl, description="evaluate", console=console, disable=not console.is_terminal):
@@ -160,9 +184,10 @@ def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bo
             interior_cm += confusion_matrix(pred[~band], y[~band], c).cpu()
             if tta:
                 plain_cm += confusion_matrix(predict_classes(model, x), y, c).cpu()
-            _offer(gallery, start, sizes, x, y, pred, miou_rows(cms).cpu())
+            _offer(gallery, indices[start:start + len(x)], sizes, x, y, pred, miou_rows(cms).cpu())
             start += len(x)
-    per_image = torch.cat(per_image)
+    per_image = gather_rows(indices, torch.cat(per_image), len(samples))
+    band_cm, interior_cm, plain_cm = (all_reduced(m) for m in (band_cm, interior_cm, plain_cm))
     cm = per_image.sum(0)
     return EvalResult([s.id for s in samples], cm, per_image, scores(cm), bootstrap_miou(per_image, seed=seed),
                       scores(band_cm), scores(interior_cm), scores(plain_cm) if tta else None, gallery)
@@ -174,10 +199,10 @@ def image_size(path) -> tuple[int, int]:
         return img.size[1], img.size[0]
 
 
-def _offer(gallery: Gallery, start: int, sizes, x, y, pred, image_mious):
+def _offer(gallery: Gallery, batch_indices: list[int], sizes: dict, x, y, pred, image_mious):
     from fastseg.plots import denormalize
     for i, score in enumerate(image_mious.tolist()):
-        index = start + i
+        index = batch_indices[i]
         if gallery.wants(index, score):
             h, w = sizes[index]
             item = (denormalize(x[i:i + 1, :, :h, :w])[0], y[i, :h, :w].cpu().numpy(), pred[i, :h, :w].cpu().numpy())
@@ -233,11 +258,13 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
         roots = cfg.data.roots
     split = split or (cfg.data.valid_split if cfg else "voc12-val")
     bs = bs or (cfg.data.val_bs or cfg.data.bs if cfg else 8)
-    device = pick_device(device)
+    device = init_from_env() or pick_device(device)
     model, _ = load_model(weights, device)
     result = evaluate_samples(model, build_split(split, roots), device, bs=bs, flip=flip, scales=scales)
     content = result_json(result, split, str(weights), {"flip": flip, "scales": list(scales)})
     path = folder / "metrics.json"
+    if not is_main():
+        return path, content
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(content, indent=2)))
     write_figures(result, folder)
     if (folder / CONFIG).is_file():

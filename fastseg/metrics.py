@@ -94,6 +94,18 @@ class ConfusionState:
         return self._scores
 
 
+def without_duplicates(dl, target: torch.Tensor) -> torch.Tensor:
+    """`target` (N×H×W) with the samples that only pad a DDP shard set to void, so every image is
+    counted exactly once across processes."""
+    from fastseg.distributed import duplicate_mask
+    dup = duplicate_mask(dl, len(target))
+    if dup is None or not dup.any():
+        return target
+    target = target.clone()
+    target[dup.to(target.device)] = IGNORE_INDEX
+    return target
+
+
 class ScoreMetric(Metric):
     """One number of `ConfusionState.scores()` as a fastai metric; only the owner accumulates."""
 
@@ -106,7 +118,7 @@ class ScoreMetric(Metric):
 
     def accumulate(self, learn):
         if self.owner:
-            self.state.update(learn.pred, learn.yb[0])
+            self.state.update(learn.pred, without_duplicates(learn.dl, learn.yb[0]))
 
     @property
     def value(self):

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from fastai.callback.core import Callback, CancelFitException
 
-from fastseg.callbacks import run_state
+from fastseg.callbacks import bare_model, run_state
 from fastseg.console import log
 from fastseg.constants import VOC_CLASSES
+from fastseg.distributed import is_main
 from fastseg.models.io import save_model
 from fastseg.plots import plot_curves
 from fastseg.runs import BEST, LAST, METRICS, write_metrics_csv
@@ -53,9 +54,10 @@ class RunRecorder(Callback):
             return
         row = self.epoch_row()
         self.rows.append(row)
-        write_metrics_csv(self.run_dir / METRICS, self.rows)
-        plot_curves(self.rows, self.run_dir / "curves.png")
         self._track_best(row)
+        if is_main():
+            write_metrics_csv(self.run_dir / METRICS, self.rows)
+            plot_curves(self.rows, self.run_dir / "curves.png")
         self.save_checkpoint(self.epoch + 1, 0)
         log(format_row(row))
         if self.patience is not None and self.tracker["wait"] >= self.patience:
@@ -77,14 +79,16 @@ class RunRecorder(Callback):
         if not math.isnan(score) and score > self.tracker["best"]:
             self.tracker.update(best=score, best_epoch=row["epoch"], wait=0)
             metrics = {k: v for k, v in row.items() if k != "seconds"}
-            save_model(self.learn.model, self.run_dir / BEST, {**self.meta, "epoch": row["epoch"],
-                                                               "metrics": metrics})
+            if is_main():
+                save_model(bare_model(self.learn.model), self.run_dir / BEST,
+                           {**self.meta, "epoch": row["epoch"], "metrics": metrics})
         else:
             self.tracker["wait"] += 1
 
     def save_checkpoint(self, epoch: int, batch: int):
-        """Full resumable state: `epoch` epochs done plus `batch` batches of the next."""
-        save_state(run_state(self.learn, epoch, batch, dict(self.tracker)), self.run_dir / LAST)
+        """Full resumable state: `epoch` epochs done plus `batch` batches of the next (rank 0 writes)."""
+        if is_main():
+            save_state(run_state(self.learn, epoch, batch, dict(self.tracker)), self.run_dir / LAST)
 
     def save_interrupted(self, batch: int):
         self.save_checkpoint(self.epoch, batch)

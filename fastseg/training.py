@@ -19,6 +19,7 @@ from fastseg.console import console, log
 from fastseg.constants import VOC_CLASSES
 from fastseg.data.dataloaders import build_dataloaders
 from fastseg.data.splits import build_split
+from fastseg.distributed import broadcast_object, distributed, init_from_env, is_main, world_size
 from fastseg.errors import FastsegError
 from fastseg.learner import make_opt_func, seg_learner
 from fastseg.losses import L1Penalty, cached_median_frequency, read_weights_file, segmentation_loss
@@ -142,13 +143,14 @@ def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = Non
     """Train (or resume) a run; returns (run folder, metrics rows). Writes config.json,
     metrics.csv, curves.png, best.safetensors/json and last.safetensors/json."""
     cfg.validate()
-    run_dir = resume or check_new_run(Path(cfg.runs_dir) / (cfg.name or default_run_name(cfg.arch)))
+    device = init_from_env() or pick_device(cfg.device)  # under torchrun: this process's device
+    name = broadcast_object(cfg.name or default_run_name(cfg.arch))
+    run_dir = resume or check_new_run(Path(cfg.runs_dir) / name)
     state = load_state(run_dir / LAST) if resume else None
     lr = resolve_lr(cfg, run_dir)
     set_seed(cfg.seed)
-    device = pick_device(cfg.device)
     dls = build_dataloaders(cfg.data, device=device, log=log)  # checks data and options before writing
-    if not resume:
+    if not resume and is_main():
         ensure_writable(run_dir)
         save_config(replace(cfg, lr=lr, name=run_dir.name), run_dir / CONFIG)
     learn = build_learner(cfg, dls, run_dir, device)
@@ -163,12 +165,13 @@ def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = Non
         cbs.append(FreezeEncoder(cfg.freeze_epochs))
     if state:
         cbs.append(Resume(state))
-    if console.is_terminal:
+    if console.is_terminal and is_main():
         from fastseg.progress import RichProgress
         cbs.append(RichProgress())
-    log(f"Run folder: {run_dir}")
+    log(f"Run folder: {run_dir}" + (f" ({world_size()} processes)" if world_size() > 1 else ""))
     try:
-        schedule_fit(learn, cfg, lr, cbs)
+        with distributed(learn):
+            schedule_fit(learn, cfg, lr, cbs)
     finally:
         interrupt.after_fit()
     return run_dir, recorder.rows
