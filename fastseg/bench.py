@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fastai.callback.core import Callback
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -27,6 +28,7 @@ class BenchConfig:
     width: float = 1.0
     steps: int = 3
     images: int = 48
+    eval_images: int = 8
     device: str | None = None
 
 
@@ -83,26 +85,112 @@ def bench_model(arch: str, cfg: BenchConfig, device: torch.device) -> dict:
             "tflops_s": both / seconds / 1e12}
 
 
-def bench_data(cfg: BenchConfig) -> dict:
+def bench_data(voc: Path, sbd: Path, n: int) -> dict:
     """Images/s of JPEG decode alone and of the full training item pipeline (decode, mask read,
     light augmentation, crop 320), both in one process (= per worker)."""
     from fastseg.data.dataloaders import DataConfig, build_dataloaders
-    from fastseg.data.synthetic import SynthConfig, generate
-    folder = Path(tempfile.mkdtemp(prefix="fastseg-bench-"))
-    try:
-        n = cfg.images
-        generate(folder, SynthConfig(n_train=n, n_val=4, n_sbd_only=2, size=VOC_SIZE, seed=1))
-        voc = folder / "VOCdevkit" / "VOC2012"
-        jpegs = sorted((voc / "JPEGImages").glob("*.jpg"))[:n]
-        decode = _rate(lambda: [np.asarray(Image.open(p).convert("RGB")) for p in jpegs], len(jpegs))
-        data = DataConfig(voc=str(voc), sbd=str(folder / "benchmark_RELEASE" / "dataset"), train_split="voc12-train",
-                          valid_split="voc12-val", crop=320, bs=1, augment="light")
-        ds = build_dataloaders(data, device="cpu", log=lambda _: None).train
-        items = min(n, len(ds.dataset))
-        pipeline = _rate(lambda: [ds.after_item(ds.create_item(i)) for i in range(items)], items)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    jpegs = sorted((voc / "JPEGImages").glob("*.jpg"))[:n]
+    decode = _rate(lambda: [np.asarray(Image.open(p).convert("RGB")) for p in jpegs], len(jpegs))
+    data = DataConfig(voc=str(voc), sbd=str(sbd), train_split="voc12-train", valid_split="voc12-val",
+                      crop=320, bs=1, augment="light")
+    ds = build_dataloaders(data, device="cpu", log=lambda _: None).train
+    items = min(n, len(ds.dataset))
+    pipeline = _rate(lambda: [ds.after_item(ds.create_item(i)) for i in range(items)], items)
     return {"decode_img_s": decode, "pipeline_img_s": pipeline, "ratio": pipeline / decode}
+
+
+def bench_learner_vs_plain(arch: str, cfg: BenchConfig, device: torch.device) -> dict:
+    """Training img/s of fastseg's Learner (all its callbacks) against a minimal PyTorch loop over
+    the same model, cached batches, SGD and precision."""
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+
+    from fastseg.callbacks import NaNGuard
+    from fastseg.fastpath import install_device_losses
+    from fastseg.learner import make_opt_func
+    from fastseg.losses import segmentation_loss
+    from fastseg.metrics import seg_metrics
+    batches = [(torch.randn(cfg.batch, 3, cfg.arch_size, cfg.arch_size, device=device),
+                torch.randint(0, 21, (cfg.batch, cfg.arch_size, cfg.arch_size), device=device))
+               for _ in range(cfg.steps)]
+    plain = _plain_loop_seconds(create_model(arch, width=cfg.width).to(device), batches, device)
+    from fastai.learner import Learner
+    dls = DataLoaders(DataLoader(batches, bs=None), DataLoader(batches[:1], bs=None), device=device)
+    learn = Learner(dls, create_model(arch, width=cfg.width).to(device), loss_func=segmentation_loss(),
+                    opt_func=make_opt_func("sgd"), metrics=seg_metrics(), cbs=[NaNGuard()], lr=1e-3)
+    install_device_losses(learn)
+    timer = _TrainTimer(device)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(2, cbs=[timer])  # the first epoch warms up
+    return {"arch": arch, "plain_img_s": len(batches) * cfg.batch / plain,
+            "learner_img_s": len(batches) * cfg.batch / timer.seconds, "ratio": plain / timer.seconds}
+
+
+def _plain_loop_seconds(model, batches, device) -> float:
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    model.train()
+
+    def epoch():
+        for x, y in batches:
+            loss = torch.nn.functional.cross_entropy(model(x), y, ignore_index=255)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    return time_call(epoch, 1, device)
+
+
+class _TrainTimer(Callback):
+    """Times the training phase of the last epoch (device synced)."""
+
+    order = 100
+
+    def __init__(self, device):
+        self.device, self.seconds = device, None
+
+    def before_train(self):
+        sync(self.device)
+        self.start = time.perf_counter()
+
+    def after_train(self):
+        sync(self.device)
+        self.seconds = time.perf_counter() - self.start
+
+
+def bench_evaluation(arch: str, cfg: BenchConfig, voc: Path, sbd: Path, device: torch.device) -> float:
+    """Evaluation images/s at native VOC sizes (500×375-like), batch of cfg.batch."""
+    from fastseg.data.splits import DataRoots, build_split
+    from fastseg.evaluation import evaluate_samples
+    samples = build_split("voc12-train", DataRoots(voc, sbd))[: cfg.eval_images]
+    model = create_model(arch, width=cfg.width)
+    start = time.perf_counter()
+    evaluate_samples(model, samples, device, bs=min(cfg.batch, 4))
+    sync(device)
+    return len(samples) / (time.perf_counter() - start)
+
+
+def bench_metric(device: torch.device, batches: int = 5, size: int = 320, bs: int = 8) -> dict:
+    """Seconds per batch of fastseg's confusion-matrix metric against fastai's JaccardCoeffMulti."""
+    from types import SimpleNamespace
+
+    from fastai.metrics import JaccardCoeffMulti
+
+    from fastseg.metrics import seg_metrics
+    data = [SimpleNamespace(pred=torch.randn(bs, 21, size, size, device=device),
+                            y=torch.randint(0, 21, (bs, size, size), device=device), dl=None) for _ in range(batches)]
+    for d in data:
+        d.yb = (d.y,)
+    ours, theirs = seg_metrics(), JaccardCoeffMulti()
+
+    def run(metrics):
+        for m in metrics:
+            m.reset()
+        for d in data:
+            for m in metrics:
+                m.accumulate(d)
+        return [m.value for m in metrics]
+    fast = time_call(lambda: run(ours), 2, device) / batches
+    slow = time_call(lambda: run([theirs]), 2, device) / batches
+    return {"ours_ms": 1e3 * fast, "fastai_ms": 1e3 * slow, "speedup": slow / fast}
 
 
 def _rate(work, count: int) -> float:
@@ -112,27 +200,52 @@ def _rate(work, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def markdown(cfg: BenchConfig, device: torch.device, data: dict, models: list[dict], command: str) -> str:
+def markdown(cfg: BenchConfig, device: torch.device, r: dict, command: str) -> str:
+    data, fastest = r["data"], max(m["train_img_s"] for m in r["models"])
     lines = [f"## {time.strftime('%Y-%m-%d')} on {device.type}: {machine_line(device)}", "",
-             f"Command: `{command}`", "", "### Data pipeline (one process = one worker, VOC-sized JPEGs)", "",
-             "| JPEG decode only (img/s) | light preset + crop 320 (img/s) | ratio (target ≥ 0.40) |",
-             "|---|---|---|",
-             f"| {data['decode_img_s']:.1f} | {data['pipeline_img_s']:.1f} | {data['ratio']:.2f} |", "",
+             f"Command: `{command}`", "",
              f"### Models at {cfg.arch_size}×{cfg.arch_size}, batch {cfg.batch}, width {cfg.width}, fp32", "",
              "| arch | params (M) | GFLOP/img forward | GFLOP/img train step | train img/s | achieved TFLOP/s |",
              "|---|---|---|---|---|---|"]
-    for m in models:
-        lines.append(f"| {m['arch']} | {m['params_m']:.2f} | {m['gflops_fwd']:.1f} | {m['gflops_train']:.1f} | "
-                     f"{m['train_img_s']:.2f} | {m['tflops_s']:.3f} |")
-    return "\n".join(lines) + "\n"
+    lines += [f"| {m['arch']} | {m['params_m']:.2f} | {m['gflops_fwd']:.1f} | {m['gflops_train']:.1f} | "
+              f"{m['train_img_s']:.2f} | {m['tflops_s']:.3f} |" for m in r["models"]]
+    lines += ["", "### (a) fastseg Learner against a plain PyTorch loop (same model, batches, SGD, precision)", "",
+              "| arch | plain loop img/s | Learner img/s | ratio (target ≥ 0.95) |", "|---|---|---|---|"]
+    lines += [f"| {a['arch']} | {a['plain_img_s']:.2f} | {a['learner_img_s']:.2f} | {a['ratio']:.3f} |"
+              for a in r["learner"]]
+    lines += ["", "### (b) Data pipeline, one process = one worker, VOC-sized JPEGs", "",
+              "| JPEG decode only (img/s) | light preset + crop 320 (img/s) | ratio (target ≥ 0.40) | "
+              "workers to feed the fastest training rate above |", "|---|---|---|---|",
+              f"| {data['decode_img_s']:.1f} | {data['pipeline_img_s']:.1f} | {data['ratio']:.2f} | "
+              f"{max(1, -(-fastest // data['pipeline_img_s'])):.0f} |",
+              "", "### (c) Evaluation at native VOC sizes", "", "| arch | images/s |", "|---|---|"]
+    lines += [f"| {arch} | {rate:.2f} |" for arch, rate in r["evaluation"].items()]
+    met = r["metric"]
+    lines += ["", "### (d) Metric accumulation per batch (8×21×320×320 logits)", "",
+              "| fastseg confusion matrix (ms) | fastai JaccardCoeffMulti (ms) | speed-up (target ≥ 10×) |",
+              "|---|---|---|", f"| {met['ours_ms']:.1f} | {met['fastai_ms']:.1f} | {met['speedup']:.1f}× |", ""]
+    if device.type != "cuda":
+        lines += ["(e) precision, memory and MFU run on CUDA only: no GPU on this machine.", ""]
+    return "\n".join(lines)
 
 
 def run_bench(cfg: BenchConfig, out: Path | None, command: str) -> str:
     """Run every benchmark, append the section to `out` (if given) and return it."""
+    from fastseg.data.synthetic import SynthConfig, generate
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    data = bench_data(cfg)
-    models = [bench_model(arch, cfg, device) for arch in MODELS]
-    section = markdown(cfg, device, data, models, command)
+    folder = Path(tempfile.mkdtemp(prefix="fastseg-bench-"))
+    try:
+        generate(folder, SynthConfig(n_train=max(cfg.images, cfg.eval_images), n_val=4, n_sbd_only=2,
+                                     size=VOC_SIZE, seed=1))
+        voc, sbd = folder / "VOCdevkit" / "VOC2012", folder / "benchmark_RELEASE" / "dataset"
+        results = {"models": [bench_model(arch, cfg, device) for arch in MODELS],
+                   "learner": [bench_learner_vs_plain(arch, cfg, device) for arch in MODELS],
+                   "data": bench_data(voc, sbd, cfg.images),
+                   "evaluation": {arch: bench_evaluation(arch, cfg, voc, sbd, device) for arch in MODELS},
+                   "metric": bench_metric(device)}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    section = markdown(cfg, device, results, command)
     if out is not None:
         head = out.read_text() if out.is_file() else "# Benchmarks\n\nOne section per `make bench` run.\n"
         out.write_text(head.rstrip() + "\n\n" + section)

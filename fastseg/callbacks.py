@@ -113,7 +113,9 @@ class Resume(Callback):
         self.learn.pct_train += skip / (len(self.dl) * self.n_epoch)
         self.learn.train_iter += skip
         smooth = self.learn.recorder.smooth_loss
-        smooth.val, smooth.count = self.state["smooth_loss"]["val"], self.state["smooth_loss"]["count"]
+        device = next(self.learn.model.parameters()).device
+        smooth.val = torch.as_tensor(self.state["smooth_loss"]["val"]).to(device)
+        smooth.count = self.state["smooth_loss"]["count"]
 
 
 class Interrupt(Callback):

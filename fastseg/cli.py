@@ -335,9 +335,9 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="Image files or fo
 @friendly
 def bench(out: Annotated[Path | None, typer.Option(help="Markdown file to append the results to.")] = None,
           size: Annotated[int, typer.Option(help="Model input side in pixels.")] = 320,
-          batch: Annotated[int, typer.Option(help="Model batch size.")] = 8,
+          batch: Annotated[int | None, typer.Option(help="Model batch size (32 on CUDA, 4 on CPU).")] = None,
           width: Annotated[float, typer.Option(help="Model width multiplier.")] = 1.0,
-          steps: Annotated[int, typer.Option(help="Timed training steps per model.")] = 3,
+          steps: Annotated[int | None, typer.Option(help="Timed steps per model (20 on CUDA, 2 on CPU).")] = None,
           images: Annotated[int, typer.Option(help="Images for the data pipeline benchmark.")] = 48,
           device: DeviceOpt = None):
     """Data pipeline vs JPEG decode, and training images/s and GFLOPs per image for each arch."""
@@ -345,8 +345,12 @@ def bench(out: Annotated[Path | None, typer.Option(help="Markdown file to append
 
     from fastseg.bench import BenchConfig, run_bench
     command = "fastseg bench " + " ".join(sys.argv[2:])
-    section = run_bench(BenchConfig(size, batch, width, steps, images, device), out, command.strip())
-    console.print(section, markup=False)
+    import torch
+    cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    cfg = BenchConfig(arch_size=size, batch=batch or (32 if cuda else 4), width=width, steps=steps or (20 if cuda else 2),
+                      images=images, device=device)
+    section = run_bench(cfg, out, command.strip())
+    console.print(section, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -21,6 +21,7 @@ from fastseg.data.dataloaders import build_dataloaders
 from fastseg.data.splits import build_split
 from fastseg.distributed import broadcast_object, distributed, init_from_env, is_main, world_size
 from fastseg.errors import FastsegError
+from fastseg.fastpath import cuda_settings, install_device_losses
 from fastseg.learner import make_opt_func, seg_learner
 from fastseg.losses import L1Penalty, cached_median_frequency, read_weights_file, segmentation_loss
 from fastseg.metrics import seg_metrics
@@ -89,6 +90,8 @@ def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device):
                         path=run_dir, model_dir=".")
     learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
     learn.logger = lambda row: None  # RunRecorder prints the table
+    install_device_losses(learn)
+    cuda_settings(device)
     learn.model.to(device)
     if cfg.channels_last or (cfg.channels_last is None and device.type == "cuda"):
         learn.model.to(memory_format=torch.channels_last)
