@@ -58,8 +58,10 @@ WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Loader proces
 def data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, val_bs=None):
     from fastseg.data.dataloaders import DataConfig
     if workers is None:
+        import os
+
         import torch
-        workers = min(8, (__import__("os").cpu_count() or 1)) if torch.cuda.is_available() else 0
+        workers = min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
     return DataConfig(voc=str(voc), sbd=str(sbd) if sbd else None, voc11=str(voc11) if voc11 else None,
                       train_split=train.value, valid_split=valid.value, crop=crop, bs=bs, val_bs=val_bs,
                       augment=augment.value, num_workers=workers)
@@ -347,8 +349,8 @@ def bench(out: Annotated[Path | None, typer.Option(help="Markdown file to append
     command = "fastseg bench " + " ".join(sys.argv[2:])
     import torch
     cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-    cfg = BenchConfig(arch_size=size, batch=batch or (32 if cuda else 4), width=width, steps=steps or (20 if cuda else 2),
-                      images=images, device=device)
+    cfg = BenchConfig(arch_size=size, batch=batch or (32 if cuda else 4), width=width,
+                      steps=steps or (20 if cuda else 2), images=images, device=device)
     section = run_bench(cfg, out, command.strip())
     console.print(section, markup=False, soft_wrap=True)
 

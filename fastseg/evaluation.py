@@ -48,12 +48,12 @@ def _all_for_validation(items) -> tuple[list[int], list[int]]:
 
 def per_image_confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """N×H×W prediction and target → N×C×C confusion matrices in one bincount (255 ignored)."""
-    n = pred.shape[0]
-    keep = target != IGNORE_INDEX
-    image = torch.arange(n, device=pred.device).view(n, 1, 1).expand_as(target)
+    n, void_bin = pred.shape[0], pred.shape[0] * num_classes ** 2
+    image = torch.arange(n, device=pred.device).view(n, 1, 1)
     index = (image * num_classes + target.long()) * num_classes + pred.long()
-    counts = torch.bincount(index[keep], minlength=n * num_classes ** 2)
-    return counts.view(n, num_classes, num_classes)
+    index = torch.where(target == IGNORE_INDEX, void_bin, index)  # void to a dropped bin, no boolean indexing
+    counts = torch.bincount(index.flatten(), minlength=void_bin + 1)
+    return counts[:void_bin].view(n, num_classes, num_classes)
 
 
 def boundary_band(target: torch.Tensor, width: int = BOUNDARY_BAND) -> torch.Tensor:
@@ -180,8 +180,8 @@ def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bo
             cms = per_image_confusion(pred, y, c)
             per_image.append(cms.cpu())
             band = boundary_band(y)
-            band_cm += confusion_matrix(pred[band], y[band], c).cpu()
-            interior_cm += confusion_matrix(pred[~band], y[~band], c).cpu()
+            band_cm += confusion_matrix(pred, torch.where(band, y, IGNORE_INDEX), c).cpu()
+            interior_cm += confusion_matrix(pred, torch.where(band, IGNORE_INDEX, y), c).cpu()
             if tta:
                 plain_cm += confusion_matrix(predict_classes(model, x), y, c).cpu()
             _offer(gallery, indices[start:start + len(x)], sizes, x, y, pred, miou_rows(cms).cpu())

@@ -25,11 +25,13 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int 
         pred, target: integer tensors of the same shape (e.g. N×H×W) on the same device.
     Returns:
         C×C int64 on that device; rows are true classes, columns predicted classes. Pixels whose
-        target is `ignore_index` are not counted.
+        target is `ignore_index` are not counted: they go to one extra bin that is dropped, which
+        avoids boolean indexing (a device→host sync on CUDA).
     """
-    keep = target != ignore_index
-    index = target[keep].long() * num_classes + pred[keep].long()
-    return torch.bincount(index, minlength=num_classes ** 2).view(num_classes, num_classes)
+    void_bin = num_classes ** 2
+    index = torch.where(target == ignore_index, void_bin, target.long() * num_classes + pred.long())
+    counts = torch.bincount(index.flatten(), minlength=void_bin + 1)
+    return counts[:void_bin].view(num_classes, num_classes)
 
 
 def scores(cm: torch.Tensor) -> dict:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fastai.callback.core import Callback
 from fastai.callback.fp16 import AMPMode, MixedPrecision
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import ParamScheduler, SchedPoly, minimum, slide, steep, valley
@@ -114,7 +115,7 @@ def schedule_fit(learn, cfg: FitConfig, lr, cbs: list) -> None:
         learn.fit(cfg.epochs, learn.lr_range(lr), wd=cfg.wd, cbs=cbs)
 
 
-class FreezeEncoder(SeedEpochs.__base__):
+class FreezeEncoder(Callback):
     """Trains the decoder alone for the first `epochs` epochs, then everything."""
 
     order = 16

@@ -59,3 +59,12 @@ def test_missing_voc_folder_is_one_sentence(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip().startswith(f"Error: VOC2012 folder {tmp_path / 'nowhere'} was not found")
     assert "Traceback" not in result.output
+
+
+def test_show_batch_writes_both_grids(synth_root, tmp_path):
+    data = ["--voc", str(synth_root / "VOCdevkit"), "--sbd", str(synth_root / "benchmark_RELEASE")]
+    result = runner.invoke(app, ["show-batch", *data, "--crop", "64", "--n", "4", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for name in ("train_batch.png", "valid_batch.png"):
+        image = Image.open(tmp_path / name)
+        assert image.size[0] > 400 and len(set(image.convert("RGB").getdata())) > 50

@@ -17,7 +17,8 @@ from fastseg.runs import read_metrics_csv
 
 def torchrun(*args, timeout=600):
     """`torchrun --standalone --nproc_per_node 2 -m fastseg ARGS` on the CPU (gloo)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "fastseg", *args]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd = [*launcher, "-m", "fastseg", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 

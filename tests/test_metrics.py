@@ -74,6 +74,7 @@ def test_fastai_metrics_share_one_matrix():
         pass
     learn = FakeLearn()
     learn.pred = torch.randn(2, 21, 8, 8)
+    learn.dl = None
     learn.yb = (torch.randint(0, 21, (2, 8, 8)),)
     metrics = seg_metrics(per_class=True)
     for m in metrics:

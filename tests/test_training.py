@@ -4,6 +4,7 @@ import signal
 
 import numpy as np
 import pytest
+import torch
 from fastai.callback.core import Callback
 from typer.testing import CliRunner
 
@@ -146,3 +147,34 @@ def test_existing_run_is_never_overwritten(synth_root, tmp_path):
 def test_resume_needs_a_checkpoint(tmp_path):
     with pytest.raises(FastsegError, match="has no checkpoint"):
         resume_fit(tmp_path)
+
+
+def test_learners_split_encoder_and_decoder(synth_root, tmp_path):
+    from fastseg.data.dataloaders import build_dataloaders
+    from fastseg.learner import segnet_learner, skip_learner
+    dls = build_dataloaders(tiny_config(synth_root, tmp_path, "x").data, device="cpu", log=lambda _: None)
+    learn = skip_learner(dls, width=0.0625)
+    groups = learn.splitter(learn.model)
+    assert len(groups) == 2 and len(groups[0]) == len(list(learn.model.encoder.parameters()))
+    learn = segnet_learner(dls, width=0.0625)
+    learn.create_opt()
+    learn.freeze()
+    conv = learn.model.encoder.features[0]
+    assert not conv.weight.requires_grad and learn.model.head.weight.requires_grad
+    learn.unfreeze()
+    assert conv.weight.requires_grad
+
+
+def test_l1_penalty_adds_to_the_backpropagated_loss_only():
+    from types import SimpleNamespace
+
+    from fastseg.losses import L1Penalty
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -2.0]]))
+        model.bias.fill_(0.5)
+    learn = SimpleNamespace(model=model, loss_grad=torch.tensor(1.0), training=True)
+    cb = L1Penalty(0.1)
+    cb.learn = learn
+    cb.after_loss()
+    assert float(learn.loss_grad) == pytest.approx(1.0 + 0.1 * 3.5)
