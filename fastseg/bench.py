@@ -85,6 +85,57 @@ def bench_model(arch: str, cfg: BenchConfig, device: torch.device) -> dict:
             "tflops_s": both / seconds / 1e12}
 
 
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16 tensor-core peaks
+PRECISION_MODES = (  # (name, autocast dtype, channels_last, torch.compile)
+    ("fp32", None, False, False), ("bf16", torch.bfloat16, False, False),
+    ("bf16 + channels_last", torch.bfloat16, True, False),
+    ("bf16 + channels_last + compile", torch.bfloat16, True, True))
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    """The device's dense bf16 peak, for model FLOP utilisation (None when unknown)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_TFLOPS.items() if key in name), None)
+
+
+def bench_precision(arch: str, cfg: BenchConfig, device: torch.device, train_gflops: float,
+                    modes=PRECISION_MODES) -> list[dict]:
+    """(e) Training img/s, peak memory and MFU per precision mode (SGD step, batch cfg.batch)."""
+    rows, peak = [], peak_tflops(device)
+    for name, dtype, channels_last, compiled in modes:
+        step = _training_step(arch, cfg, device, dtype, channels_last, compiled)
+        for _ in range(2 if compiled else 0):
+            step()  # compilation happens here, outside the timing
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        seconds = time_call(step, cfg.steps, device)
+        tflops = train_gflops * cfg.batch / seconds / 1e3
+        rows.append({"arch": arch, "mode": name, "img_s": cfg.batch / seconds, "tflops_s": tflops,
+                     "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+                     "mfu": tflops / peak if peak else None})
+    return rows
+
+
+def _training_step(arch: str, cfg: BenchConfig, device: torch.device, dtype, channels_last: bool, compiled: bool):
+    """A closure running one SGD step of a fresh model on one fixed batch in the given mode."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = create_model(arch, width=cfg.width).to(device).to(memory_format=fmt)
+    run_model = torch.compile(model) if compiled else model
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    x = torch.randn(cfg.batch, 3, cfg.arch_size, cfg.arch_size, device=device).to(memory_format=fmt)
+    y = torch.randint(0, 21, (cfg.batch, cfg.arch_size, cfg.arch_size), device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(run_model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
 def bench_data(voc: Path, sbd: Path, n: int) -> dict:
     """Images/s of JPEG decode alone and of the full training item pipeline (decode, mask read,
     light augmentation, crop 320), both in one process (= per worker)."""
@@ -224,9 +275,20 @@ def markdown(cfg: BenchConfig, device: torch.device, r: dict, command: str) -> s
     lines += ["", "### (d) Metric accumulation per batch (8×21×320×320 logits)", "",
               "| fastseg confusion matrix (ms) | fastai JaccardCoeffMulti (ms) | speed-up (target ≥ 10×) |",
               "|---|---|---|", f"| {met['ours_ms']:.1f} | {met['fastai_ms']:.1f} | {met['speedup']:.1f}× |", ""]
-    if device.type != "cuda":
+    if "precision" not in r:
         lines += ["(e) precision, memory and MFU run on CUDA only: no GPU on this machine.", ""]
-    return "\n".join(lines)
+        return "\n".join(lines)
+    lines += [f"### (e) Precision modes at {cfg.arch_size}×{cfg.arch_size}, batch {cfg.batch}", "",
+              "| arch | mode | train img/s | achieved TFLOP/s | peak memory (GiB) | MFU (of dense bf16 peak) |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {p['arch']} | {p['mode']} | {p['img_s']:.1f} | {p['tflops_s']:.1f} | "
+              f"{p['peak_gib']:.1f} | {_percent(p['mfu'])} |"
+              for p in r["precision"]]
+    return "\n".join(lines) + "\n"
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
 def run_bench(cfg: BenchConfig, out: Path | None, command: str) -> str:
@@ -243,6 +305,9 @@ def run_bench(cfg: BenchConfig, out: Path | None, command: str) -> str:
                    "data": bench_data(voc, sbd, cfg.images),
                    "evaluation": {arch: bench_evaluation(arch, cfg, voc, sbd, device) for arch in MODELS},
                    "metric": bench_metric(device)}
+        if device.type == "cuda":
+            results["precision"] = [row for m in results["models"]
+                                    for row in bench_precision(m["arch"], cfg, device, m["gflops_train"])]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     section = markdown(cfg, device, results, command)
