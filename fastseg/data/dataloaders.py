@@ -1,0 +1,80 @@
+"""The fastai DataBlock over named splits: training crops, validation at native resolution."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastai.vision.all import (DataBlock, DataLoaders, ImageBlock, IndexSplitter, MaskBlock,
+                               Normalize, PILMask)
+
+from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES
+from fastseg.data.masks import read_mask
+from fastseg.data.samples import Sample
+from fastseg.data.splits import DataRoots, LeakageReport, build_split, check_leakage
+from fastseg.data.transforms import DEFAULT_CROP, AlbumentationsTransform, build_augmentation, pad_batch
+from fastseg.errors import FastsegError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What to load and how; saved into every run directory."""
+
+    voc: str
+    sbd: str | None = None
+    voc11: str | None = None
+    train_split: str = "train-aug"   # the SegNet seed's training set
+    valid_split: str = "seg11valid"  # the SegNet seed's validation set
+    crop: int = DEFAULT_CROP
+    augment: str = "light"
+    bs: int = 32
+    val_bs: int | None = None        # None: same as bs
+    num_workers: int = 0
+
+    @property
+    def roots(self) -> DataRoots:
+        return DataRoots(Path(self.voc), Path(self.sbd) if self.sbd else None,
+                         Path(self.voc11) if self.voc11 else None)
+
+
+def sample_image(sample: Sample):
+    return sample.image
+
+
+def sample_mask(sample: Sample) -> PILMask:
+    return PILMask.create(read_mask(sample.mask))
+
+
+def segmentation_block(crop: int, augment: str, valid_idx: list[int]) -> DataBlock:
+    """`ImageBlock` + `MaskBlock(VOC classes)` over Sample lists, split by index."""
+    return DataBlock(
+        blocks=(ImageBlock, MaskBlock(codes=list(VOC_CLASSES))),
+        get_x=sample_image, get_y=sample_mask, splitter=IndexSplitter(valid_idx),
+        item_tfms=[AlbumentationsTransform(build_augmentation(augment, crop))],
+        batch_tfms=[Normalize.from_stats(IMAGENET_MEAN, IMAGENET_STD)],
+    )
+
+
+def paired_splits(cfg: DataConfig, log=print) -> tuple[list[Sample], list[Sample], LeakageReport]:
+    """Build the training and validation splits and run (and print) the leakage check."""
+    train = build_split(cfg.train_split, cfg.roots)
+    valid = build_split(cfg.valid_split, cfg.roots)
+    report = check_leakage(train, valid, cfg.train_split, cfg.valid_split)
+    log(report.summary())
+    return train, valid, report
+
+
+def build_dataloaders(cfg: DataConfig, device=None, log=print) -> DataLoaders:
+    """fastai DataLoaders: shuffled training crops, validation padded per batch to a multiple of 32.
+
+    Batches: images N×3×H×W float (ImageNet-normalised), masks N×H×W long with 255 for void.
+    """
+    if cfg.crop < 32:
+        raise FastsegError(f"--crop {cfg.crop} is too small; use at least 32 pixels.")
+    train, valid, _ = paired_splits(cfg, log)
+    if cfg.bs > len(train):
+        raise FastsegError(f"--bs {cfg.bs} is larger than the training split {cfg.train_split} "
+                           f"({len(train)} images); use a batch size of at most {len(train)}.")
+    block = segmentation_block(cfg.crop, cfg.augment, list(range(len(train), len(train) + len(valid))))
+    pin = device is not None and str(device).startswith("cuda")
+    return block.dataloaders(train + valid, bs=cfg.bs, val_bs=cfg.val_bs or cfg.bs,
+                             num_workers=cfg.num_workers, before_batch=pad_batch, device=device,
+                             drop_last=True, pin_memory=pin, persistent_workers=cfg.num_workers > 0)

@@ -1,0 +1,89 @@
+"""Reading and writing segmentation masks in the formats VOC and SBD ship.
+
+A mask in memory is always an H×W uint8 array of class ids 0..20 with 255 for void pixels.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from PIL import Image
+
+from fastseg.constants import voc_palette
+from fastseg.errors import FastsegError
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a mask as class ids.
+
+    Accepts a VOC palette PNG ("P" mode: the pixel index is the class id), a single-channel
+    index PNG ("L" mode, the SegmentationClassAug style) or an SBD `cls/*.mat` file.
+
+    Returns:
+        H×W uint8 array of class ids, 255 (void) kept as it is.
+
+    Raises:
+        FastsegError: the file is missing or unreadable, or is an RGB-coloured mask.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FastsegError(f"Mask file {path} does not exist; check the dataset folder.")
+    if path.suffix.lower() == ".mat":
+        return _read_sbd_mat(path)
+    return _read_index_png(path)
+
+
+def _read_index_png(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            array = np.array(img)
+    except (OSError, ValueError) as err:
+        raise FastsegError(f"Mask file {path} cannot be read as an image ({err}).") from None
+    if mode in ("P", "L"):
+        return array.astype(np.uint8)
+    if mode in ("I", "I;16") and array.max(initial=0) <= 255:
+        return array.astype(np.uint8)
+    raise FastsegError(
+        f"Mask file {path} is an {mode} image; fastseg needs class indices (a VOC palette PNG or a "
+        "single-channel index PNG), so convert colours to indices with the VOC palette first."
+    )
+
+
+def _read_sbd_mat(path: Path) -> np.ndarray:
+    try:
+        # Only GTcls is needed; its sparse Boundaries load as scipy sparse arrays and are ignored.
+        gt = scipy.io.loadmat(str(path), variable_names=["GTcls"])["GTcls"]
+        segmentation = gt[0]["Segmentation"][0]
+    except Exception as err:  # scipy raises several types for a damaged or foreign file
+        raise FastsegError(
+            f"Mask file {path} is not an SBD cls .mat file with GTcls.Segmentation ({err})."
+        ) from None
+    return np.asarray(segmentation, dtype=np.uint8)
+
+
+def write_palette_png(mask: np.ndarray, path: str | Path) -> None:
+    """Write an H×W uint8 class-id mask as a VOC palette PNG (indices kept, 255 included)."""
+    img = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
+    img.putpalette(voc_palette())
+    img.save(path)
+
+
+def write_sbd_mat(mask: np.ndarray, path: str | Path) -> None:
+    """Write an H×W uint8 class-id mask as SBD does: `GTcls` with Segmentation, Boundaries and
+    CategoriesPresent (Boundaries are per-class sparse edge maps, as in the real files)."""
+    mask = np.asarray(mask, dtype=np.uint8)
+    present = np.array([c for c in np.unique(mask) if 0 < c < 255], dtype=np.uint8)
+    boundaries = np.empty((20, 1), dtype=object)
+    for c in range(1, 21):
+        boundaries[c - 1, 0] = scipy.sparse.csc_matrix(_edges(mask == c).astype(np.float64))
+    gt = {"Segmentation": mask, "Boundaries": boundaries, "CategoriesPresent": present.reshape(-1, 1)}
+    scipy.io.savemat(str(path), {"GTcls": gt}, do_compression=True)
+
+
+def _edges(region: np.ndarray) -> np.ndarray:
+    """Pixels of `region` (H×W bool) with a 4-neighbour outside it."""
+    padded = np.pad(region, 1, mode="edge")
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return region & ~inner

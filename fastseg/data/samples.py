@@ -1,0 +1,22 @@
+"""One labelled image on disk, and the id lists that name them."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastseg.errors import FastsegError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """An image id with the paths of its RGB JPEG and its mask (PNG or SBD .mat)."""
+
+    id: str
+    image: Path
+    mask: Path
+
+
+def read_id_list(path: Path) -> list[str]:
+    """Non-empty, stripped lines of an id list file, in file order."""
+    if not path.is_file():
+        raise FastsegError(f"Id list {path} does not exist; check the dataset folder.")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]

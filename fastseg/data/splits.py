@@ -1,0 +1,124 @@
+"""Named splits (`voc12-train`, `train-aug`, `seg11valid`, ...) and the leakage check.
+
+Sizes on the real datasets: voc12-train 1,464; voc12-val 1,449; train-aug 10,582;
+seg11valid 736; voc12-val-a 725 and voc12-val-b 724 (a seeded half of voc12-val each).
+"""
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastseg.data.samples import Sample
+from fastseg.data.sbd import resolve_sbd_root, sbd_ids, sbd_sample
+from fastseg.data.voc import resolve_voc_root, voc_ids, voc_sample
+from fastseg.errors import FastsegError
+
+VAL_HALF_SEED = 0  # fixed so that voc12-val-a / voc12-val-b are the same halves for every user
+
+TRAIN_SPLITS = ("train-aug", "voc12-train")
+EVAL_SPLITS = ("seg11valid", "voc12-val", "voc12-val-a", "voc12-val-b")
+SPLITS = TRAIN_SPLITS + EVAL_SPLITS
+
+
+@dataclass(frozen=True)
+class DataRoots:
+    """Where the datasets live: VOC2012 (required), SBD (for train-aug), VOC2011 (for seg11valid)."""
+
+    voc: Path
+    sbd: Path | None = None
+    voc11: Path | None = None
+
+
+@dataclass(frozen=True)
+class LeakageReport:
+    """Sizes of a training/evaluation pairing and the ids found in both."""
+
+    train_name: str
+    eval_name: str
+    n_train: int
+    n_eval: int
+    shared: tuple[str, ...]
+
+    def summary(self) -> str:
+        verdict = "no shared ids" if not self.shared else f"{len(self.shared)} SHARED ids"
+        return (f"Leakage check: {self.train_name} ({self.n_train}) vs {self.eval_name} "
+                f"({self.n_eval}): {verdict}.")
+
+
+def build_split(name: str, roots: DataRoots) -> list[Sample]:
+    """The samples of a named split, sorted by id.
+
+    Raises:
+        FastsegError: unknown name, or a dataset the split needs is missing.
+    """
+    builders = {"voc12-train": _voc12_list("train"), "voc12-val": _voc12_list("val"),
+                "voc12-val-a": _val_half(0), "voc12-val-b": _val_half(1),
+                "train-aug": _train_aug, "seg11valid": _seg11valid}
+    if name not in builders:
+        raise FastsegError(f"Unknown split '{name}'; choose one of: {', '.join(SPLITS)}.")
+    return builders[name](roots)
+
+
+def _voc12_list(list_name: str):
+    def build(roots: DataRoots) -> list[Sample]:
+        voc = resolve_voc_root(roots.voc)
+        return [voc_sample(voc, i) for i in sorted(voc_ids(voc, list_name))]
+    return build
+
+
+def _val_half(half: int):
+    def build(roots: DataRoots) -> list[Sample]:
+        samples = _voc12_list("val")(roots)
+        order = list(range(len(samples)))
+        random.Random(VAL_HALF_SEED).shuffle(order)
+        cut = (len(samples) + 1) // 2
+        chosen = sorted(order[:cut] if half == 0 else order[cut:])
+        return [samples[i] for i in chosen]
+    return build
+
+
+def _require_sbd(roots: DataRoots, split: str) -> Path:
+    if roots.sbd is None:
+        raise FastsegError(f"Split {split} needs SBD; pass --sbd DIR (benchmark_RELEASE/dataset).")
+    return resolve_sbd_root(roots.sbd)
+
+
+def _train_aug(roots: DataRoots) -> list[Sample]:
+    """(SBD train ∪ SBD val ∪ VOC12 train) − VOC12 val, VOC masks where VOC has one."""
+    voc, sbd = resolve_voc_root(roots.voc), _require_sbd(roots, "train-aug")
+    voc_annotated = set(voc_ids(voc, "train")) | set(voc_ids(voc, "val"))
+    ids = (set(sbd_ids(sbd, "train")) | set(sbd_ids(sbd, "val")) | set(voc_ids(voc, "train")))
+    ids -= set(voc_ids(voc, "val"))
+    return [voc_sample(voc, i) if i in voc_annotated else sbd_sample(sbd, i) for i in sorted(ids)]
+
+
+def _seg11valid(roots: DataRoots) -> list[Sample]:
+    """VOC2011 seg val − SBD train, read from VOC2012's files (every id is in VOC2012)."""
+    voc, sbd = resolve_voc_root(roots.voc), _require_sbd(roots, "seg11valid")
+    voc11 = resolve_voc_root(roots.voc11 or _find_voc11(voc), year="2011")
+    ids = set(voc_ids(voc11, "val")) - set(sbd_ids(sbd, "train"))
+    return [voc_sample(voc, i) for i in sorted(ids)]
+
+
+def _find_voc11(voc12: Path) -> Path:
+    """VOC2011 beside VOC2012 (VOCdevkit/VOC2011) or as extracted by `download voc2011`."""
+    for base in (voc12.parent, voc12.parent.parent):
+        for candidate in (base / "VOC2011", base / "TrainVal" / "VOCdevkit" / "VOC2011"):
+            if candidate.is_dir():
+                return candidate
+    return voc12.parent / "VOC2011"
+
+
+def check_leakage(train: list[Sample], evaluation: list[Sample], train_name: str,
+                  eval_name: str) -> LeakageReport:
+    """Compare the ids of a training and an evaluation split.
+
+    Raises:
+        FastsegError: an id is in both (the message lists the first few).
+    """
+    shared = tuple(sorted({s.id for s in train} & {s.id for s in evaluation}))
+    report = LeakageReport(train_name, eval_name, len(train), len(evaluation), shared)
+    if shared:
+        raise FastsegError(f"{report.summary()[:-1]}: {', '.join(shared[:5])}; evaluation images "
+                           "must not be trained on, so pick another pair of splits.")
+    return report

@@ -1,0 +1,213 @@
+"""A seeded synthetic dataset laid out exactly like VOC2012, VOC2011's lists and SBD.
+
+Each of the 20 classes has its own two-colour texture (pattern kind, orientation and period) and
+one of five shapes. Both colours of every object, and the background clutter, come from one shared
+pool at random, so colour alone cannot tell the classes apart: a model must see texture and shape.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from fastseg.constants import IGNORE_INDEX
+from fastseg.data.masks import write_palette_png, write_sbd_mat
+
+OBJECTS = (2, 4)         # objects per image, inclusive
+RADIUS = (0.16, 0.3)     # object half-size as a fraction of the image's shorter side
+SHAPES = ("disk", "square", "triangle", "diamond", "cross")
+TEXTURES = tuple([("stripes", angle, period) for period in (4, 8) for angle in (0, 45, 90, 135)]
+                 + [("checker", 0, 4), ("checker", 0, 8), ("checker", 45, 6), ("checker", 45, 10),
+                    ("dots", 0, 4), ("dots", 0, 8), ("grid", 0, 5), ("grid", 0, 9), ("grid", 45, 7),
+                    ("rings", 0, 6), ("dashes", 0, 8), ("dashes", 90, 8)])
+"""(kind, angle in degrees, period in pixels) of classes 1..20, in order."""
+COLOURS = np.array([(220, 40, 40), (40, 180, 60), (50, 80, 220), (230, 200, 40),
+                    (200, 60, 200), (40, 200, 210), (240, 240, 240), (30, 30, 30)], dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Counts and sizes. Id sets mirror the real ones: SBD shares ids with VOC train and val,
+    VOC2011 val is a part of VOC2012 val, and some of it is in SBD train."""
+
+    n_train: int = 40       # VOC2012 seg train ids
+    n_val: int = 24         # VOC2012 seg val ids
+    n_sbd_only: int = 40    # ids annotated by SBD alone
+    size: int = 112         # longest image side; the other side and this one vary, most not ×32
+    band: int = 2           # width in pixels of the void (255) band along object outlines
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class IdSets:
+    voc_train: list[str]
+    voc_val: list[str]
+    sbd_train: list[str]
+    sbd_val: list[str]
+    voc11_val: list[str]
+
+
+def make_id_sets(cfg: SynthConfig) -> IdSets:
+    """Partition ids like the real datasets (see SynthConfig)."""
+    ids = [f"2008_{i:06d}" for i in range(cfg.n_train + cfg.n_val + cfg.n_sbd_only)]
+    train, val = ids[:cfg.n_train], ids[cfg.n_train:cfg.n_train + cfg.n_val]
+    only = ids[cfg.n_train + cfg.n_val:]
+    cut = len(only) * 7 // 10
+    sbd_train = only[:cut] + train[: cfg.n_train // 2] + val[: cfg.n_val // 3]
+    sbd_val = only[cut:] + train[cfg.n_train // 2: cfg.n_train * 3 // 4] + val[cfg.n_val // 3: cfg.n_val // 2]
+    voc11_val = val[: cfg.n_val * 2 // 3]
+    return IdSets(train, val, sorted(sbd_train), sorted(sbd_val), voc11_val)
+
+
+def class_appearance(class_id: int) -> tuple[str, tuple[str, int, int]]:
+    """(shape, texture) of a foreground class 1..20."""
+    return SHAPES[(class_id - 1) % len(SHAPES)], TEXTURES[class_id - 1]
+
+
+def shape_mask(shape: str, h: int, w: int, cy: float, cx: float, r: float) -> np.ndarray:
+    """H×W bool mask of `shape` centred at (cy, cx) with half-size r."""
+    y, x = np.mgrid[:h, :w].astype(np.float32)
+    dy, dx = (y - cy) / r, (x - cx) / r
+    if shape == "disk":
+        return dy ** 2 + dx ** 2 <= 1
+    if shape == "square":
+        return (np.abs(dy) <= 0.85) & (np.abs(dx) <= 0.85)
+    if shape == "triangle":
+        return (dy <= 0.8) & (dy >= 2 * np.abs(dx) - 1.1)
+    if shape == "diamond":
+        return np.abs(dy) + np.abs(dx) <= 1
+    return ((np.abs(dy) <= 0.3) & (np.abs(dx) <= 1)) | ((np.abs(dx) <= 0.3) & (np.abs(dy) <= 1))
+
+
+def texture_pattern(texture: tuple[str, int, int], h: int, w: int, phase: float) -> np.ndarray:
+    """H×W bool: True where `texture` = (kind, angle, period) shows its second colour."""
+    kind, angle, period = texture
+    y, x = np.mgrid[:h, :w].astype(np.float32) + phase
+    a = np.deg2rad(angle)
+    u = x * np.cos(a) + y * np.sin(a)          # across the pattern
+    v = -x * np.sin(a) + y * np.cos(a)         # along it
+    ui, vi = np.floor(u / (period / 2)), np.floor(v / (period / 2))
+    if kind == "stripes":
+        return ui % 2 == 0
+    if kind == "checker":
+        return (ui + vi) % 2 == 0
+    if kind == "dots":
+        return ((u % period) < period / 2) & ((v % period) < period / 2)
+    if kind == "grid":
+        return ((u % period) < 1.5) | ((v % period) < 1.5)
+    if kind == "rings":
+        return np.floor(np.hypot(x - w / 2, y - h / 2) / (period / 2)) % 2 == 0
+    return (ui % 2 == 0) & ((v % (2 * period)) < period)  # dashes
+
+
+def clutter(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """H×W×3 uint8 background: smooth colour noise plus solid blobs and lines in the pool colours."""
+    coarse = rng.integers(0, 256, size=(h // 16 + 2, w // 16 + 2, 3)).astype(np.float32)
+    img = ndimage.zoom(coarse, (h / coarse.shape[0], w / coarse.shape[1], 1), order=1)[:h, :w]
+    img = img * 0.6 + 50
+    for _ in range(rng.integers(3, 7)):
+        blob = shape_mask("disk", h, w, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(4, h / 5))
+        img[blob] = COLOURS[rng.integers(len(COLOURS))]
+    for _ in range(rng.integers(2, 5)):
+        img[_line(rng, h, w)] = COLOURS[rng.integers(len(COLOURS))]
+    return img
+
+
+def _line(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    y, x = np.mgrid[:h, :w]
+    a, b = rng.uniform(-1, 1, 2)
+    return np.abs(a * (x - rng.uniform(0, w)) + b * (y - rng.uniform(0, h))) < 1.5 * np.hypot(a, b)
+
+
+def draw_image(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """One image and its clean label map.
+
+    Returns:
+        (H×W×3 uint8 RGB image, H×W uint8 class ids 0..20 without a void band).
+    """
+    img = clutter(rng, h, w)
+    labels = np.zeros((h, w), np.uint8)
+    for class_id in rng.choice(np.arange(1, 21), size=rng.integers(OBJECTS[0], OBJECTS[1] + 1), replace=False):
+        shape, texture = class_appearance(int(class_id))
+        r = rng.uniform(*RADIUS) * min(h, w)
+        region = shape_mask(shape, h, w, rng.uniform(r, h - r), rng.uniform(r, w - r), r)
+        fg, second = rng.choice(len(COLOURS), size=2, replace=False)
+        pattern = texture_pattern(texture, h, w, float(rng.uniform(0, 16)))
+        img[region] = np.where(pattern[region, None], COLOURS[second], COLOURS[fg])
+        labels[region] = class_id
+    noise = rng.normal(0, 6, img.shape)
+    return np.clip(img + noise, 0, 255).astype(np.uint8), labels
+
+
+def add_void_band(labels: np.ndarray, band: int) -> np.ndarray:
+    """Copy of `labels` with 255 on pixels within `band`//2 px of a boundary between labels, as VOC
+    draws along object outlines."""
+    edge = np.zeros(labels.shape, bool)
+    edge[:-1] |= labels[:-1] != labels[1:]
+    edge[1:] |= labels[:-1] != labels[1:]
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    edge[:, 1:] |= labels[:, :-1] != labels[:, 1:]
+    if band > 2:
+        edge = ndimage.binary_dilation(edge, iterations=band // 2 - 1)
+    out = labels.copy()
+    out[edge] = IGNORE_INDEX
+    return out
+
+
+def image_size(rng: np.random.Generator, size: int) -> tuple[int, int]:
+    """(H, W): one side near `size`, the other 60-100 % of it, like VOC's 500×375."""
+    long_side = int(rng.integers(size * 9 // 10, size + 1))
+    short_side = int(rng.integers(size * 6 // 10, size + 1))
+    return (long_side, short_side) if rng.random() < 0.5 else (short_side, long_side)
+
+
+def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress=None) -> Path:
+    """Write the dataset under `out` and return `out`.
+
+    Layout: `VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation}`,
+    `VOCdevkit/VOC2011/ImageSets/Segmentation/val.txt` and
+    `benchmark_RELEASE/dataset/{img,cls,train.txt,val.txt}`.
+    `progress`, if given, is called with each id written.
+    """
+    out = Path(out)
+    sets = make_id_sets(cfg)
+    voc, voc11 = out / "VOCdevkit" / "VOC2012", out / "VOCdevkit" / "VOC2011"
+    sbd = out / "benchmark_RELEASE" / "dataset"
+    for folder in (voc / "JPEGImages", voc / "SegmentationClass", voc / "ImageSets" / "Segmentation",
+                   voc11 / "ImageSets" / "Segmentation", sbd / "img", sbd / "cls"):
+        folder.mkdir(parents=True, exist_ok=True)
+    voc_ids = set(sets.voc_train) | set(sets.voc_val)
+    sbd_ids = set(sets.sbd_train) | set(sets.sbd_val)
+    rng = np.random.default_rng(cfg.seed)
+    for sample_id in sorted(voc_ids | sbd_ids):
+        _write_sample(rng, cfg, sample_id, voc if sample_id in voc_ids else None,
+                      sbd if sample_id in sbd_ids else None)
+        if progress:
+            progress(sample_id)
+    _write_lists(voc, voc11, sbd, sets)
+    return out
+
+
+def _write_sample(rng, cfg: SynthConfig, sample_id: str, voc: Path | None, sbd: Path | None) -> None:
+    img, labels = draw_image(rng, *image_size(rng, cfg.size))
+    for root, folder in ((voc, "JPEGImages"), (sbd, "img")):
+        if root is not None:
+            Image.fromarray(img).save(root / folder / f"{sample_id}.jpg", quality=92)
+    if voc is not None:
+        write_palette_png(add_void_band(labels, cfg.band), voc / "SegmentationClass" / f"{sample_id}.png")
+    if sbd is not None:
+        write_sbd_mat(labels, sbd / "cls" / f"{sample_id}.mat")
+
+
+def _write_lists(voc: Path, voc11: Path, sbd: Path, sets: IdSets) -> None:
+    def write(path: Path, ids: list[str]) -> None:
+        path.write_text("".join(f"{i}\n" for i in ids))
+    seg = voc / "ImageSets" / "Segmentation"
+    write(seg / "train.txt", sets.voc_train)
+    write(seg / "val.txt", sets.voc_val)
+    write(seg / "trainval.txt", sets.voc_train + sets.voc_val)
+    write(voc11 / "ImageSets" / "Segmentation" / "val.txt", sets.voc11_val)
+    write(sbd / "train.txt", sets.sbd_train)
+    write(sbd / "val.txt", sets.sbd_val)
