@@ -3,8 +3,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastai.vision.all import (DataBlock, DataLoaders, ImageBlock, IndexSplitter, MaskBlock,
-                               Normalize, PILMask)
+from fastai.vision.all import DataBlock, DataLoaders, ImageBlock, IndexSplitter, MaskBlock, Normalize, PILMask
 
 from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES
 from fastseg.data.masks import read_mask
