@@ -106,16 +106,17 @@ class Resume(Callback):
             raise CancelEpochException
 
     def before_train(self):
-        skip = self.state["batch"] if self.epoch == self.state["epoch"] else 0
-        if skip == 0:
+        if self.epoch != self.state["epoch"]:
             return
-        self.learn.dl = SkipBatches(self.dl, skip)
-        self.learn.pct_train += skip / (len(self.dl) * self.n_epoch)
-        self.learn.train_iter += skip
+        # fastai's smoothed training loss runs on across epochs: continue it where it was
         smooth = self.learn.recorder.smooth_loss
-        device = next(self.learn.model.parameters()).device
-        smooth.val = torch.as_tensor(self.state["smooth_loss"]["val"]).to(device)
+        smooth.val = torch.as_tensor(self.state["smooth_loss"]["val"]).to(next(self.learn.model.parameters()).device)
         smooth.count = self.state["smooth_loss"]["count"]
+        skip = self.state["batch"]
+        if skip:
+            self.learn.dl = SkipBatches(self.dl, skip)
+            self.learn.pct_train += skip / (len(self.dl) * self.n_epoch)
+            self.learn.train_iter += skip
 
 
 class Interrupt(Callback):

@@ -161,7 +161,7 @@ def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = Non
     start = state["epoch"] if state else 0
     rows = [r for r in read_metrics_csv(run_dir / METRICS) if r["epoch"] <= start] if state else []
     tracker = state["tracker"] if state else {"best": -1.0, "best_epoch": 0, "wait": 0}
-    meta = model_metadata(cfg.arch, len(VOC_CLASSES), cfg.width, config=asdict(cfg))
+    meta = model_metadata(cfg.arch, len(VOC_CLASSES), cfg.width, config=asdict(replace(cfg, lr=lr, name=run_dir.name)))
     recorder = RunRecorder(run_dir, meta, rows, tracker, start, cfg.patience, learn.metrics[0].state)
     interrupt = Interrupt(recorder.save_interrupted)
     cbs = [SeedEpochs(cfg.seed), recorder, interrupt, *(extra_cbs or [])]

@@ -69,6 +69,28 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(synth_root, tmp_path):
             assert b[key] == pytest.approx(a[key], abs=1e-5), (a["epoch"], key)
 
 
+class Crash(Exception):
+    pass
+
+
+class CrashAfterEpoch(Callback):
+    order = 100  # after RunRecorder has written the epoch's checkpoint
+
+    def after_epoch(self):
+        if self.epoch == 0:
+            raise Crash("simulated crash after the epoch checkpoint")
+
+
+def test_crash_at_an_epoch_boundary_then_resume_equals_uninterrupted(synth_root, tmp_path):
+    _, full = fit(tiny_config(synth_root, tmp_path, "full"))
+    with pytest.raises(Crash):
+        fit(tiny_config(synth_root, tmp_path, "crash"), extra_cbs=[CrashAfterEpoch()])
+    _, resumed = resume_fit(tmp_path / "crash")
+    for a, b in zip(full, resumed, strict=True):
+        for key in ("train_loss", "valid_loss", "miou", "lr"):
+            assert b[key] == pytest.approx(a[key], abs=1e-5), (a["epoch"], key)
+
+
 def test_lr_find_then_fit_with_lr_auto(synth_root, tmp_path):
     run, found = find_lr(tiny_config(synth_root, tmp_path, "lr"), num_it=30)
     assert (run / "lr_find.png").is_file()
