@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-RUN ?=
+# The run `make evaluate` scores: RUN=..., else the newest run in runs/, else the demo's SegNet run.
+RUN ?= $(shell ls -td runs/*/best.safetensors 2>/dev/null | head -1 | xargs -r dirname)
+DEMO_RUN = $(lastword $(sort $(wildcard demo/runs/segnet-*)))
 
 .PHONY: install test test-slow demo evaluate bench lint
 
@@ -26,7 +28,7 @@ demo: install
 	$(BIN)/fastseg demo --out demo
 
 evaluate: install
-	$(BIN)/fastseg evaluate $(RUN)
+	$(BIN)/fastseg evaluate $(or $(RUN),$(DEMO_RUN))
 
 bench: install
 	$(BIN)/fastseg bench --out BENCHMARKS.md
