@@ -65,19 +65,10 @@ def model_flops(model, x: torch.Tensor) -> tuple[float, float]:
 
 
 def bench_model(arch: str, cfg: BenchConfig, device: torch.device) -> dict:
-    """Training images/s (forward+backward+SGD step) and GFLOPs per image."""
-    model = create_model(arch, width=cfg.width).to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    x = torch.randn(cfg.batch, 3, cfg.arch_size, cfg.arch_size, device=device)
-    y = torch.randint(0, 21, (cfg.batch, cfg.arch_size, cfg.arch_size), device=device)
+    """Training images/s (forward+backward+SGD step, fp32) and GFLOPs per image."""
+    model, x, step = _training_step(arch, cfg, device, None, False, False)
     fwd, both = model_flops(model, x)
-    opt.zero_grad()
-
-    def step():
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    model.zero_grad(set_to_none=True)
     seconds = time_call(step, cfg.steps, device)
     params = sum(p.numel() for p in model.parameters())
     return {"arch": arch, "params_m": params / 1e6, "gflops_fwd": fwd / cfg.batch / 1e9,
@@ -105,7 +96,7 @@ def bench_precision(arch: str, cfg: BenchConfig, device: torch.device, train_gfl
     """(e) Training img/s, peak memory and MFU per precision mode (SGD step, batch cfg.batch)."""
     rows, peak = [], peak_tflops(device)
     for name, dtype, channels_last, compiled in modes:
-        step = _training_step(arch, cfg, device, dtype, channels_last, compiled)
+        _, _, step = _training_step(arch, cfg, device, dtype, channels_last, compiled)
         for _ in range(2 if compiled else 0):
             step()  # compilation happens here, outside the timing
         if device.type == "cuda":
@@ -119,7 +110,8 @@ def bench_precision(arch: str, cfg: BenchConfig, device: torch.device, train_gfl
 
 
 def _training_step(arch: str, cfg: BenchConfig, device: torch.device, dtype, channels_last: bool, compiled: bool):
-    """A closure running one SGD step of a fresh model on one fixed batch in the given mode."""
+    """(model, input batch, step): `step()` runs one SGD step of a fresh model on one fixed batch in
+    the given mode."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = create_model(arch, width=cfg.width).to(device).to(memory_format=fmt)
     run_model = torch.compile(model) if compiled else model
@@ -133,7 +125,7 @@ def _training_step(arch: str, cfg: BenchConfig, device: torch.device, dtype, cha
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return step
+    return model, x, step
 
 
 def bench_data(voc: Path, sbd: Path, n: int) -> dict:

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from fastseg.console import console, log
+from fastseg.constants import MIN_SIZE
 from fastseg.errors import FastsegError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -80,8 +81,9 @@ def synth(out: Annotated[Path, typer.Option(help="Folder to write the dataset in
 
     from fastseg.data.synthetic import SynthConfig, generate, make_id_sets
     cfg = SynthConfig(n_train=n_train, n_val=n_val, n_sbd_only=n_sbd_only, size=size, seed=seed)
-    if min(n_train, n_val, n_sbd_only) < 2 or size < 32:
-        raise FastsegError("synth needs --n-train, --n-val and --n-sbd-only of at least 2 and --size of at least 32.")
+    if min(n_train, n_val, n_sbd_only) < 2 or size < MIN_SIZE:
+        raise FastsegError(f"synth needs --n-train, --n-val and --n-sbd-only of at least 2 and --size of at least "
+                           f"{MIN_SIZE}.")
     sets = make_id_sets(cfg)
     total = len(set(sets.voc_train + sets.voc_val + sets.sbd_train + sets.sbd_val))
     ticks = iter(track(range(total), description="synth", console=console, disable=not console.is_terminal))
@@ -321,8 +323,9 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="Image files or fo
     from fastseg.predict import predict_files
     from fastseg.runs import BEST
     from fastseg.training import pick_device
-    if tile < 32 or not 0 <= overlap < tile:
-        raise FastsegError(f"--tile {tile} must be at least 32 and --overlap {overlap} between 0 and the tile size.")
+    if tile < MIN_SIZE or not 0 <= overlap < tile:
+        raise FastsegError(f"--tile {tile} must be at least {MIN_SIZE} and --overlap {overlap} between 0 and "
+                           "the tile size.")
     device = pick_device(device)
     model, _ = load_model(weights / BEST if weights.is_dir() else weights, device)
     report = predict_files(model, inputs, out, device, tile, overlap)

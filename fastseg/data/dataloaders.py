@@ -5,7 +5,7 @@ from pathlib import Path
 
 from fastai.vision.all import DataBlock, DataLoaders, ImageBlock, IndexSplitter, MaskBlock, Normalize, PILMask
 
-from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES
+from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, MIN_SIZE, VOC_CLASSES
 from fastseg.data.masks import read_mask
 from fastseg.data.samples import Sample
 from fastseg.data.splits import DataRoots, LeakageReport, build_split, check_leakage
@@ -66,8 +66,8 @@ def build_dataloaders(cfg: DataConfig, device=None, log=print) -> DataLoaders:
 
     Batches: images N×3×H×W float (ImageNet-normalised), masks N×H×W long with 255 for void.
     """
-    if cfg.crop < 32:
-        raise FastsegError(f"--crop {cfg.crop} is too small; use at least 32 pixels.")
+    if cfg.crop < MIN_SIZE:
+        raise FastsegError(f"--crop {cfg.crop} is too small; use at least {MIN_SIZE} pixels.")
     train, valid, _ = paired_splits(cfg, log)
     if cfg.bs > len(train):
         raise FastsegError(f"--bs {cfg.bs} is larger than the training split {cfg.train_split} "
