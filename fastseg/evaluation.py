@@ -12,18 +12,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from fastai.vision.all import DataBlock, ImageBlock, MaskBlock, Normalize
 from PIL import Image
 from rich.progress import track
 
 from fastseg.console import console
-from fastseg.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES
-from fastseg.data.dataloaders import sample_image, sample_mask
+from fastseg.constants import IGNORE_INDEX, VOC_CLASSES
+from fastseg.data.dataloaders import segmentation_block
 from fastseg.data.samples import Sample
-from fastseg.data.transforms import pad_batch
+from fastseg.data.transforms import DEFAULT_CROP, pad_batch
 from fastseg.distributed import init_from_env, is_main, rank, world_size
 from fastseg.errors import FastsegError
-from fastseg.metrics import all_reduced, confusion_matrix, scores
+from fastseg.metrics import all_reduced, class_iou, confusion_matrix, scores
 from fastseg.tta import predict_classes
 
 BOOTSTRAP_SAMPLES = 1000
@@ -32,10 +31,9 @@ GALLERY = 5        # images in each of the random / best / worst grids
 
 
 def eval_dataloader(samples: list[Sample], bs: int, device, num_workers: int = 0):
-    """fastai loader over `samples` in order, no augmentation, padded per batch like fit's validation."""
-    block = DataBlock(blocks=(ImageBlock, MaskBlock(codes=list(VOC_CLASSES))), get_x=sample_image,
-                      get_y=sample_mask, splitter=_all_for_validation,
-                      batch_tfms=[Normalize.from_stats(IMAGENET_MEAN, IMAGENET_STD)])
+    """fastai loader over `samples` in order: fit's DataBlock with every sample in validation
+    (no augmentation, padded per batch like fit's validation)."""
+    block = segmentation_block(DEFAULT_CROP, "none", _all_for_validation)
     dls = block.dataloaders(samples, bs=bs, val_bs=bs, before_batch=pad_batch, device=device,
                             num_workers=num_workers)
     return dls.valid
@@ -44,16 +42,6 @@ def eval_dataloader(samples: list[Sample], bs: int, device, num_workers: int = 0
 def _all_for_validation(items) -> tuple[list[int], list[int]]:
     """fastai needs a non-empty training split: it gets the first item and is never iterated."""
     return [0], list(range(len(items)))
-
-
-def per_image_confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """N×H×W prediction and target → N×C×C confusion matrices in one bincount (255 ignored)."""
-    n, void_bin = pred.shape[0], pred.shape[0] * num_classes ** 2
-    image = torch.arange(n, device=pred.device).view(n, 1, 1)
-    index = (image * num_classes + target.long()) * num_classes + pred.long()
-    index = torch.where(target == IGNORE_INDEX, void_bin, index)  # void to a dropped bin, no boolean indexing
-    counts = torch.bincount(index.flatten(), minlength=void_bin + 1)
-    return counts[:void_bin].view(n, num_classes, num_classes)
 
 
 def boundary_band(target: torch.Tensor, width: int = BOUNDARY_BAND) -> torch.Tensor:
@@ -68,11 +56,7 @@ def boundary_band(target: torch.Tensor, width: int = BOUNDARY_BAND) -> torch.Ten
 
 def miou_rows(cms: torch.Tensor) -> torch.Tensor:
     """mIoU of each C×C matrix in a B×C×C stack (classes absent from both left out)."""
-    cms = cms.double()
-    tp = cms.diagonal(dim1=1, dim2=2)
-    union = cms.sum(1) + cms.sum(2) - tp
-    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.nan)
-    return torch.nanmean(iou, dim=1)
+    return torch.nanmean(class_iou(cms), dim=1)
 
 
 def bootstrap_miou(per_image: torch.Tensor, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0):
@@ -177,7 +161,7 @@ def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bo
         for x, y in track(dl, description="evaluate", console=console, disable=not console.is_terminal):
             x, y = torch.Tensor(x).as_subclass(torch.Tensor), y.as_subclass(torch.Tensor)
             pred = predict_classes(model, x, flip, scales)
-            cms = per_image_confusion(pred, y, c)
+            cms = confusion_matrix(pred, y, c, per_sample=True)
             per_image.append(cms.cpu())
             band = boundary_band(y)
             band_cm += confusion_matrix(pred, torch.where(band, y, IGNORE_INDEX), c).cpu()
@@ -225,15 +209,14 @@ def result_json(result: EvalResult, split: str, weights: str, tta: dict) -> dict
     return out
 
 
-def write_figures(result: EvalResult, folder: Path, prefix: str = "") -> list[Path]:
+def write_figures(result: EvalResult, folder: Path) -> list[Path]:
     """confusion_matrix.png and predictions_{random,best,worst}.png in `folder`."""
     from fastseg.report_figures import plot_confusion, plot_gallery
     g = result.gallery
-    return [plot_confusion(result.cm, folder / f"{prefix}confusion_matrix.png"),
-            plot_gallery(sorted(g.random, key=lambda e: e[1]), folder / f"{prefix}predictions_random.png",
-                         "Random images"),
-            plot_gallery(g.best, folder / f"{prefix}predictions_best.png", "Best images by mIoU"),
-            plot_gallery(g.worst, folder / f"{prefix}predictions_worst.png", "Worst images by mIoU")]
+    return [plot_confusion(result.cm, folder / "confusion_matrix.png"),
+            plot_gallery(sorted(g.random, key=lambda e: e[1]), folder / "predictions_random.png", "Random images"),
+            plot_gallery(g.best, folder / "predictions_best.png", "Best images by mIoU"),
+            plot_gallery(g.worst, folder / "predictions_worst.png", "Worst images by mIoU")]
 
 
 def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | None = None,
@@ -267,12 +250,7 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
         return path, content
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(content, indent=2)))
     write_figures(result, folder)
-    if (folder / CONFIG).is_file():
-        from fastseg.plots import plot_curves
+    if (folder / CONFIG).is_file():  # a run folder: fit already drew curves.png; add the run card
         from fastseg.report import write_report
-        from fastseg.runs import METRICS, read_metrics_csv
-        rows = read_metrics_csv(folder / METRICS)
-        if rows:
-            plot_curves(rows, folder / "curves.png")
         write_report(folder)
     return path, content

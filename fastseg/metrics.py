@@ -18,20 +18,35 @@ SCORE_KEYS = ("miou", "fg_miou", "pixel_acc", "mean_acc", "fw_iou")
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int = NUM_CLASSES,
-                     ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Count (truth, prediction) pairs.
+                     ignore_index: int = IGNORE_INDEX, per_sample: bool = False) -> torch.Tensor:
+    """Count (truth, prediction) pairs in one bincount.
 
     Args:
         pred, target: integer tensors of the same shape (e.g. N×H×W) on the same device.
+        per_sample: one matrix per entry of the first dimension instead of one in all.
     Returns:
-        C×C int64 on that device; rows are true classes, columns predicted classes. Pixels whose
-        target is `ignore_index` are not counted: they go to one extra bin that is dropped, which
-        avoids boolean indexing (a device→host sync on CUDA).
+        C×C (or N×C×C) int64 on that device; rows are true classes, columns predicted classes.
+        Pixels whose target is `ignore_index` are not counted: they go to one extra bin that is
+        dropped, which avoids boolean indexing (a device→host sync on CUDA).
     """
-    void_bin = num_classes ** 2
-    index = torch.where(target == ignore_index, void_bin, target.long() * num_classes + pred.long())
-    counts = torch.bincount(index.flatten(), minlength=void_bin + 1)
-    return counts[:void_bin].view(num_classes, num_classes)
+    n = pred.shape[0] if per_sample else 1
+    index = target.long() * num_classes + pred.long()
+    if per_sample:
+        sample = torch.arange(n, device=pred.device).view(n, *[1] * (pred.dim() - 1))
+        index = index + sample * num_classes ** 2
+    void_bin = n * num_classes ** 2
+    index = torch.where(target == ignore_index, void_bin, index)
+    counts = torch.bincount(index.flatten(), minlength=void_bin + 1)[:void_bin]
+    return counts.view(n, num_classes, num_classes) if per_sample else counts.view(num_classes, num_classes)
+
+
+def class_iou(cm: torch.Tensor) -> torch.Tensor:
+    """Per-class IoU of a C×C (or …×C×C) confusion matrix, float64, NaN where the class is absent
+    from both truth and prediction."""
+    cm = cm.double()
+    tp = cm.diagonal(dim1=-2, dim2=-1)
+    union = cm.sum(-1) + cm.sum(-2) - tp
+    return torch.where(union > 0, tp / union.clamp(min=1), torch.nan)
 
 
 def scores(cm: torch.Tensor) -> dict:
@@ -42,9 +57,8 @@ def scores(cm: torch.Tensor) -> dict:
         as floats, plus "iou" and "acc": per-class lists with NaN where undefined.
     """
     cm = cm.double().cpu()
-    tp, truth, predicted = cm.diag(), cm.sum(1), cm.sum(0)
-    union = truth + predicted - tp
-    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.nan)
+    tp, truth = cm.diag(), cm.sum(1)
+    iou = class_iou(cm)
     acc = torch.where(truth > 0, tp / truth.clamp(min=1), torch.nan)
     total = cm.sum()
     freq = truth / total.clamp(min=1)

@@ -12,6 +12,7 @@ from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import ParamScheduler, SchedPoly, minimum, slide, steep, valley
 from fastai.callback.training import GradientClip
 from fastai.torch_core import set_seed
+from rich.progress import Progress
 from rich.table import Table
 
 from fastseg.callbacks import Interrupt, NaNGuard, Resume, SeedEpochs
@@ -52,7 +53,10 @@ def class_weights(cfg: FitConfig) -> torch.Tensor | None:
         return None
     if cfg.class_weights == "median-freq":
         samples = build_split(cfg.data.train_split, cfg.data.roots)
-        weights = cached_median_frequency(samples, Path(cfg.data.voc).parent / "fastseg-cache")
+        with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+            task = bar.add_task("class frequencies", total=len(samples))
+            weights = cached_median_frequency(samples, Path(cfg.data.voc).parent / "fastseg-cache",
+                                              progress=lambda: bar.advance(task))
     else:
         weights = read_weights_file(Path(cfg.class_weights))
     show_class_weights(weights)

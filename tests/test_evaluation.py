@@ -11,7 +11,8 @@ from torch import nn
 from fastseg.constants import voc_palette
 from fastseg.data.masks import read_mask
 from fastseg.data.splits import build_split
-from fastseg.evaluation import evaluate_run, evaluate_samples, per_image_confusion
+from fastseg.evaluation import evaluate_run, evaluate_samples
+from fastseg.metrics import confusion_matrix
 from fastseg.models import create_model
 from fastseg.predict import predict_files, predict_image, tile_starts
 from fastseg.training import fit
@@ -52,7 +53,7 @@ def test_odd_sizes_are_scored_at_native_resolution(roots):
 def test_per_image_confusion_in_one_bincount():
     pred = torch.tensor([[[0, 1], [1, 1]], [[2, 2], [0, 0]]])
     target = torch.tensor([[[0, 1], [255, 0]], [[2, 1], [0, 255]]])
-    cms = per_image_confusion(pred, target, 3)
+    cms = confusion_matrix(pred, target, 3, per_sample=True)
     assert cms[0].tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 0]]
     assert cms[1].tolist() == [[1, 0, 0], [0, 0, 1], [0, 0, 1]]
 

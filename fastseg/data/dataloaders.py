@@ -42,11 +42,12 @@ def sample_mask(sample: Sample) -> PILMask:
     return PILMask.create(read_mask(sample.mask))
 
 
-def segmentation_block(crop: int, augment: str, valid_idx: list[int]) -> DataBlock:
-    """`ImageBlock` + `MaskBlock(VOC classes)` over Sample lists, split by index."""
+def segmentation_block(crop: int, augment: str, splitter) -> DataBlock:
+    """`ImageBlock` + `MaskBlock(VOC classes)` over Sample lists; `splitter` is a fastai splitter
+    (items → (train indices, valid indices)); only the training split is augmented."""
     return DataBlock(
         blocks=(ImageBlock, MaskBlock(codes=list(VOC_CLASSES))),
-        get_x=sample_image, get_y=sample_mask, splitter=IndexSplitter(valid_idx),
+        get_x=sample_image, get_y=sample_mask, splitter=splitter,
         item_tfms=[AlbumentationsTransform(build_augmentation(augment, crop))],
         batch_tfms=[Normalize.from_stats(IMAGENET_MEAN, IMAGENET_STD)],
     )
@@ -72,7 +73,7 @@ def build_dataloaders(cfg: DataConfig, device=None, log=print) -> DataLoaders:
     if cfg.bs > len(train):
         raise FastsegError(f"--bs {cfg.bs} is larger than the training split {cfg.train_split} "
                            f"({len(train)} images); use a batch size of at most {len(train)}.")
-    block = segmentation_block(cfg.crop, cfg.augment, list(range(len(train), len(train) + len(valid))))
+    block = segmentation_block(cfg.crop, cfg.augment, IndexSplitter(list(range(len(train), len(train) + len(valid)))))
     pin = device is not None and str(device).startswith("cuda")
     return block.dataloaders(train + valid, bs=cfg.bs, val_bs=cfg.val_bs or cfg.bs,
                              num_workers=cfg.num_workers, before_batch=pad_batch, device=device,
