@@ -30,7 +30,7 @@ class DemoConfig:
     crop: int = 64         # training crops; validation runs on whole images
     bs: int = 16
     epochs: int = 30
-    lr: float = 2e-2       # Adam peak of the one-cycle schedule (lr_find is run and shown beside it)
+    lr: float = 5e-2       # Adam peak of the one-cycle schedule (lr_find is run and shown beside it)
     lr_find_iters: int = 40
     seed: int = 0
 

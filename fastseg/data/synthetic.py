@@ -1,8 +1,10 @@
 """A seeded synthetic dataset laid out exactly like VOC2012, VOC2011's lists and SBD.
 
-Each of the 20 classes has its own two-colour texture (pattern kind, orientation and period) and
-one of five shapes. Both colours of every object, and the background clutter, come from one shared
-pool at random, so colour alone cannot tell the classes apart: a model must see texture and shape.
+Each of the 20 classes has its own texture (pattern kind, orientation and period) and one of five
+shapes. Every object takes a colour from one shared pool at random and draws its pattern in a dark
+shade of that colour, so that the pattern's light/dark polarity is the same for every object while
+no colour belongs to a class: a per-pixel model can tell dark object pixels from the background, but
+only texture and shape tell the classes apart. The background clutter uses the same pool.
 """
 
 from dataclasses import dataclass
@@ -15,8 +17,9 @@ from scipy import ndimage
 from fastseg.constants import IGNORE_INDEX
 from fastseg.data.masks import write_palette_png, write_sbd_mat
 
-OBJECTS = (2, 4)         # objects per image, inclusive
-RADIUS = (0.16, 0.3)     # object half-size as a fraction of the image's shorter side
+OBJECTS = (1, 3)         # objects per image, inclusive
+RADIUS = (0.25, 0.4)     # object half-size as a fraction of the image's shorter side
+SHADE = 0.35             # brightness of an object's pattern relative to its colour
 SHAPES = ("disk", "square", "triangle", "diamond", "cross")
 TEXTURES = tuple([("stripes", angle, period) for period in (4, 8) for angle in (0, 45, 90, 135)]
                  + [("checker", 0, 4), ("checker", 0, 8), ("checker", 45, 6), ("checker", 45, 10),
@@ -25,6 +28,8 @@ TEXTURES = tuple([("stripes", angle, period) for period in (4, 8) for angle in (
 """(kind, angle in degrees, period in pixels) of classes 1..20, in order."""
 COLOURS = np.array([(220, 40, 40), (40, 180, 60), (50, 80, 220), (230, 200, 40),
                     (200, 60, 200), (40, 200, 210), (240, 240, 240), (30, 30, 30)], dtype=np.uint8)
+OBJECT_COLOURS = COLOURS[:-1]
+"""Objects take any pool colour but the near-black one, whose dark shade would not show a pattern."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ def shape_mask(shape: str, h: int, w: int, cy: float, cx: float, r: float) -> np
 
 
 def texture_pattern(texture: tuple[str, int, int], h: int, w: int, phase: float) -> np.ndarray:
-    """H×W bool: True where `texture` = (kind, angle, period) shows its second colour."""
+    """H×W bool: True where `texture` = (kind, angle, period) shows the dark shade."""
     kind, angle, period = texture
     y, x = np.mgrid[:h, :w].astype(np.float32) + phase
     a = np.deg2rad(angle)
@@ -133,9 +138,9 @@ def draw_image(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np
         shape, texture = class_appearance(int(class_id))
         r = rng.uniform(*RADIUS) * min(h, w)
         region = shape_mask(shape, h, w, rng.uniform(r, h - r), rng.uniform(r, w - r), r)
-        fg, second = rng.choice(len(COLOURS), size=2, replace=False)
+        colour = OBJECT_COLOURS[rng.integers(len(OBJECT_COLOURS))].astype(np.float32)
         pattern = texture_pattern(texture, h, w, float(rng.uniform(0, 16)))
-        img[region] = np.where(pattern[region, None], COLOURS[second], COLOURS[fg])
+        img[region] = np.where(pattern[region, None], colour * SHADE, colour)
         labels[region] = class_id
     noise = rng.normal(0, 6, img.shape)
     return np.clip(img + noise, 0, 255).astype(np.uint8), labels
