@@ -7,7 +7,7 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,20 +16,34 @@ from fastai.callback.core import Callback
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
+from fastseg.atomic import atomic_write
 from fastseg.models import MODELS, create_model
 
 VOC_SIZE = 500  # VOC's longer side; synth draws the other side at 60-100 % of it
+DEVICE_DEFAULTS = {"cuda": (32, 20), "cpu": (4, 2)}
+"""(batch, timed steps) by device type: the issue's batch 32 on CUDA; a CPU run kept to minutes."""
+LR, MOMENTUM, WD = 1e-3, 0.9, 5e-4  # the one SGD every timed training loop here uses
 
 
 @dataclass
 class BenchConfig:
     arch_size: int = 320
-    batch: int = 8
+    batch: int | None = None   # None: DEVICE_DEFAULTS
     width: float = 1.0
-    steps: int = 3
+    steps: int | None = None   # None: DEVICE_DEFAULTS
     images: int = 48
     eval_images: int = 8
     device: str | None = None
+
+
+def for_device(cfg: BenchConfig, device: torch.device) -> BenchConfig:
+    """`cfg` with the device's default batch and steps where none were given."""
+    batch, steps = DEVICE_DEFAULTS.get(device.type, DEVICE_DEFAULTS["cpu"])
+    return replace(cfg, batch=cfg.batch or batch, steps=cfg.steps or steps)
+
+
+def plain_sgd(model) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
 
 
 def machine_line(device: torch.device) -> str:
@@ -115,7 +129,7 @@ def _training_step(arch: str, cfg: BenchConfig, device: torch.device, dtype, cha
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = create_model(arch, width=cfg.width).to(device).to(memory_format=fmt)
     run_model = torch.compile(model) if compiled else model
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    opt = plain_sgd(model)
     x = torch.randn(cfg.batch, 3, cfg.arch_size, cfg.arch_size, device=device).to(memory_format=fmt)
     y = torch.randint(0, 21, (cfg.batch, cfg.arch_size, cfg.arch_size), device=device)
 
@@ -144,7 +158,7 @@ def bench_data(voc: Path, sbd: Path, n: int) -> dict:
 
 def bench_learner_vs_plain(arch: str, cfg: BenchConfig, device: torch.device) -> dict:
     """Training img/s of fastseg's Learner (all its callbacks) against a minimal PyTorch loop over
-    the same model, cached batches, SGD and precision."""
+    the same model, cached batches, SGD (lr, momentum, L2 weight decay) and precision."""
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
 
@@ -160,7 +174,7 @@ def bench_learner_vs_plain(arch: str, cfg: BenchConfig, device: torch.device) ->
     from fastai.learner import Learner
     dls = DataLoaders(DataLoader(batches, bs=None), DataLoader(batches[:1], bs=None), device=device)
     learn = Learner(dls, create_model(arch, width=cfg.width).to(device), loss_func=segmentation_loss(),
-                    opt_func=make_opt_func("sgd"), metrics=seg_metrics(), cbs=[NaNGuard()], lr=1e-3)
+                    opt_func=make_opt_func("sgd", MOMENTUM), metrics=seg_metrics(), cbs=[NaNGuard()], lr=LR, wd=WD)
     install_device_losses(learn)
     timer = _TrainTimer(device)
     with learn.no_bar(), learn.no_logging():
@@ -170,7 +184,7 @@ def bench_learner_vs_plain(arch: str, cfg: BenchConfig, device: torch.device) ->
 
 
 def _plain_loop_seconds(model, batches, device) -> float:
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    opt = plain_sgd(model)
     model.train()
 
     def epoch():
@@ -286,7 +300,9 @@ def _percent(value: float | None) -> str:
 def run_bench(cfg: BenchConfig, out: Path | None, command: str) -> str:
     """Run every benchmark, append the section to `out` (if given) and return it."""
     from fastseg.data.synthetic import SynthConfig, generate
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from fastseg.training import pick_device
+    device = pick_device(cfg.device)
+    cfg = for_device(cfg, device)
     folder = Path(tempfile.mkdtemp(prefix="fastseg-bench-"))
     try:
         generate(folder, SynthConfig(n_train=max(cfg.images, cfg.eval_images), n_val=4, n_sbd_only=2,
@@ -305,5 +321,5 @@ def run_bench(cfg: BenchConfig, out: Path | None, command: str) -> str:
     section = markdown(cfg, device, results, command)
     if out is not None:
         head = out.read_text() if out.is_file() else "# Benchmarks\n\nOne section per `make bench` run.\n"
-        out.write_text(head.rstrip() + "\n\n" + section)
+        atomic_write(out, lambda tmp: tmp.write_text(head.rstrip() + "\n\n" + section))
     return section

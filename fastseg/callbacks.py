@@ -6,9 +6,11 @@ import threading
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from fastai.callback.core import Callback, CancelEpochException, CancelFitException
 from fastai.torch_core import to_device
 
+from fastseg.distributed import collective_device, world_size
 from fastseg.errors import FastsegError
 
 NAN_CHECK_EVERY = 16  # batches between host reads of the NaN flag: no per-step sync
@@ -147,11 +149,9 @@ class Interrupt(Callback):
     def _agreed(self) -> bool:
         """Whether any process was asked to stop: under DDP all processes must stop after the same
         batch, so the flag is all-reduced (one tiny all-reduce per batch, only under DDP)."""
-        import torch.distributed as dist
-        if not (dist.is_available() and dist.is_initialized()):
+        if world_size() == 1:
             return self.requested is not None
-        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-        flag = torch.tensor([self.requested is not None], dtype=torch.int32, device=device)
+        flag = torch.tensor([self.requested is not None], dtype=torch.int32, device=collective_device())
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 

@@ -1,6 +1,7 @@
 """The `fastseg` command line: parse options, build a config, make one library call, summarise."""
 
 import functools
+from dataclasses import MISSING, fields
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -8,9 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from fastseg.bench import DEVICE_DEFAULTS, BenchConfig
+from fastseg.config import FitConfig
 from fastseg.console import console, log
 from fastseg.constants import MIN_SIZE
+from fastseg.data.dataloaders import DataConfig
+from fastseg.data.synthetic import SynthConfig
 from fastseg.errors import FastsegError
+from fastseg.predict import DEFAULT_OVERLAP, DEFAULT_TILE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train and evaluate SegNet and VGG16-BN skip models on PASCAL VOC and SBD.")
@@ -30,6 +36,19 @@ def _registry_choices():
 
 
 Arch, Opt, Sched, TrainSplit, EvalSplit, Preset = _registry_choices()
+
+
+def _defaults(cls) -> dict:
+    """A dataclass's field defaults by name: the CLI's defaults come from the configs themselves."""
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+
+FIT, DATA, SYNTH, BENCH = (_defaults(c) for c in (FitConfig, DataConfig, SynthConfig, BenchConfig))
+
+
+def _per_device(what: str, i: int) -> str:
+    """Help text for a bench option whose default depends on the device (DEVICE_DEFAULTS column i)."""
+    return f"{what} (default: {DEVICE_DEFAULTS['cuda'][i]} on CUDA, {DEVICE_DEFAULTS['cpu'][i]} on CPU)."
 
 
 def friendly(func):
@@ -57,7 +76,6 @@ WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Loader proces
 
 
 def data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, val_bs=None):
-    from fastseg.data.dataloaders import DataConfig
     if workers is None:
         import os
 
@@ -71,15 +89,15 @@ def data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, val_b
 @app.command()
 @friendly
 def synth(out: Annotated[Path, typer.Option(help="Folder to write the dataset into.")] = Path("data/synthetic"),
-          n_train: Annotated[int, typer.Option(help="VOC2012 seg train ids.")] = 40,
-          n_val: Annotated[int, typer.Option(help="VOC2012 seg val ids.")] = 24,
-          n_sbd_only: Annotated[int, typer.Option(help="Ids annotated by SBD alone.")] = 40,
-          size: Annotated[int, typer.Option(help="Longest image side in pixels.")] = 112,
-          seed: Annotated[int, typer.Option(help="Random seed.")] = 0):
+          n_train: Annotated[int, typer.Option(help="VOC2012 seg train ids.")] = SYNTH["n_train"],
+          n_val: Annotated[int, typer.Option(help="VOC2012 seg val ids.")] = SYNTH["n_val"],
+          n_sbd_only: Annotated[int, typer.Option(help="Ids annotated by SBD alone.")] = SYNTH["n_sbd_only"],
+          size: Annotated[int, typer.Option(help="Longest image side in pixels.")] = SYNTH["size"],
+          seed: Annotated[int, typer.Option(help="Random seed.")] = SYNTH["seed"]):
     """Write a seeded synthetic dataset laid out exactly like VOCdevkit/VOC2012, VOC2011 and SBD."""
     from rich.progress import track
 
-    from fastseg.data.synthetic import SynthConfig, generate, make_id_sets
+    from fastseg.data.synthetic import generate, make_id_sets
     cfg = SynthConfig(n_train=n_train, n_val=n_val, n_sbd_only=n_sbd_only, size=size, seed=seed)
     if min(n_train, n_val, n_sbd_only) < 2 or size < MIN_SIZE:
         raise FastsegError(f"synth needs --n-train, --n-val and --n-sbd-only of at least 2 and --size of at least "
@@ -138,8 +156,8 @@ def _print_data_report(report) -> None:
 @app.command("show-batch")
 @friendly
 def show_batch(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
-               train: TrainOpt = TrainSplit("train-aug"), valid: ValidOpt = EvalSplit("seg11valid"),
-               crop: CropOpt = 320, augment: AugOpt = Preset("light"),
+               train: TrainOpt = TrainSplit(DATA["train_split"]), valid: ValidOpt = EvalSplit(DATA["valid_split"]),
+               crop: CropOpt = DATA["crop"], augment: AugOpt = Preset(DATA["augment"]),
                n: Annotated[int, typer.Option(help="Samples per grid.")] = 8,
                out: Annotated[Path, typer.Option(help="Folder for train_batch.png and valid_batch.png.")] = Path("."),
                seed: Annotated[int, typer.Option(help="Random seed.")] = 0):
@@ -169,16 +187,17 @@ DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (defaul
 @app.command("find-lr")
 @friendly
 def find_lr_cmd(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
-                train: TrainOpt = TrainSplit("train-aug"), valid: ValidOpt = EvalSplit("seg11valid"),
-                crop: CropOpt = 320, bs: BsOpt = 32, augment: AugOpt = Preset("light"), workers: WorkersOpt = None,
-                arch: ArchOpt = Arch("segnet"), width: WidthOpt = 1.0, pretrained: PretrainedOpt = "imagenet",
-                opt: Annotated[Opt, typer.Option("--opt", help="Optimizer.")] = Opt("sgd"),
-                wd: Annotated[float, typer.Option(help="Weight decay.")] = 5e-4,
+                train: TrainOpt = TrainSplit(DATA["train_split"]), valid: ValidOpt = EvalSplit(DATA["valid_split"]),
+                crop: CropOpt = DATA["crop"], bs: BsOpt = DATA["bs"], augment: AugOpt = Preset(DATA["augment"]),
+                workers: WorkersOpt = None,
+                arch: ArchOpt = Arch(FIT["arch"]), width: WidthOpt = FIT["width"],
+                pretrained: PretrainedOpt = FIT["pretrained"],
+                opt: Annotated[Opt, typer.Option("--opt", help="Optimizer.")] = Opt(FIT["opt"]),
+                wd: Annotated[float, typer.Option(help="Weight decay.")] = FIT["wd"],
                 num_it: Annotated[int, typer.Option(help="Learning rates tried.")] = 100,
-                runs_dir: RunsOpt = Path("runs"), name: NameOpt = None, seed: SeedOpt = 42,
+                runs_dir: RunsOpt = Path(FIT["runs_dir"]), name: NameOpt = None, seed: SeedOpt = FIT["seed"],
                 device: DeviceOpt = None):
     """fastai lr_find: writes lr_find.png and lr_find.json (valley, slide, steep, minimum)."""
-    from fastseg.config import FitConfig
     from fastseg.training import find_lr
     cfg = FitConfig(data=data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers), arch=arch.value,
                     width=width, pretrained=pretrained, opt=opt.value, wd=wd, runs_dir=str(runs_dir), name=name,
@@ -192,27 +211,31 @@ def find_lr_cmd(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
 @friendly
 def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (or a parent).")] = None,
         sbd: SbdOpt = None, voc11: Voc11Opt = None,
-        train: TrainOpt = TrainSplit("train-aug"), valid: ValidOpt = EvalSplit("seg11valid"),
-        crop: CropOpt = 320, bs: BsOpt = 32, augment: AugOpt = Preset("light"), workers: WorkersOpt = None,
-        arch: ArchOpt = Arch("segnet"), width: WidthOpt = 1.0, pretrained: PretrainedOpt = "imagenet",
-        epochs: Annotated[int, typer.Option(help="Epochs (the SegNet seed trained 127).")] = 127,
-        lr: Annotated[str, typer.Option(help="Peak learning rate, or 'auto' for the lr_find valley.")] = "5e-3",
+        train: TrainOpt = TrainSplit(DATA["train_split"]), valid: ValidOpt = EvalSplit(DATA["valid_split"]),
+        crop: CropOpt = DATA["crop"], bs: BsOpt = DATA["bs"], augment: AugOpt = Preset(DATA["augment"]),
+        workers: WorkersOpt = None,
+        arch: ArchOpt = Arch(FIT["arch"]), width: WidthOpt = FIT["width"],
+        pretrained: PretrainedOpt = FIT["pretrained"],
+        epochs: Annotated[int, typer.Option(help="Epochs (the SegNet seed trained 127).")] = FIT["epochs"],
+        lr: Annotated[str, typer.Option(help="Peak learning rate, or 'auto' for the lr_find valley.")] = str(FIT["lr"]),
         lr_min: Annotated[float | None, typer.Option(help="Encoder learning rate: slice(lr-min, lr).")] = None,
-        opt: Annotated[Opt, typer.Option("--opt", help="Optimizer.")] = Opt("sgd"),
-        mom: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
-        wd: Annotated[float, typer.Option(help="Weight decay.")] = 5e-4,
-        sched: Annotated[Sched, typer.Option("--sched", help="Learning-rate schedule.")] = Sched("one-cycle"),
-        freeze_epochs: Annotated[int, typer.Option(help="Epochs training the decoder alone first.")] = 0,
+        opt: Annotated[Opt, typer.Option("--opt", help="Optimizer.")] = Opt(FIT["opt"]),
+        mom: Annotated[float, typer.Option(help="SGD momentum.")] = FIT["mom"],
+        wd: Annotated[float, typer.Option(help="Weight decay.")] = FIT["wd"],
+        sched: Annotated[Sched, typer.Option("--sched", help="Learning-rate schedule.")] = Sched(FIT["sched"]),
+        freeze_epochs: Annotated[int, typer.Option(help="Epochs training the decoder alone first.")]
+        = FIT["freeze_epochs"],
         patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without better mIoU.")] = None,
         clip: Annotated[float | None, typer.Option(help="Gradient norm clipping.")] = None,
-        class_weights: Annotated[str, typer.Option(help="none, median-freq, or a file of 21 weights.")] = "none",
-        l1: Annotated[float, typer.Option(help="L1 weight penalty coefficient.")] = 0.0,
-        amp: Annotated[str, typer.Option(help="Mixed precision: auto, bf16, fp16 or off.")] = "auto",
+        class_weights: Annotated[str, typer.Option(help="none, median-freq, or a file of 21 weights.")]
+        = FIT["class_weights"],
+        l1: Annotated[float, typer.Option(help="L1 weight penalty coefficient.")] = FIT["l1"],
+        amp: Annotated[str, typer.Option(help="Mixed precision: auto, bf16, fp16 or off.")] = FIT["amp"],
         compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-        runs_dir: RunsOpt = Path("runs"), name: NameOpt = None, seed: SeedOpt = 42, device: DeviceOpt = None,
+        runs_dir: RunsOpt = Path(FIT["runs_dir"]), name: NameOpt = None, seed: SeedOpt = FIT["seed"],
+        device: DeviceOpt = None,
         resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder.")] = None):
     """Train with fastai: best model by mIoU, a full checkpoint every epoch, curves and metrics.csv."""
-    from fastseg.config import FitConfig
     from fastseg.training import fit as run_fit
     from fastseg.training import resume_fit
     if resume is not None:
@@ -315,8 +338,8 @@ def _print_metrics(m: dict) -> None:
 def predict(inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
             weights: Annotated[Path, typer.Option(help="A .safetensors file (or run folder) written by fastseg.")],
             out: Annotated[Path, typer.Option(help="Folder for masks and overlays.")] = Path("predictions"),
-            tile: Annotated[int, typer.Option(help="Images with a longer side above this are tiled.")] = 512,
-            overlap: Annotated[int, typer.Option(help="Overlap between tiles in pixels.")] = 128,
+            tile: Annotated[int, typer.Option(help="Images with a longer side above this are tiled.")] = DEFAULT_TILE,
+            overlap: Annotated[int, typer.Option(help="Overlap between tiles in pixels.")] = DEFAULT_OVERLAP,
             device: DeviceOpt = None):
     """VOC-palette PNG masks at each image's size, plus overlays; large images by sliding window."""
     from fastseg.models.io import load_model
@@ -339,21 +362,18 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="Image files or fo
 @app.command()
 @friendly
 def bench(out: Annotated[Path | None, typer.Option(help="Markdown file to append the results to.")] = None,
-          size: Annotated[int, typer.Option(help="Model input side in pixels.")] = 320,
-          batch: Annotated[int | None, typer.Option(help="Model batch size (32 on CUDA, 4 on CPU).")] = None,
-          width: Annotated[float, typer.Option(help="Model width multiplier.")] = 1.0,
-          steps: Annotated[int | None, typer.Option(help="Timed steps per model (20 on CUDA, 2 on CPU).")] = None,
-          images: Annotated[int, typer.Option(help="Images for the data pipeline benchmark.")] = 48,
+          size: Annotated[int, typer.Option(help="Model input side in pixels.")] = BENCH["arch_size"],
+          batch: Annotated[int | None, typer.Option(help=_per_device("Model batch size", 0))] = None,
+          width: Annotated[float, typer.Option(help="Model width multiplier.")] = BENCH["width"],
+          steps: Annotated[int | None, typer.Option(help=_per_device("Timed steps per model", 1))] = None,
+          images: Annotated[int, typer.Option(help="Images for the data pipeline benchmark.")] = BENCH["images"],
           device: DeviceOpt = None):
     """Data pipeline vs JPEG decode, and training images/s and GFLOPs per image for each arch."""
     import sys
 
-    from fastseg.bench import BenchConfig, run_bench
+    from fastseg.bench import run_bench
     command = "fastseg bench " + " ".join(sys.argv[2:])
-    import torch
-    cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-    cfg = BenchConfig(arch_size=size, batch=batch or (32 if cuda else 4), width=width,
-                      steps=steps or (20 if cuda else 2), images=images, device=device)
+    cfg = BenchConfig(arch_size=size, batch=batch, width=width, steps=steps, images=images, device=device)
     section = run_bench(cfg, out, command.strip())
     console.print(section, markup=False, soft_wrap=True)
 

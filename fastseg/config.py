@@ -4,7 +4,6 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from fastseg.constants import MIN_SIZE
 from fastseg.data.dataloaders import DataConfig
 from fastseg.errors import FastsegError
 
@@ -50,13 +49,12 @@ class FitConfig:
             (self.sched in SCHEDULES, f"Unknown --sched '{self.sched}'; choose one of: {', '.join(SCHEDULES)}."),
             (self.amp in AMP_MODES, f"Unknown --amp '{self.amp}'; choose one of: {', '.join(AMP_MODES)}."),
             (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1."),
-            (self.data.crop >= MIN_SIZE, f"--crop {self.data.crop} is too small; use at least {MIN_SIZE} pixels."),
-            (self.data.bs >= 1, f"--bs {self.data.bs} must be at least 1."),
             (self.width > 0, f"--width {self.width} must be positive."),
         ]
         for ok, message in checks:
             if not ok:
                 raise FastsegError(message)
+        self.data.validate()
 
 
 def save_config(cfg: FitConfig, path: Path) -> None:

@@ -7,7 +7,7 @@ console = Console(highlight=False)
 
 def log(message: str) -> None:
     """Print a plain line (only in the main process under DDP)."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+    from fastseg.distributed import is_main
+    if not is_main():
         return
     console.print(message, markup=False, soft_wrap=True)

@@ -30,6 +30,11 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def collective_device() -> str:
+    """Where tensors for collectives must live: CUDA for nccl, the CPU for gloo."""
+    return "cuda" if dist.get_backend() == "nccl" else "cpu"
+
+
 def init_from_env() -> torch.device | None:
     """Join the process group described by torchrun's environment (WORLD_SIZE, RANK, LOCAL_RANK).
 
@@ -50,8 +55,7 @@ class GlooSafeDistributedDL(DistributedDL):
     """fastai's DistributedDL, broadcasting the sample order on CPU for gloo and on CUDA for nccl."""
 
     def _broadcast(self, t, rank):
-        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-        tensor = torch.tensor(t, dtype=torch.long, device=device)
+        tensor = torch.tensor(t, dtype=torch.long, device=collective_device())
         dist.broadcast(tensor, rank)
         return tensor.cpu().tolist()
 
@@ -70,7 +74,7 @@ def distributed(learn):
     if world_size() <= 1:
         yield learn
         return
-    cuda = dist.get_backend() == "nccl"
+    cuda = collective_device() == "cuda"
     trainer = FastsegDistributedTrainer(sync_bn=cuda, cpu=not cuda)
     learn.add_cb(trainer)
     try:

@@ -22,8 +22,8 @@ from fastseg.data.samples import Sample
 from fastseg.data.transforms import DEFAULT_CROP, pad_batch
 from fastseg.distributed import init_from_env, is_main, rank, world_size
 from fastseg.errors import FastsegError
-from fastseg.metrics import all_reduced, class_iou, confusion_matrix, scores
-from fastseg.tta import predict_classes
+from fastseg.metrics import all_reduced, class_iou, confusion_matrix, scores, truth_shares
+from fastseg.tta import predict_classes, uses_tta
 
 BOOTSTRAP_SAMPLES = 1000
 BOUNDARY_BAND = 5  # pixels either side of a true boundary, VOC's void band width
@@ -74,7 +74,7 @@ def bootstrap_miou(per_image: torch.Tensor, samples: int = BOOTSTRAP_SAMPLES, se
 def confused_pairs(cm: torch.Tensor, top: int = 10) -> list[dict]:
     """The largest off-diagonal shares of the confusion matrix: truth → predicted, as the
     fraction of the true class's pixels."""
-    rows = cm.double() / cm.sum(1, keepdim=True).clamp(min=1)
+    rows = truth_shares(cm)
     rows.fill_diagonal_(0)
     values, flat = rows.flatten().topk(top)
     c = cm.shape[0]
@@ -146,7 +146,7 @@ def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bo
     """Score `model` on every sample at native resolution (shared out by batch under DDP)."""
     c = len(VOC_CLASSES)
     model = model.to(device).eval()
-    tta = flip or tuple(scales) != (1.0,)
+    tta = uses_tta(flip, scales)
     indices = shard_batches(len(samples), bs, rank(), world_size())
     local = [samples[i] for i in indices]
     rng = np.random.default_rng(seed)

@@ -49,6 +49,12 @@ def class_iou(cm: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, tp / union.clamp(min=1), torch.nan)
 
 
+def truth_shares(cm: torch.Tensor) -> torch.Tensor:
+    """C×C float64: each row of the confusion matrix divided by its sum (the share of the true
+    class's pixels given each prediction); rows of absent classes stay 0."""
+    return cm.double() / cm.sum(1, keepdim=True).clamp(min=1)
+
+
 def scores(cm: torch.Tensor) -> dict:
     """All metrics of a C×C confusion matrix (rows truth, columns prediction).
 

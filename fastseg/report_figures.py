@@ -7,12 +7,13 @@ import numpy as np
 import torch
 
 from fastseg.constants import IGNORE_INDEX, VOC_CLASSES
+from fastseg.metrics import truth_shares
 from fastseg.plots import colorize, save_figure
 
 
 def plot_confusion(cm: torch.Tensor, path: Path) -> Path:
     """Row-normalised confusion matrix (truth rows, prediction columns)."""
-    rows = (cm.double() / cm.sum(1, keepdim=True).clamp(min=1)).numpy()
+    rows = truth_shares(cm).numpy()
     fig, ax = plt.subplots(figsize=(9, 8))
     image = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
     ticks = range(len(VOC_CLASSES))

@@ -158,14 +158,15 @@ def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = Non
     lr = resolve_lr(cfg, run_dir)
     set_seed(cfg.seed)
     dls = build_dataloaders(cfg.data, device=device, log=log)  # checks data and options before writing
+    resolved = replace(cfg, lr=lr, name=run_dir.name)  # what repeats this run
     if not resume and is_main():
         ensure_writable(run_dir)
-        save_config(replace(cfg, lr=lr, name=run_dir.name), run_dir / CONFIG)
+        save_config(resolved, run_dir / CONFIG)
     learn = build_learner(cfg, dls, run_dir, device)
     start = state["epoch"] if state else 0
     rows = [r for r in read_metrics_csv(run_dir / METRICS) if r["epoch"] <= start] if state else []
     tracker = state["tracker"] if state else {"best": -1.0, "best_epoch": 0, "wait": 0}
-    meta = model_metadata(cfg.arch, len(VOC_CLASSES), cfg.width, config=asdict(replace(cfg, lr=lr, name=run_dir.name)))
+    meta = model_metadata(cfg.arch, len(VOC_CLASSES), cfg.width, config=asdict(resolved))
     recorder = RunRecorder(run_dir, meta, rows, tracker, start, cfg.patience, learn.metrics[0].state)
     interrupt = Interrupt(recorder.save_interrupted)
     cbs = [SeedEpochs(cfg.seed), recorder, interrupt, *(extra_cbs or [])]

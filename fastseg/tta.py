@@ -31,8 +31,13 @@ def tta_probabilities(model, x: torch.Tensor, flip: bool = False, scales: tuple[
     return total / count
 
 
+def uses_tta(flip: bool, scales: tuple[float, ...]) -> bool:
+    """Whether (flip, scales) asks for anything beyond one plain forward pass."""
+    return flip or tuple(scales) != (1.0,)
+
+
 def predict_classes(model, x: torch.Tensor, flip: bool = False, scales: tuple[float, ...] = (1.0,)) -> torch.Tensor:
     """N×H×W class ids for N×3×H×W normalised images (plain argmax of logits without TTA)."""
-    if not flip and tuple(scales) == (1.0,):
+    if not uses_tta(flip, scales):
         return model(x).argmax(1)
     return tta_probabilities(model, x, flip, scales).argmax(1)

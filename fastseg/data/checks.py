@@ -10,7 +10,7 @@ from fastseg.constants import IGNORE_INDEX, NUM_CLASSES
 from fastseg.data.masks import read_mask
 from fastseg.data.samples import Sample
 from fastseg.data.sbd import resolve_sbd_root
-from fastseg.data.splits import EVAL_SPLITS, SPLITS, TRAIN_SPLITS, DataRoots, build_split
+from fastseg.data.splits import EVAL_SPLITS, SPLITS, TRAIN_SPLITS, DataRoots, build_split, shared_ids
 from fastseg.data.voc import resolve_voc_root
 from fastseg.errors import FastsegError
 
@@ -78,8 +78,7 @@ def check_dataset(roots: DataRoots, progress=None) -> DataReport:
     leaks = []
     for train in (t for t in TRAIN_SPLITS if t in built):
         for evaluation in (e for e in EVAL_SPLITS if e in built):
-            shared = {s.id for s in built[train]} & {s.id for s in built[evaluation]}
-            leaks.append((train, evaluation, len(shared)))
+            leaks.append((train, evaluation, len(shared_ids(built[train], built[evaluation]))))
     unique = {(s.image, s.mask): s for samples in built.values() for s in samples}
     problems = []
     for sample in sorted(unique.values(), key=lambda s: (s.id, str(s.mask))):

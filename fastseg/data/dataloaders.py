@@ -28,6 +28,13 @@ class DataConfig:
     val_bs: int | None = None        # None: same as bs
     num_workers: int = 0
 
+    def validate(self) -> None:
+        """Raises FastsegError naming the first option out of range."""
+        if self.crop < MIN_SIZE:
+            raise FastsegError(f"--crop {self.crop} is too small; use at least {MIN_SIZE} pixels.")
+        if self.bs < 1:
+            raise FastsegError(f"--bs {self.bs} must be at least 1.")
+
     @property
     def roots(self) -> DataRoots:
         return DataRoots(Path(self.voc), Path(self.sbd) if self.sbd else None,
@@ -67,8 +74,7 @@ def build_dataloaders(cfg: DataConfig, device=None, log=print) -> DataLoaders:
 
     Batches: images N×3×H×W float (ImageNet-normalised), masks N×H×W long with 255 for void.
     """
-    if cfg.crop < MIN_SIZE:
-        raise FastsegError(f"--crop {cfg.crop} is too small; use at least {MIN_SIZE} pixels.")
+    cfg.validate()
     train, valid, _ = paired_splits(cfg, log)
     if cfg.bs > len(train):
         raise FastsegError(f"--bs {cfg.bs} is larger than the training split {cfg.train_split} "

@@ -84,6 +84,16 @@ def write_sbd_mat(mask: np.ndarray, path: str | Path) -> None:
 
 def _edges(region: np.ndarray) -> np.ndarray:
     """Pixels of `region` (H×W bool) with a 4-neighbour outside it."""
-    padded = np.pad(region, 1, mode="edge")
-    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    return region & ~inner
+    return region & label_edges(region)
+
+
+def label_edges(labels: np.ndarray) -> np.ndarray:
+    """H×W bool: pixels with a 4-neighbour (inside the image) of another value."""
+    edge = np.zeros(labels.shape, bool)
+    vertical = labels[:-1] != labels[1:]
+    horizontal = labels[:, :-1] != labels[:, 1:]
+    edge[:-1] |= vertical
+    edge[1:] |= vertical
+    edge[:, :-1] |= horizontal
+    edge[:, 1:] |= horizontal
+    return edge

@@ -109,6 +109,11 @@ def _find_voc11(voc12: Path) -> Path:
     return voc12.parent / "VOC2011"
 
 
+def shared_ids(train: list[Sample], evaluation: list[Sample]) -> tuple[str, ...]:
+    """Sorted ids present in both lists."""
+    return tuple(sorted({s.id for s in train} & {s.id for s in evaluation}))
+
+
 def check_leakage(train: list[Sample], evaluation: list[Sample], train_name: str,
                   eval_name: str) -> LeakageReport:
     """Compare the ids of a training and an evaluation split.
@@ -116,7 +121,7 @@ def check_leakage(train: list[Sample], evaluation: list[Sample], train_name: str
     Raises:
         FastsegError: an id is in both (the message lists the first few).
     """
-    shared = tuple(sorted({s.id for s in train} & {s.id for s in evaluation}))
+    shared = shared_ids(train, evaluation)
     report = LeakageReport(train_name, eval_name, len(train), len(evaluation), shared)
     if shared:
         raise FastsegError(f"{report.summary()[:-1]}: {', '.join(shared[:5])}; evaluation images "

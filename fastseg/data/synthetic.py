@@ -15,7 +15,7 @@ from PIL import Image
 from scipy import ndimage
 
 from fastseg.constants import IGNORE_INDEX
-from fastseg.data.masks import write_palette_png, write_sbd_mat
+from fastseg.data.masks import label_edges, write_palette_png, write_sbd_mat
 
 OBJECTS = (1, 3)         # objects per image, inclusive
 RADIUS = (0.25, 0.4)     # object half-size as a fraction of the image's shorter side
@@ -149,11 +149,7 @@ def draw_image(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np
 def add_void_band(labels: np.ndarray, band: int) -> np.ndarray:
     """Copy of `labels` with 255 on pixels within `band`//2 px of a boundary between labels, as VOC
     draws along object outlines."""
-    edge = np.zeros(labels.shape, bool)
-    edge[:-1] |= labels[:-1] != labels[1:]
-    edge[1:] |= labels[:-1] != labels[1:]
-    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    edge[:, 1:] |= labels[:, :-1] != labels[:, 1:]
+    edge = label_edges(labels)
     if band > 2:
         edge = ndimage.binary_dilation(edge, iterations=band // 2 - 1)
     out = labels.copy()
