@@ -13,7 +13,7 @@ from fastai.torch_core import to_device
 from fastseg.distributed import collective_device, world_size
 from fastseg.errors import FastsegError
 
-NAN_CHECK_EVERY = 16  # batches between host reads of the NaN flag: no per-step sync
+HOST_CHECK_EVERY = 16  # batches between host reads of device-side flags (NaN, stop under DDP)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -121,6 +121,12 @@ class Resume(Callback):
             self.learn.train_iter += skip
 
 
+def host_check_due(cb: Callback) -> bool:
+    """Whether the batch just run is one after which a device-side flag is read on the host: every
+    HOST_CHECK_EVERY batches and the loader's last (the same batches in every DDP process)."""
+    return (cb.iter + 1) % HOST_CHECK_EVERY == 0 or cb.iter + 1 == len(cb.dl)
+
+
 class Interrupt(Callback):
     """On Ctrl-C or SIGTERM, finishes the current batch, asks `save(batch_done)` for a checkpoint
     and stops the fit cleanly."""
@@ -148,9 +154,11 @@ class Interrupt(Callback):
 
     def _agreed(self) -> bool:
         """Whether any process was asked to stop: under DDP all processes must stop after the same
-        batch, so the flag is all-reduced (one tiny all-reduce per batch, only under DDP)."""
+        batch, so the flag is all-reduced, every HOST_CHECK_EVERY batches (and at a loader's end)."""
         if world_size() == 1:
             return self.requested is not None
+        if not host_check_due(self):
+            return False
         flag = torch.tensor([self.requested is not None], dtype=torch.int32, device=collective_device())
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
@@ -163,7 +171,7 @@ class Interrupt(Callback):
 
 class NaNGuard(Callback):
     """Stops the run when the loss is not finite, naming the epoch and batch. The check keeps a flag
-    on the device and reads it every NAN_CHECK_EVERY batches, so it adds no host sync per step."""
+    on the device and reads it every HOST_CHECK_EVERY batches, so it adds no host sync per step."""
 
     order = 6
 
@@ -178,7 +186,7 @@ class NaNGuard(Callback):
         if self.first_bad is None:
             self.first_bad = torch.full_like(here, -1.0)
         self.first_bad = torch.where(bad & (self.first_bad < 0), here, self.first_bad)
-        if (self.iter + 1) % NAN_CHECK_EVERY == 0 or self.iter + 1 == len(self.dl):
+        if host_check_due(self):
             self._check()
 
     def _check(self):
