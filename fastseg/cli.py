@@ -73,9 +73,10 @@ CropOpt = Annotated[int, typer.Option(help="Random crop size for training (pixel
 BsOpt = Annotated[int, typer.Option("--bs", help="Batch size.")]
 AugOpt = Annotated[Preset, typer.Option("--augment", help="Augmentation preset.")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Loader processes (0 on CPU, 8 on CUDA).")]
+CacheOpt = Annotated[bool, typer.Option("--cache", help="Keep decoded images and masks in memory (small datasets).")]
 
 
-def data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, val_bs=None):
+def data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, val_bs=None, cache=False):
     if workers is None:
         import os
 
@@ -83,7 +84,7 @@ def data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, val_b
         workers = min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
     return DataConfig(voc=str(voc), sbd=str(sbd) if sbd else None, voc11=str(voc11) if voc11 else None,
                       train_split=train.value, valid_split=valid.value, crop=crop, bs=bs, val_bs=val_bs,
-                      augment=augment.value, num_workers=workers)
+                      augment=augment.value, num_workers=workers, cache=cache)
 
 
 @app.command()
@@ -189,7 +190,7 @@ DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (defaul
 def find_lr_cmd(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
                 train: TrainOpt = TrainSplit(DATA["train_split"]), valid: ValidOpt = EvalSplit(DATA["valid_split"]),
                 crop: CropOpt = DATA["crop"], bs: BsOpt = DATA["bs"], augment: AugOpt = Preset(DATA["augment"]),
-                workers: WorkersOpt = None,
+                workers: WorkersOpt = None, cache: CacheOpt = DATA["cache"],
                 arch: ArchOpt = Arch(FIT["arch"]), width: WidthOpt = FIT["width"],
                 pretrained: PretrainedOpt = FIT["pretrained"],
                 opt: Annotated[Opt, typer.Option("--opt", help="Optimizer.")] = Opt(FIT["opt"]),
@@ -199,7 +200,8 @@ def find_lr_cmd(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
                 device: DeviceOpt = None):
     """fastai lr_find: writes lr_find.png and lr_find.json (valley, slide, steep, minimum)."""
     from fastseg.training import find_lr
-    cfg = FitConfig(data=data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers), arch=arch.value,
+    cfg = FitConfig(data=data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, cache=cache),
+                    arch=arch.value,
                     width=width, pretrained=pretrained, opt=opt.value, wd=wd, runs_dir=str(runs_dir), name=name,
                     seed=seed, device=device)
     run_dir, found = find_lr(cfg, num_it=num_it)
@@ -213,7 +215,7 @@ def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (
         sbd: SbdOpt = None, voc11: Voc11Opt = None,
         train: TrainOpt = TrainSplit(DATA["train_split"]), valid: ValidOpt = EvalSplit(DATA["valid_split"]),
         crop: CropOpt = DATA["crop"], bs: BsOpt = DATA["bs"], augment: AugOpt = Preset(DATA["augment"]),
-        workers: WorkersOpt = None,
+        workers: WorkersOpt = None, cache: CacheOpt = DATA["cache"],
         arch: ArchOpt = Arch(FIT["arch"]), width: WidthOpt = FIT["width"],
         pretrained: PretrainedOpt = FIT["pretrained"],
         epochs: Annotated[int, typer.Option(help="Epochs (the SegNet seed trained 127).")] = FIT["epochs"],
@@ -243,7 +245,7 @@ def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (
     else:
         if voc is None:
             raise FastsegError("fit needs --voc DIR (or --resume RUN_DIR); run `fastseg synth` for a dataset.")
-        cfg = FitConfig(data=data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers),
+        cfg = FitConfig(data=data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, cache=cache),
                         arch=arch.value, width=width, pretrained=pretrained, epochs=epochs, lr=_lr(lr),
                         lr_min=lr_min, opt=opt.value, mom=mom, wd=wd, sched=sched.value,
                         freeze_epochs=freeze_epochs, patience=patience, clip=clip, seed=seed,

@@ -19,5 +19,6 @@ def test_short_demo_learns_far_above_its_untrained_score(tmp_path):
 @pytest.mark.slow
 def test_full_demo_beats_the_colour_only_control(tmp_path):
     summary = run_demo(tmp_path)  # `make test-slow`: the whole demo, about 4.5 minutes on 2 cores
+    assert summary["segnet_miou"] >= 0.5
     assert summary["segnet_miou"] > summary["colour_control_miou"] + 0.2
     assert summary["segnet_miou"] > 10 * summary["untrained_miou"]

@@ -1,6 +1,7 @@
 import numpy as np
+from PIL import Image
 
-from fastseg.data.synthetic import OBJECT_COLOURS, SHADE, draw_image
+from fastseg.data.synthetic import OBJECT_COLOURS, SHADE, draw_image, save_jpeg
 
 
 def object_levels(img: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -27,3 +28,12 @@ def test_objects_draw_their_texture_as_a_dark_shade_of_a_shared_pool_colour():
             classes_per_colour.setdefault(colour, set()).add(int(class_id))
     assert len(classes_per_colour) == len(OBJECT_COLOURS)
     assert min(len(c) for c in classes_per_colour.values()) >= 3  # no colour belongs to a class
+
+
+def test_images_are_saved_near_lossless_with_full_colour_resolution(tmp_path):
+    img, _ = draw_image(np.random.default_rng(0), 112, 112)
+    save_jpeg(img, tmp_path / "x.jpg")
+    back = np.asarray(Image.open(tmp_path / "x.jpg").convert("RGB")).astype(int)
+    # On this image, quality 92 with Pillow's default 4:2:0 errs by 10.2 per channel on average,
+    # quality 92 at 4:4:4 by 4.4, and quality 98 at 4:4:4 by 1.4.
+    assert np.abs(back - img).mean() < 2.5

@@ -3,7 +3,17 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastai.vision.all import DataBlock, DataLoaders, ImageBlock, IndexSplitter, MaskBlock, Normalize, PILMask
+from fastai.vision.all import (
+    DataBlock,
+    DataLoaders,
+    ImageBlock,
+    IndexSplitter,
+    MaskBlock,
+    Normalize,
+    PILMask,
+    load_image,
+)
+from PIL import Image
 
 from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, MIN_SIZE, VOC_CLASSES
 from fastseg.data.masks import read_mask
@@ -27,6 +37,7 @@ class DataConfig:
     bs: int = 32
     val_bs: int | None = None        # None: same as bs
     num_workers: int = 0
+    cache: bool = False              # keep decoded images and masks in memory after their first read
 
     def validate(self) -> None:
         """Raises FastsegError naming the first option out of range."""
@@ -49,12 +60,32 @@ def sample_mask(sample: Sample) -> PILMask:
     return PILMask.create(read_mask(sample.mask))
 
 
-def segmentation_block(crop: int, augment: str, splitter) -> DataBlock:
+def decoded_image(sample: Sample) -> Image.Image:
+    """The sample's RGB image, decoded: H×W×3."""
+    return load_image(sample.image, mode="RGB")
+
+
+def decoded_once(read):
+    """`read(sample)` memoised per sample, for datasets that fit in memory (the synthetic demo's
+    images are ~40 kB decoded; VOC train-aug would need ~8 GB). Nothing downstream writes into the
+    cached images and masks: albumentations and fastai's ToTensor copy them."""
+    store = {}
+
+    def get(sample: Sample):
+        if sample not in store:
+            store[sample] = read(sample)
+        return store[sample]
+    return get
+
+
+def segmentation_block(crop: int, augment: str, splitter, cache: bool = False) -> DataBlock:
     """`ImageBlock` + `MaskBlock(VOC classes)` over Sample lists; `splitter` is a fastai splitter
-    (items → (train indices, valid indices)); only the training split is augmented."""
+    (items → (train indices, valid indices)); only the training split is augmented. With `cache`,
+    each image and mask is decoded once and then served from memory."""
     return DataBlock(
         blocks=(ImageBlock, MaskBlock(codes=list(VOC_CLASSES))),
-        get_x=sample_image, get_y=sample_mask, splitter=splitter,
+        get_x=decoded_once(decoded_image) if cache else sample_image,
+        get_y=decoded_once(sample_mask) if cache else sample_mask, splitter=splitter,
         item_tfms=[AlbumentationsTransform(build_augmentation(augment, crop))],
         batch_tfms=[Normalize.from_stats(IMAGENET_MEAN, IMAGENET_STD)],
     )
@@ -79,7 +110,8 @@ def build_dataloaders(cfg: DataConfig, device=None, log=print) -> DataLoaders:
     if cfg.bs > len(train):
         raise FastsegError(f"--bs {cfg.bs} is larger than the training split {cfg.train_split} "
                            f"({len(train)} images); use a batch size of at most {len(train)}.")
-    block = segmentation_block(cfg.crop, cfg.augment, IndexSplitter(list(range(len(train), len(train) + len(valid)))))
+    block = segmentation_block(cfg.crop, cfg.augment, IndexSplitter(list(range(len(train), len(train) + len(valid)))),
+                               cfg.cache)
     pin = device is not None and str(device).startswith("cuda")
     return block.dataloaders(train + valid, bs=cfg.bs, val_bs=cfg.val_bs or cfg.bs,
                              num_workers=cfg.num_workers, before_batch=pad_batch, device=device,

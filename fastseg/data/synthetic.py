@@ -30,6 +30,11 @@ COLOURS = np.array([(220, 40, 40), (40, 180, 60), (50, 80, 220), (230, 200, 40),
                     (200, 60, 200), (40, 200, 210), (240, 240, 240), (30, 30, 30)], dtype=np.uint8)
 OBJECT_COLOURS = COLOURS[:-1]
 """Objects take any pool colour but the near-black one, whose dark shade would not show a pattern."""
+JPEG_QUALITY = 98
+JPEG_SUBSAMPLING = 0
+"""Near-lossless JPEGs with full-resolution colour (4:4:4). Pillow's default 4:2:0 halves the colour
+resolution, and at quality 92 it blurred the 2-pixel textures enough that a SegNet trained on them
+in a plain loop (650 steps of 32) reached 0.27 mIoU instead of 0.53; quality 98 at 4:4:4 gave 0.53."""
 
 
 @dataclass(frozen=True)
@@ -191,11 +196,16 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress=None) -
     return out
 
 
+def save_jpeg(img: np.ndarray, path: Path) -> None:
+    """Write an H×W×3 uint8 RGB image as a near-lossless 4:4:4 JPEG (see JPEG_QUALITY)."""
+    Image.fromarray(img).save(path, quality=JPEG_QUALITY, subsampling=JPEG_SUBSAMPLING)
+
+
 def _write_sample(rng, cfg: SynthConfig, sample_id: str, voc: Path | None, sbd: Path | None) -> None:
     img, labels = draw_image(rng, *image_size(rng, cfg.size))
     for root, folder in ((voc, "JPEGImages"), (sbd, "img")):
         if root is not None:
-            Image.fromarray(img).save(root / folder / f"{sample_id}.jpg", quality=92)
+            save_jpeg(img, root / folder / f"{sample_id}.jpg")
     if voc is not None:
         write_palette_png(add_void_band(labels, cfg.band), voc / "SegmentationClass" / f"{sample_id}.png")
     if sbd is not None:
