@@ -17,8 +17,8 @@ from fastseg.runs import BEST, LAST, METRICS, write_metrics_csv
 from fastseg.serialize import save_state
 
 CURVES_EVERY_S = 10.0
-"""curves.png is redrawn after an epoch once this many seconds have passed since the last drawing,
-and always at the end of the fit: every epoch of a real run, every few of the demo's short ones
+"""curves.png is drawn after the first epoch, then after an epoch once this many seconds have passed
+since the last drawing, and always at the end of the fit: every epoch of a real run, every few of the demo's short ones
 (a drawing takes ~0.3 s on a CPU core)."""
 
 TABLE_COLUMNS = ("epoch", "train_loss", "valid_loss", "miou", "fg_miou", "pixel_acc", "mean_acc", "fw_iou",

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 
@@ -54,6 +55,17 @@ def test_fit_writes_a_complete_run_folder(synth_root, tmp_path):
     assert config["lr"] == 1e-2 and config["data"]["crop"] == 48 and config["name"] == "r"
     state = load_state(run / "last.safetensors")
     assert state["epoch"] == 2 and state["batch"] == 0
+
+
+@pytest.mark.parametrize("every_s, drawn", [(0.0, [1, 2, 3]), (math.inf, [1, 3])])
+def test_curves_are_drawn_first_then_at_most_every_few_seconds_and_at_the_end(synth_root, tmp_path, monkeypatch,
+                                                                               every_s, drawn):
+    import fastseg.recorder as recorder
+    epochs_drawn = []
+    monkeypatch.setattr(recorder, "CURVES_EVERY_S", every_s)
+    monkeypatch.setattr(recorder, "plot_curves", lambda rows, path: epochs_drawn.append(len(rows)))
+    fit(tiny_config(synth_root, tmp_path, "c"))
+    assert epochs_drawn == drawn
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(synth_root, tmp_path):
