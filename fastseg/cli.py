@@ -201,9 +201,8 @@ def find_lr_cmd(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
     """fastai lr_find: writes lr_find.png and lr_find.json (valley, slide, steep, minimum)."""
     from fastseg.training import find_lr
     cfg = FitConfig(data=data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, cache=cache),
-                    arch=arch.value,
-                    width=width, pretrained=pretrained, opt=opt.value, wd=wd, runs_dir=str(runs_dir), name=name,
-                    seed=seed, device=device)
+                    arch=arch.value, width=width, pretrained=pretrained, opt=opt.value, wd=wd,
+                    runs_dir=str(runs_dir), name=name, seed=seed, device=device)
     run_dir, found = find_lr(cfg, num_it=num_it)
     shown = ", ".join(f"{k} {v:.2e}" for k, v in found.items() if v is not None)
     log(f"lr_find: {shown}; plot and values in {run_dir}")

@@ -10,10 +10,9 @@ from fastai.vision.all import (
     IndexSplitter,
     MaskBlock,
     Normalize,
+    PILImage,
     PILMask,
-    load_image,
 )
-from PIL import Image
 
 from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, MIN_SIZE, VOC_CLASSES
 from fastseg.data.masks import read_mask
@@ -60,15 +59,16 @@ def sample_mask(sample: Sample) -> PILMask:
     return PILMask.create(read_mask(sample.mask))
 
 
-def decoded_image(sample: Sample) -> Image.Image:
-    """The sample's RGB image, decoded: H×W×3."""
-    return load_image(sample.image, mode="RGB")
+def decoded_image(sample: Sample) -> PILImage:
+    """The sample's RGB image, decoded (H×W×3) as ImageBlock would decode `sample_image`'s path."""
+    return PILImage.create(sample.image)
 
 
 def decoded_once(read):
     """`read(sample)` memoised per sample, for datasets that fit in memory (the synthetic demo's
-    images are ~40 kB decoded; VOC train-aug would need ~8 GB). Nothing downstream writes into the
-    cached images and masks: albumentations and fastai's ToTensor copy them."""
+    images are ~40 kB decoded; VOC train-aug would need ~8 GB, and each loader worker process keeps
+    its own copy). Nothing downstream writes into the cached images and masks: albumentations and
+    fastai's ToTensor copy them."""
     store = {}
 
     def get(sample: Sample):
