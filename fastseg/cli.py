@@ -382,17 +382,54 @@ def bench(out: Annotated[Path | None, typer.Option(help="Markdown file to append
 @app.command()
 @friendly
 def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data, runs and summary.")] = Path("demo"),
-         epochs: Annotated[int | None, typer.Option(help="Override the demo's epochs.")] = None):
+         epochs: Annotated[int | None, typer.Option(help="Override the demo's epochs.")] = None,
+         seed: Annotated[int | None, typer.Option(help="Training seed (default: the demo's).")] = None,
+         seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds: run the demo once per seed "
+                                                         "and print a table (e.g. 0,1,2,3,4).")] = None,
+         threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's).")] = None):
     """Synthetic data → find-lr → fit a reduced-width SegNet → evaluate, against a colour-only control."""
     from dataclasses import replace
 
-    from fastseg.demo import DemoConfig, run_demo
-    cfg = DemoConfig() if epochs is None else replace(DemoConfig(), epochs=epochs)
-    summary = run_demo(out, cfg)
+    from fastseg.demo import DemoConfig, run_demo, run_sweep, torch_threads
+    cfg = DemoConfig()
+    cfg = replace(cfg, epochs=cfg.epochs if epochs is None else epochs, seed=cfg.seed if seed is None else seed)
+    if cfg.epochs < 1:
+        raise FastsegError(f"--epochs {cfg.epochs} must be at least 1.")
+    if threads is not None and threads < 1:
+        raise FastsegError(f"--threads {threads} must be at least 1.")
+    if seeds is not None:
+        sweep = run_sweep(out, cfg, _seed_list(seeds), threads)
+        _print_sweep(sweep)
+        log(f"Sweep written to {out / 'demo_sweep.json'}")
+        return
+    with torch_threads(threads):
+        summary = run_demo(out, cfg)
     log(f"SegNet (width {cfg.width}) mIoU {summary['segnet_miou']:.3f} "
         f"(untrained {summary['untrained_miou']:.3f}); colour-only control {summary['colour_control_miou']:.3f}; "
         f"gap {summary['gap_over_control']:+.3f}.")
     log(f"Run folder: {summary['run']}  (summary in {out / 'demo_summary.json'})")
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise FastsegError(f"--seeds {text} is not a comma-separated list of integers, e.g. 0,1,2,3,4.") from None
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise FastsegError(f"--seeds {text} must list distinct non-negative integers.")
+    return seeds
+
+
+def _print_sweep(sweep: dict) -> None:
+    table = Table(title="Demo sweep (validation mIoU)")
+    for column in ("seed", "threads", "SegNet", "colour control", "untrained", "seconds"):
+        table.add_column(column, justify="right")
+    for r in sweep["rows"]:
+        table.add_row(str(r["seed"]), str(r["threads"]), f"{r['segnet_miou']:.3f}", f"{r['colour_control_miou']:.3f}",
+                      f"{r['untrained_miou']:.3f}", f"{r['seconds']:.0f}")
+    console.print(table)
+    log(f"SegNet median {sweep['segnet_median']:.3f}, minimum {sweep['segnet_min']:.3f}; "
+        f"colour control at most {sweep['control_max']:.3f}.")
 
 
 @app.command()

@@ -6,17 +6,24 @@ schedule, so the gap between the two shows what shape and texture add over colou
 """
 
 import json
+import statistics
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from fastseg.atomic import atomic_write
+
 from fastseg.config import FitConfig
 from fastseg.console import log
 from fastseg.data.dataloaders import DataConfig
+from fastseg.data.masks import read_mask
 from fastseg.data.splits import build_split
 from fastseg.data.synthetic import SynthConfig, generate
 from fastseg.evaluation import evaluate_run, evaluate_samples
+from fastseg.metrics import confusion_matrix, scores
 from fastseg.models import create_model
 from fastseg.training import find_lr, fit
 
@@ -43,6 +50,17 @@ def demo_fit_config(cfg: DemoConfig, data_root: Path, runs: Path, arch: str, nam
                      opt="adam", wd=1e-4, seed=cfg.seed, runs_dir=str(runs), name=name)
 
 
+def background_only_miou(fit_cfg: FitConfig) -> float:
+    """mIoU of predicting background everywhere on the validation split: the score a model that
+    learned nothing but the class prior gets (about 0.03 on the demo's data)."""
+    cm = None
+    for sample in build_split(fit_cfg.data.valid_split, fit_cfg.data.roots):
+        target = torch.from_numpy(read_mask(sample.mask)).long()
+        one = confusion_matrix(torch.zeros_like(target), target)
+        cm = one if cm is None else cm + one
+    return scores(cm)["miou"]
+
+
 def untrained_miou(fit_cfg: FitConfig) -> float:
     """mIoU of the freshly initialised model on the validation split (the 'before' number)."""
     torch.manual_seed(fit_cfg.seed)
@@ -51,27 +69,87 @@ def untrained_miou(fit_cfg: FitConfig) -> float:
     return evaluate_samples(model, samples, torch.device("cpu"), bs=fit_cfg.data.bs).scores["miou"]
 
 
-def run_demo(out: Path, cfg: DemoConfig = DemoConfig()) -> dict:
-    """Run the demo under `out` (data/ and runs/); returns and writes demo_summary.json."""
-    data_root, runs = out / "data", out / "runs"
+def run_demo(out: Path, cfg: DemoConfig = DemoConfig(), data_root: Path | None = None) -> dict:
+    """Run the demo under `out` (data/, unless `data_root` says where, and runs/); returns and writes
+    demo_summary.json, with the seconds each phase took."""
+    data_root, runs = data_root or out / "data", out / "runs"
+    clock = PhaseClock()
     if not (data_root / "VOCdevkit").is_dir():
         log(f"Generating the synthetic dataset in {data_root} ...")
         generate(data_root, cfg.synth)
+    clock.done("data")
     segnet = demo_fit_config(cfg, data_root, runs, "segnet", _fresh_name(runs, "segnet"))
     _, found = find_lr(segnet, num_it=cfg.lr_find_iters)
     log(f"lr_find suggests valley {found['valley']:.2e}; the demo trains at {cfg.lr:.0e} with one-cycle.")
     before = untrained_miou(segnet)
+    clock.done("find_lr")
     run_dir, _ = fit(segnet)
+    clock.done("fit")
     _, metrics = evaluate_run(run_dir)
+    clock.done("evaluate")
     control = replace(segnet, arch="colour-control", name=_fresh_name(runs, "colour-control"))
     control_dir, _ = fit(control)
     _, control_metrics = evaluate_run(control_dir)
+    clock.done("control")
     summary = {"segnet_miou": metrics["miou"], "segnet_miou_ci95": metrics["miou_ci95"],
-               "untrained_miou": before, "colour_control_miou": control_metrics["miou"],
+               "untrained_miou": before, "background_only_miou": background_only_miou(segnet),
+               "colour_control_miou": control_metrics["miou"],
                "gap_over_control": metrics["miou"] - control_metrics["miou"], "run": str(run_dir),
-               "control_run": str(control_dir), "config": asdict(cfg)}
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+               "control_run": str(control_dir), "seconds": clock.seconds, "config": asdict(cfg)}
+    write_json(out / "demo_summary.json", summary)
     return summary
+
+
+class PhaseClock:
+    """Wall seconds of consecutive phases: `done(name)` closes the phase that ran since the last call."""
+
+    def __init__(self):
+        self.seconds, self.last = {}, time.monotonic()
+
+    def done(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = round(now - self.last, 1)
+        self.last = now
+
+
+def write_json(path: Path, content) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(content, indent=2)))
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    """Run the block with `threads` intra-op CPU threads (None: leave torch's setting)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_sweep(out: Path, cfg: DemoConfig, seeds: list[int], threads: int | None = None) -> dict:
+    """The demo once per training seed (same data), each under `out`/seed-N/ sharing `out`/data.
+
+    Returns and writes `out`/demo_sweep.json: one row per seed (seed, threads, SegNet, control and
+    untrained mIoU, seconds) and the median and minimum SegNet mIoU.
+    """
+    rows = []
+    for seed in seeds:
+        with torch_threads(threads) as used:
+            started = time.monotonic()
+            summary = run_demo(out / f"seed-{seed}", replace(cfg, seed=seed), data_root=out / "data")
+        rows.append({"seed": seed, "threads": used, "segnet_miou": summary["segnet_miou"],
+                     "colour_control_miou": summary["colour_control_miou"],
+                     "untrained_miou": summary["untrained_miou"], "seconds": time.monotonic() - started})
+        write_json(out / "demo_sweep.json", sweep_summary(rows, cfg))
+    return sweep_summary(rows, cfg)
+
+
+def sweep_summary(rows: list[dict], cfg: DemoConfig) -> dict:
+    mious = [r["segnet_miou"] for r in rows]
+    return {"rows": rows, "segnet_median": statistics.median(mious), "segnet_min": min(mious),
+            "control_max": max(r["colour_control_miou"] for r in rows), "config": asdict(cfg)}
 
 
 def _fresh_name(runs: Path, base: str) -> str:

@@ -37,3 +37,17 @@ def test_images_are_saved_near_lossless_with_full_colour_resolution(tmp_path):
     # On this image, quality 92 with Pillow's default 4:2:0 errs by 10.2 per channel on average,
     # quality 92 at 4:4:4 by 4.4, and quality 98 at 4:4:4 by 1.4.
     assert np.abs(back - img).mean() < 2.5
+
+
+def test_generated_files_do_not_depend_on_the_number_of_worker_processes(tmp_path):
+    from fastseg.data.masks import read_mask
+    from fastseg.data.synthetic import SynthConfig, generate
+    cfg = SynthConfig(n_train=4, n_val=3, n_sbd_only=3, size=48, seed=5)
+    one, two = generate(tmp_path / "one", cfg, workers=0), generate(tmp_path / "two", cfg, workers=2)
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert len(files) == 34  # 7 VOC ids × (jpg, png), 7 SBD ids × (jpg, mat), 6 id lists
+    for rel in files:
+        if rel.suffix == ".mat":  # the .mat header holds its creation time
+            np.testing.assert_array_equal(read_mask(one / rel), read_mask(two / rel))
+        else:
+            assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel

@@ -76,8 +76,10 @@ def write_sbd_mat(mask: np.ndarray, path: str | Path) -> None:
     mask = np.asarray(mask, dtype=np.uint8)
     present = np.array([c for c in np.unique(mask) if 0 < c < 255], dtype=np.uint8)
     boundaries = np.empty((20, 1), dtype=object)
+    empty = scipy.sparse.csc_matrix(mask.shape, dtype=np.float64)
     for c in range(1, 21):
-        boundaries[c - 1, 0] = scipy.sparse.csc_matrix(_edges(mask == c).astype(np.float64))
+        region = mask == c
+        boundaries[c - 1, 0] = scipy.sparse.csc_matrix(_edges(region).astype(np.float64)) if region.any() else empty
     gt = {"Segmentation": mask, "Boundaries": boundaries, "CategoriesPresent": present.reshape(-1, 1)}
     scipy.io.savemat(str(path), {"GTcls": gt}, do_compression=True)
 
