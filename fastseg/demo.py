@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from fastseg.atomic import atomic_write
-
 from fastseg.config import FitConfig
 from fastseg.console import log
 from fastseg.data.dataloaders import DataConfig
