@@ -221,7 +221,8 @@ def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (
         lr: Annotated[str, typer.Option(help="Peak learning rate, or 'auto' for the lr_find valley.")] = str(FIT["lr"]),
         lr_min: Annotated[float | None, typer.Option(help="Encoder learning rate: slice(lr-min, lr).")] = None,
         opt: Annotated[Opt, typer.Option("--opt", help="Optimizer.")] = Opt(FIT["opt"]),
-        mom: Annotated[float, typer.Option(help="SGD momentum.")] = FIT["mom"],
+        mom: Annotated[float, typer.Option(help="SGD momentum (Adam's beta1); under one-cycle the upper "
+                   "momentum of the cycle mom → mom·0.85/0.95 → mom.")] = FIT["mom"],
         wd: Annotated[float, typer.Option(help="Weight decay.")] = FIT["wd"],
         sched: Annotated[Sched, typer.Option("--sched", help="Learning-rate schedule.")] = Sched(FIT["sched"]),
         freeze_epochs: Annotated[int, typer.Option(help="Epochs training the decoder alone first.")]
@@ -231,7 +232,10 @@ def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (
         class_weights: Annotated[str, typer.Option(help="none, median-freq, or a file of 21 weights.")]
         = FIT["class_weights"],
         l1: Annotated[float, typer.Option(help="L1 weight penalty coefficient.")] = FIT["l1"],
-        amp: Annotated[str, typer.Option(help="Mixed precision: auto, bf16, fp16 or off.")] = FIT["amp"],
+        amp: Annotated[str, typer.Option(help="Mixed precision: auto (bf16 on CUDA where supported, else fp16; "
+                   "off on the CPU), bf16 (CPU autocast too), fp16 (CUDA only) or off.")] = FIT["amp"],
+        channels_last: Annotated[bool | None, typer.Option("--channels-last/--no-channels-last",
+                                 help="NHWC memory format (default: on with CUDA).")] = FIT["channels_last"],
         compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
         runs_dir: RunsOpt = Path(FIT["runs_dir"]), name: NameOpt = None, seed: SeedOpt = FIT["seed"],
         device: DeviceOpt = None,
@@ -248,7 +252,8 @@ def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (
                         arch=arch.value, width=width, pretrained=pretrained, epochs=epochs, lr=_lr(lr),
                         lr_min=lr_min, opt=opt.value, mom=mom, wd=wd, sched=sched.value,
                         freeze_epochs=freeze_epochs, patience=patience, clip=clip, seed=seed,
-                        class_weights=class_weights, l1=l1, amp=amp, compile=compile, device=device,
+                        class_weights=class_weights, l1=l1, amp=amp, channels_last=channels_last, compile=compile,
+                        device=device,
                         runs_dir=str(runs_dir), name=name)
         run_dir, rows = run_fit(cfg)
     _summarise_fit(run_dir, rows)

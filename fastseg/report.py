@@ -22,6 +22,7 @@ REFERENCES = [  # the seeds' published numbers (shared/DATASETS.md)
     ("SegNet seed", "train-aug / seg11valid", "60.3 mIoU, 89.9 % pixel accuracy"),
     ("VGG16-BN skip seed", "voc12-train / voc12-val-b (half of VOC12 val)", "87.95 % pixel accuracy"),
 ]
+LR_SUGGESTIONS = ("valley", "slide", "steep", "minimum")  # the numbers of lr_find.json (beside arch, width)
 FIGURES = [("Training curves", "curves.png"), ("lr_find", "lr_find.png"),
            ("Confusion matrix", "confusion_matrix.png"), ("Random images", "predictions_random.png"),
            ("Best images", "predictions_best.png"), ("Worst images", "predictions_worst.png")]
@@ -84,7 +85,8 @@ def _config_rows(cfg) -> list[tuple[str, str]]:
 def _lr_text(run: Path, cfg) -> str:
     found = run / LR_FIND
     suggestions = json.loads(found.read_text()) if found.is_file() else {}
-    shown = ", ".join(f"{k} {v:.2e}" for k, v in suggestions.items() if v is not None) or "lr_find was not run here"
+    shown = ", ".join(f"{k} {v:.2e}" for k, v in suggestions.items()
+                      if k in LR_SUGGESTIONS and v is not None) or "lr_find was not run here"
     return f"Chosen learning rate {float(cfg.lr):.2e} ({cfg.opt}, {cfg.sched}). lr_find: {shown}."
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from fastai.callback.core import Callback
+from fastai.callback.schedule import combined_cos
 
 from fastseg.runs import read_metrics_csv
 from fastseg.training import POLY_POWER, fit
@@ -34,3 +35,102 @@ def test_poly_schedule_decays_lr_as_one_minus_pct_to_the_0_9(synth_root, tmp_pat
 def test_flat_schedule_keeps_lr_constant(synth_root, tmp_path):
     run, _ = fit(tiny_config(synth_root, tmp_path, "flat", epochs=2, sched="flat"))
     assert [r["lr"] for r in read_metrics_csv(run / "metrics.csv")] == [1e-2, 1e-2]
+
+
+class Hypers(Callback):
+    """Records the last parameter group's momentum at every training batch."""
+
+    order = 60  # after ParamScheduler (order 60 too, added before extra callbacks) has set it
+
+    def __init__(self):
+        self.moms = []
+
+    def after_batch(self):
+        if self.training:
+            self.moms.append(self.opt.hypers[-1]["mom"])
+
+
+@pytest.mark.parametrize("mom", [0.9, 0.8])
+def test_one_cycle_uses_mom_as_its_upper_momentum(synth_root, tmp_path, mom):
+    seen = Hypers()
+    run, _ = fit(tiny_config(synth_root, tmp_path, "m", epochs=1, opt="sgd", mom=mom), extra_cbs=[seen])
+    config = json.loads((run / "config.json").read_text())
+    assert config["moms"] == pytest.approx([mom, mom * 0.85 / 0.95, mom])
+    cycle = combined_cos(0.25, *config["moms"])  # fastai's one-cycle momentum curve over the fit
+    n = len(seen.moms)
+    assert seen.moms == pytest.approx([cycle(i / n) for i in range(n)])
+    assert seen.moms[0] == pytest.approx(mom) and min(seen.moms) < mom - 0.05  # starts at mom, then dips
+
+
+def test_flat_schedule_keeps_mom_constant(synth_root, tmp_path):
+    seen = Hypers()
+    run, _ = fit(tiny_config(synth_root, tmp_path, "m", epochs=1, opt="sgd", mom=0.7, sched="flat"),
+                 extra_cbs=[seen])
+    assert set(seen.moms) == {0.7}
+    assert json.loads((run / "config.json").read_text())["moms"] == [0.7, 0.7, 0.7]
+
+
+class Autocast(Callback):
+    """Records, at each training forward, whether CPU autocast was on and the predictions' dtype."""
+
+    order = 5  # after_pred before the precision callback (order 10) casts predictions to fp32
+
+    def __init__(self):
+        self.seen, self.batch_losses = set(), []
+
+    def after_pred(self):
+        if self.training:
+            self.seen.add((torch.is_autocast_enabled("cpu"), self.pred.dtype))
+
+    def after_loss(self):
+        if self.training:
+            self.batch_losses.append(float(self.loss.detach()))
+
+
+def test_bf16_trains_under_cpu_autocast_with_fp32_weights(synth_root, tmp_path):
+    seen = Autocast()
+    run, rows = fit(tiny_config(synth_root, tmp_path, "bf16", epochs=2, amp="bf16", device="cpu"),
+                    extra_cbs=[seen])
+    assert seen.seen == {(True, torch.bfloat16)}
+    assert np.mean(seen.batch_losses[-3:]) < np.mean(seen.batch_losses[:3])
+    assert json.loads((run / "config.json").read_text())["amp"] == "bf16"
+    from fastseg.serialize import load_state
+    assert {v.dtype for v in load_state(run / "last.safetensors")["model"].values() if v.is_floating_point()} \
+        == {torch.float32}
+
+
+def test_auto_precision_on_cpu_is_fp32_and_recorded_as_off(synth_root, tmp_path):
+    seen = Autocast()
+    run, _ = fit(tiny_config(synth_root, tmp_path, "auto", epochs=1, device="cpu"), extra_cbs=[seen])
+    assert seen.seen == {(False, torch.float32)}
+    config = json.loads((run / "config.json").read_text())
+    assert config["amp"] == "off" and config["channels_last"] is False
+
+
+def test_fp16_on_cpu_is_refused(synth_root, tmp_path):
+    from tests.test_training import cli_fit
+    result = cli_fit(synth_root, tmp_path, "--amp", "fp16", "--device", "cpu")
+    assert result.exit_code == 2
+    assert ("Error: --amp fp16 needs a CUDA device (its gradient scaler is CUDA-only); on cpu use --amp bf16 "
+            "or --amp off.") in " ".join(result.output.split())
+    assert not any(tmp_path.iterdir())
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(synth_root, tmp_path, monkeypatch):
+    import fastseg.precision
+    from tests.test_training import cli_fit
+    monkeypatch.setattr(fastseg.precision, "cpu_has_bf16", lambda: False)
+    result = cli_fit(synth_root, tmp_path, "--amp", "bf16", "--device", "cpu", "--name", "w")
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.output.splitlines() if line.startswith("Warning:")]
+    assert warning == ["Warning: this CPU has no native bf16 instructions (avx512_bf16/amx_bf16); --amp bf16 "
+                       "will be much slower than --amp off."]
+
+
+def test_cpu_bf16_detection_reads_the_cpu_flags(tmp_path):
+    from fastseg.precision import cpu_has_bf16
+    info = tmp_path / "cpuinfo"
+    info.write_text("flags\t\t: fpu sse avx2 avx512f\n")
+    assert not cpu_has_bf16(info)
+    info.write_text("flags\t\t: fpu sse avx2 avx512f amx_bf16\n")
+    assert cpu_has_bf16(info)
