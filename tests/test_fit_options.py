@@ -134,3 +134,69 @@ def test_cpu_bf16_detection_reads_the_cpu_flags(tmp_path):
     assert not cpu_has_bf16(info)
     info.write_text("flags\t\t: fpu sse avx2 avx512f amx_bf16\n")
     assert cpu_has_bf16(info)
+
+
+class FinalPredictions(Callback):
+    """After the fit, the trained (possibly compiled, channels_last) model's argmax on a fixed batch."""
+
+    order = 100
+
+    def __init__(self, x):
+        self.x = x
+
+    def after_fit(self):
+        self.learn.model.eval()
+        fmt = torch.channels_last if self.learn.model.encoder.features[0].weight.is_contiguous(
+            memory_format=torch.channels_last) else torch.contiguous_format
+        with torch.no_grad():
+            self.argmax = self.learn.model(self.x.to(memory_format=fmt)).argmax(1)
+
+
+def fit_then_load_everywhere(synth_root, tmp_path, **options):
+    """Fit one epoch with `options`; evaluate, predict and export its weights; returns (argmax of the
+    trained model, argmax of the eagerly loaded weights) on one fixed batch."""
+    from fastseg.evaluation import evaluate_run
+    from fastseg.export import export_onnx
+    from fastseg.models.io import load_model
+    from fastseg.predict import predict_files
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    final = FinalPredictions(x)
+    run, _ = fit(tiny_config(synth_root, tmp_path, "r", epochs=1, device="cpu", **options), extra_cbs=[final])
+    weights = run / "best.safetensors"
+    _, metrics = evaluate_run(run)
+    assert 0 <= metrics["miou"] <= 1
+    image = sorted((synth_root / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[0]
+    assert len(predict_files(load_model(weights)[0], [image], tmp_path / "masks", "cpu").written) == 1
+    assert export_onnx(weights, tmp_path / "m.onnx").is_file()
+    with torch.no_grad():
+        eager = load_model(weights)[0](x).argmax(1)
+    return final.argmax, eager
+
+
+def test_channels_last_run_loads_everywhere_and_agrees_with_eager(synth_root, tmp_path):
+    trained, eager = fit_then_load_everywhere(synth_root, tmp_path, channels_last=True)
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["channels_last"] is True
+    assert (trained == eager).float().mean() >= 0.999
+
+
+@pytest.mark.slow
+def test_compiled_run_loads_everywhere_and_agrees_with_eager(synth_root, tmp_path):
+    from safetensors import safe_open
+    trained, eager = fit_then_load_everywhere(synth_root, tmp_path, compile=True)
+    with safe_open(str(tmp_path / "r" / "best.safetensors"), "pt") as f:
+        assert not any(k.startswith("_orig_mod") for k in f.keys())
+    assert (trained == eager).float().mean() >= 0.999
+
+
+def test_bare_model_unwraps_compile_and_ddp():
+    from fastseg.callbacks import bare_model
+    model = torch.nn.Conv2d(3, 4, 1)
+    compiled = torch.compile(model)
+    assert bare_model(compiled) is model
+    assert list(bare_model(compiled).state_dict()) == ["weight", "bias"]
+
+    class Wrapper(torch.nn.Module):  # DistributedDataParallel keeps the model as .module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+    assert bare_model(Wrapper(compiled)) is model
