@@ -311,7 +311,7 @@ def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .
         raise FastsegError(f"{source} does not exist; pass a run folder or a .safetensors file written by fastseg.")
     roots = DataRoots(voc, sbd, voc11) if voc else None
     path, metrics = evaluate_run(source, split.value if split else None, device, bs, tta == "flip", scales, roots)
-    _print_metrics(metrics)
+    _print_metrics(metrics)  # rank 0 only under torchrun
     log(f"Wrote {path} and figures beside it.")
 
 
@@ -326,6 +326,9 @@ def _scales(text: str) -> tuple[float, ...]:
 
 
 def _print_metrics(m: dict) -> None:
+    from fastseg.distributed import is_main
+    if not is_main():
+        return
     table = Table(title=f"{m['split']} ({m['images']} images)")
     for column in ("class", "IoU", "accuracy"):
         table.add_column(column, justify="left" if column == "class" else "right")
@@ -403,9 +406,18 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data, 
 @app.command()
 @friendly
 def report(run: Annotated[Path | None, typer.Argument(help="Run folder (default: latest run).")] = None,
-           runs_dir: RunsOpt = Path("runs")):
+           runs_dir: RunsOpt = Path("runs"),
+           voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (default: the run's).")] = None,
+           sbd: SbdOpt = None, voc11: Voc11Opt = None):
     """Write report.md and a self-contained report.html (the run card) from a run's files."""
+    from fastseg.config import load_config
+    from fastseg.data.splits import DataRoots
+    from fastseg.evaluation import data_roots
     from fastseg.report import write_report
-    from fastseg.runs import latest_run
-    md, page = write_report(run or latest_run(runs_dir, "metrics.json"))
+    from fastseg.runs import CONFIG, latest_run
+    run = run or latest_run(runs_dir, "metrics.json")
+    roots = None
+    if voc and (run / CONFIG).is_file():
+        roots = data_roots(load_config(run / CONFIG), DataRoots(voc, sbd, voc11))
+    md, page = write_report(run, roots)
     log(f"Wrote {md} and {page}")

@@ -157,3 +157,30 @@ def test_report_html_shows_its_images_in_chromium(trained_run, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
     bluish = (pixels[:, 2] - pixels[:, 0] > 60).mean()  # the curves and confusion matrix are blue
     assert bluish > 0.005
+
+
+def moved_run(trained_run, tmp_path):
+    """A copy of the trained run whose saved data paths are relative ones that do not resolve here."""
+    run = shutil.copytree(trained_run[0], tmp_path / "moved")
+    for name in ("metrics.json", "report.md", "report.html"):
+        (run / name).unlink(missing_ok=True)
+    config = json.loads((run / "config.json").read_text())
+    config["data"].update(voc="elsewhere/VOCdevkit", sbd="elsewhere/benchmark_RELEASE")
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
+def test_evaluate_with_data_roots_given_writes_the_report_on_them(trained_run, tmp_path, roots):
+    from fastseg.data.splits import DataRoots
+    run = moved_run(trained_run, tmp_path)
+    _, metrics = evaluate_run(run, roots=DataRoots(roots.voc, roots.sbd))
+    report = (run / "report.md").read_text()
+    assert f"mIoU {metrics['miou']:.4f}" in report and "| train-aug | 22 |" in report
+
+
+def test_evaluate_checks_the_runs_data_paths_before_scoring(trained_run, tmp_path):
+    from fastseg.errors import FastsegError
+    run = moved_run(trained_run, tmp_path)
+    with pytest.raises(FastsegError, match=r"^VOC2012 folder elsewhere/VOCdevkit was not found"):
+        evaluate_run(run)
+    assert not (run / "metrics.json").exists()

@@ -200,3 +200,72 @@ def test_bare_model_unwraps_compile_and_ddp():
             super().__init__()
             self.module = module
     assert bare_model(Wrapper(compiled)) is model
+
+
+def write_lr_find(folder, arch, valley):
+    folder.mkdir(parents=True)
+    (folder / "lr_find.json").write_text(json.dumps({"valley": valley, "arch": arch}))
+
+
+def test_lr_auto_prefers_the_run_folder_then_the_newest_of_the_same_arch(tmp_path):
+    from fastseg.training import resolve_lr
+    cfg = tiny_config(tmp_path, tmp_path / "runs", "mine", lr="auto")
+    write_lr_find(tmp_path / "runs" / "old", "segnet", 1e-3)
+    write_lr_find(tmp_path / "runs" / "other-arch", "skip", 2e-3)
+    assert resolve_lr(cfg, tmp_path / "runs" / "mine") == 1e-3
+    write_lr_find(tmp_path / "runs" / "mine", "segnet", 3e-3)
+    assert resolve_lr(cfg, tmp_path / "runs" / "mine") == 3e-3
+
+
+def test_lr_auto_says_where_it_looked(tmp_path):
+    from fastseg.errors import FastsegError
+    from fastseg.training import resolve_lr
+    runs = tmp_path / "runs"
+    write_lr_find(runs / "other-arch", "skip", 2e-3)
+    with pytest.raises(FastsegError) as err:
+        resolve_lr(tiny_config(tmp_path, runs, "mine", lr="auto"), runs / "mine")
+    assert str(err.value) == (f"--lr auto found no lr_find result with a valley in {runs / 'mine' / 'lr_find.json'} "
+                              f"nor in any {runs / '*' / 'lr_find.json'} of arch segnet; run `fastseg find-lr "
+                              f"--arch segnet --runs-dir {runs}` first or pass a number.")
+
+
+@pytest.mark.parametrize("voc", ["", "VOCdevkit", "VOCdevkit/VOC2012"])
+def test_median_frequency_cache_lies_beside_the_data(synth_copy, tmp_path, voc):
+    from fastseg.training import class_weights
+    from dataclasses import replace
+    cfg = tiny_config(synth_copy, tmp_path / "runs", "cw", class_weights="median-freq")
+    cfg = replace(cfg, data=replace(cfg.data, voc=str(synth_copy / voc)))
+    weights = class_weights(cfg)
+    caches = list((synth_copy / "VOCdevkit" / "fastseg-cache").glob("median-freq-*.json"))
+    assert len(caches) == 1 and json.loads(caches[0].read_text())["weights"] == pytest.approx(weights.tolist())
+    assert not (synth_copy.parent / "fastseg-cache").exists() and not (synth_copy / "fastseg-cache").exists()
+
+
+def test_class_weights_scale_each_pixel_loss():
+    from fastseg.losses import segmentation_loss
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]]).T.reshape(1, 2, 1, 3)  # N×C×H×W, 3 pixels
+    target = torch.tensor([[[0, 1, 255]]])  # the third pixel is void
+    per_pixel = torch.nn.functional.cross_entropy(logits, target, ignore_index=255, reduction="none")[0, 0]
+    l0, l1 = float(per_pixel[0]), float(per_pixel[1])
+    assert float(segmentation_loss()(logits, target)) == pytest.approx((l0 + l1) / 2)
+    weighted = segmentation_loss(torch.tensor([1.0, 3.0]))(logits, target)
+    assert float(weighted) == pytest.approx((l0 + 3 * l1) / 4)
+
+
+@pytest.mark.parametrize("form", ["median-freq", "file"])
+def test_class_weights_reach_the_learners_loss(synth_root, tmp_path, form):
+    from fastseg.data.dataloaders import build_dataloaders
+    from fastseg.training import build_learner
+    expected = np.linspace(0.5, 2.5, 21)
+    if form == "file":
+        (tmp_path / "w.txt").write_text("\n".join(str(v) for v in expected))
+        option = str(tmp_path / "w.txt")
+    else:
+        option = "median-freq"
+    cfg = tiny_config(synth_root, tmp_path, "cw", class_weights=option)
+    if form == "median-freq":
+        from fastseg.data.splits import build_split
+        from fastseg.losses import class_pixel_counts, median_frequency_weights
+        expected = median_frequency_weights(*class_pixel_counts(build_split(cfg.data.train_split, cfg.data.roots)))
+    learn = build_learner(cfg, build_dataloaders(cfg.data, device="cpu", log=lambda _: None), tmp_path, torch.device("cpu"))
+    assert learn.loss_func.func.weight.tolist() == pytest.approx(expected.tolist())

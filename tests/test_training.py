@@ -107,8 +107,9 @@ def test_lr_find_then_fit_with_lr_auto(synth_root, tmp_path):
     run, found = find_lr(tiny_config(synth_root, tmp_path, "lr"), num_it=30)
     assert (run / "lr_find.png").is_file()
     saved = json.loads((run / "lr_find.json").read_text())
-    assert set(saved) == {"valley", "slide", "steep", "minimum"} and saved["valley"] > 0
-    run, _ = fit(tiny_config(synth_root, tmp_path, "lr", epochs=1, lr="auto"))
+    assert set(saved) == {"valley", "slide", "steep", "minimum", "arch", "width"} and saved["valley"] > 0
+    assert (saved["arch"], saved["width"]) == ("segnet", 0.0625)
+    run, _ = fit(tiny_config(synth_root, tmp_path, "auto", epochs=1, lr="auto"))  # another --name
     assert json.loads((run / "config.json").read_text())["lr"] == pytest.approx(saved["valley"])
 
 
