@@ -253,7 +253,7 @@ def test_class_weights_scale_each_pixel_loss():
 
 
 @pytest.mark.parametrize("form", ["median-freq", "file"])
-def test_class_weights_reach_the_learners_loss(synth_root, tmp_path, form):
+def test_class_weights_reach_the_learners_loss(synth_copy, tmp_path, form):
     from fastseg.data.dataloaders import build_dataloaders
     from fastseg.training import build_learner
     expected = np.linspace(0.5, 2.5, 21)
@@ -262,10 +262,79 @@ def test_class_weights_reach_the_learners_loss(synth_root, tmp_path, form):
         option = str(tmp_path / "w.txt")
     else:
         option = "median-freq"
-    cfg = tiny_config(synth_root, tmp_path, "cw", class_weights=option)
+    cfg = tiny_config(synth_copy, tmp_path, "cw", class_weights=option)  # the cache is written beside it
     if form == "median-freq":
         from fastseg.data.splits import build_split
         from fastseg.losses import class_pixel_counts, median_frequency_weights
         expected = median_frequency_weights(*class_pixel_counts(build_split(cfg.data.train_split, cfg.data.roots)))
     learn = build_learner(cfg, build_dataloaders(cfg.data, device="cpu", log=lambda _: None), tmp_path, torch.device("cpu"))
     assert learn.loss_func.func.weight.tolist() == pytest.approx(expected.tolist())
+
+
+class EncoderWatch(Callback):
+    """Copies of an encoder and a decoder conv weight at the start and after every epoch, and the
+    per-group learning rates of each training batch."""
+
+    def before_fit(self):
+        self.enc_w, self.dec_w, self.group_lrs = [self._encoder()], [self._decoder()], set()
+
+    def _encoder(self):
+        return self.learn.model.encoder.features[0].weight.detach().clone()
+
+    def _decoder(self):
+        return self.learn.model.head.weight.detach().clone()
+
+    def after_batch(self):
+        if self.training:
+            self.group_lrs.add(tuple(h["lr"] for h in self.opt.hypers))
+
+    def after_epoch(self):
+        self.enc_w.append(self._encoder())
+        self.dec_w.append(self._decoder())
+
+
+@pytest.fixture(scope="module")
+def frozen_run(synth_root, tmp_path_factory):
+    watch = EncoderWatch()
+    fit(tiny_config(synth_root, tmp_path_factory.mktemp("runs"), "frz", epochs=2, sched="flat", freeze_epochs=1,
+                    lr_min=1e-4), extra_cbs=[watch])
+    return watch
+
+
+def test_freeze_epochs_keep_the_encoder_fixed_then_train_it(frozen_run):
+    enc, dec = frozen_run.enc_w, frozen_run.dec_w
+    assert torch.equal(enc[1], enc[0]) and not torch.equal(dec[1], dec[0])  # epoch 1: decoder only
+    assert not torch.equal(enc[2], enc[1]) and not torch.equal(dec[2], dec[1])  # epoch 2: everything
+
+
+def test_lr_min_gives_the_encoder_group_its_own_rate(frozen_run):
+    assert frozen_run.group_lrs == {(1e-4, 1e-2)}  # slice(lr_min, lr) over (encoder, decoder + head)
+
+
+def test_patience_stops_after_that_many_epochs_without_a_better_miou(synth_root, tmp_path, monkeypatch):
+    import fastseg.recorder
+    scripted = iter([0.1, 0.3, 0.2, 0.25, 0.9, 0.95])  # best at epoch 2; epochs 3 and 4 are worse
+    original = fastseg.recorder.RunRecorder.epoch_row
+    monkeypatch.setattr(fastseg.recorder.RunRecorder, "epoch_row", lambda self: {**original(self),
+                                                                                "miou": next(scripted)})
+    run, rows = fit(tiny_config(synth_root, tmp_path, "p", epochs=6, patience=2, sched="flat"))
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert json.loads((run / "best.json").read_text())["epoch"] == 2
+
+
+class GradNorms(Callback):
+    """Total gradient norm at `before_step`, for an `order` before or after GradientClip (11)."""
+
+    def __init__(self, order):
+        self.order, self.norms = order, []
+
+    def before_step(self):
+        grads = [p.grad.flatten() for p in self.learn.model.parameters() if p.grad is not None]
+        self.norms.append(float(torch.cat(grads).norm()))
+
+
+def test_clip_bounds_the_gradient_norm(synth_root, tmp_path):
+    before, after = GradNorms(order=5), GradNorms(order=20)
+    fit(tiny_config(synth_root, tmp_path, "clip", epochs=1, clip=0.05), extra_cbs=[before, after])
+    assert min(before.norms) > 0.05  # the bound binds on every step
+    assert max(after.norms) == pytest.approx(0.05, rel=1e-4)
