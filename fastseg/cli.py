@@ -389,6 +389,51 @@ def bench(out: Annotated[Path | None, typer.Option(help="Markdown file to append
 
 @app.command()
 @friendly
+def doctor(size: Annotated[int | None, typer.Option(help="Input side (default: 320 on CUDA, 64 on CPU).")] = None,
+           width: Annotated[float | None, typer.Option(help="SegNet width (default: 1.0 on CUDA, 0.125 on CPU).")]
+           = None,
+           batch: Annotated[int | None, typer.Option(help="Batch size (default: 16 on CUDA, 2 on CPU).")] = None,
+           steps: Annotated[int | None, typer.Option(help="Timed steps per mode (default: 10 on CUDA, 2 on CPU).")]
+           = None,
+           compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Run the torch.compile "
+                              "row (default: on CUDA only; CPU compilation takes minutes).")] = None,
+           matmul: Annotated[int | None, typer.Option(help="Side of the peak-measuring matmul (default: 8192 on "
+                             "CUDA, 1024 on CPU).")] = None,
+           out: Annotated[Path | None, typer.Option(help="Markdown file to append the table to.")] = None,
+           device: DeviceOpt = None):
+    """Train-step check per precision mode (fp32, bf16, channels_last, compile): agreement with fp32,
+    img/s, peak memory, TFLOP/s and MFU against this device's measured matmul peak; exit 1 on a mismatch."""
+    import sys
+
+    from fastseg.doctor import COLUMNS, DoctorConfig, markdown, run_doctor, table_rows
+    for name, value in (("--size", size), ("--batch", batch), ("--steps", steps), ("--matmul", matmul)):
+        if value is not None and value < 1:
+            raise FastsegError(f"{name} {value} must be at least 1.")
+    if size is not None and size < MIN_SIZE:
+        raise FastsegError(f"--size {size} is too small; use at least {MIN_SIZE} pixels.")
+    result = run_doctor(DoctorConfig(size=size, width=width, batch=batch, steps=steps, compile=compile,
+                                     matmul=matmul, device=device))
+    table = Table(title=f"fastseg doctor on {result['device']}")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column in ("mode", "check") else "right")
+    for row in table_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    peaks = result["peaks"]
+    log(f"Measured peaks: fp32 {peaks['fp32']:.3f} TFLOP/s, bf16 {peaks['bf16']:.3f} TFLOP/s; "
+        f"{result['train_gflops_per_image']:.2f} GFLOP per image per training step.")
+    if out is not None:
+        from fastseg.atomic import atomic_write
+        head = out.read_text() if out.is_file() else "# Benchmarks\n"
+        section = markdown(result, "fastseg " + " ".join(sys.argv[1:]))
+        atomic_write(out, lambda tmp: tmp.write_text(head.rstrip() + "\n\n" + section))
+    if not all(r.get("ok", True) for r in result["rows"]):
+        log("A precision mode disagrees with fp32 (see the check column).")
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
 def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data, runs and summary.")] = Path("demo"),
          epochs: Annotated[int | None, typer.Option(help="Override the demo's epochs.")] = None):
     """Synthetic data → find-lr → fit a reduced-width SegNet → evaluate, against a colour-only control."""
