@@ -231,8 +231,9 @@ def test_lr_auto_says_where_it_looked(tmp_path):
 
 @pytest.mark.parametrize("voc", ["", "VOCdevkit", "VOCdevkit/VOC2012"])
 def test_median_frequency_cache_lies_beside_the_data(synth_copy, tmp_path, voc):
-    from fastseg.training import class_weights
     from dataclasses import replace
+
+    from fastseg.training import class_weights
     cfg = tiny_config(synth_copy, tmp_path / "runs", "cw", class_weights="median-freq")
     cfg = replace(cfg, data=replace(cfg.data, voc=str(synth_copy / voc)))
     weights = class_weights(cfg)
@@ -267,7 +268,8 @@ def test_class_weights_reach_the_learners_loss(synth_copy, tmp_path, form):
         from fastseg.data.splits import build_split
         from fastseg.losses import class_pixel_counts, median_frequency_weights
         expected = median_frequency_weights(*class_pixel_counts(build_split(cfg.data.train_split, cfg.data.roots)))
-    learn = build_learner(cfg, build_dataloaders(cfg.data, device="cpu", log=lambda _: None), tmp_path, torch.device("cpu"))
+    dls = build_dataloaders(cfg.data, device="cpu", log=lambda _: None)
+    learn = build_learner(cfg, dls, tmp_path, torch.device("cpu"))
     assert learn.loss_func.func.weight.tolist() == pytest.approx(expected.tolist())
 
 
