@@ -36,7 +36,7 @@ def test_data_and_loader_options_reach_the_learner(synth_copy, tmp_path, learner
     assert type(learn.model).__name__ == "VGGUNet"  # --arch skip
     assert learn.opt_func.func.__name__ == "SGD"                       # the default --opt sgd
     assert (len(learn.dls.train_ds), len(learn.dls.valid_ds)) == (12, 4)  # voc12-train, seg11valid via --voc11
-    assert learn.dls.train.num_workers == 1
+    assert learn.dls.train.fake_l.num_workers == 1  # what fastai iterates (.num_workers reads 1 even at 0)
     aug = next(t for t in learn.dls.train.after_item.fs if hasattr(t, "aug")).aug
     assert [type(t).__name__ for t in aug.transforms] == ["PadIfNeeded", "RandomCrop"]  # --augment none
     assert next(learn.model.parameters()).device.type == "cpu"
