@@ -43,8 +43,10 @@ class SeedEpochs(Callback):
 
 
 def bare_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return getattr(model, "module", model)
+    """The model inside DistributedDataParallel and torch.compile wrappers (or the model itself):
+    the module whose state_dict has the plain parameter names that `load_model` expects."""
+    model = getattr(model, "module", model)       # DDP
+    return getattr(model, "_orig_mod", model)     # torch.compile's OptimizedModule
 
 
 def rng_states() -> dict:

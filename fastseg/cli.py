@@ -221,7 +221,8 @@ def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (
         lr: Annotated[str, typer.Option(help="Peak learning rate, or 'auto' for the lr_find valley.")] = str(FIT["lr"]),
         lr_min: Annotated[float | None, typer.Option(help="Encoder learning rate: slice(lr-min, lr).")] = None,
         opt: Annotated[Opt, typer.Option("--opt", help="Optimizer.")] = Opt(FIT["opt"]),
-        mom: Annotated[float, typer.Option(help="SGD momentum.")] = FIT["mom"],
+        mom: Annotated[float, typer.Option(help="SGD momentum (Adam's beta1); under one-cycle the upper "
+                   "momentum of the cycle mom → mom·0.85/0.95 → mom.")] = FIT["mom"],
         wd: Annotated[float, typer.Option(help="Weight decay.")] = FIT["wd"],
         sched: Annotated[Sched, typer.Option("--sched", help="Learning-rate schedule.")] = Sched(FIT["sched"]),
         freeze_epochs: Annotated[int, typer.Option(help="Epochs training the decoder alone first.")]
@@ -231,7 +232,10 @@ def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (
         class_weights: Annotated[str, typer.Option(help="none, median-freq, or a file of 21 weights.")]
         = FIT["class_weights"],
         l1: Annotated[float, typer.Option(help="L1 weight penalty coefficient.")] = FIT["l1"],
-        amp: Annotated[str, typer.Option(help="Mixed precision: auto, bf16, fp16 or off.")] = FIT["amp"],
+        amp: Annotated[str, typer.Option(help="Mixed precision: auto (bf16 on CUDA where supported, else fp16; "
+                   "off on the CPU), bf16 (CPU autocast too), fp16 (CUDA only) or off.")] = FIT["amp"],
+        channels_last: Annotated[bool | None, typer.Option("--channels-last/--no-channels-last",
+                                 help="NHWC memory format (default: on with CUDA).")] = FIT["channels_last"],
         compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
         runs_dir: RunsOpt = Path(FIT["runs_dir"]), name: NameOpt = None, seed: SeedOpt = FIT["seed"],
         device: DeviceOpt = None,
@@ -248,7 +252,8 @@ def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (
                         arch=arch.value, width=width, pretrained=pretrained, epochs=epochs, lr=_lr(lr),
                         lr_min=lr_min, opt=opt.value, mom=mom, wd=wd, sched=sched.value,
                         freeze_epochs=freeze_epochs, patience=patience, clip=clip, seed=seed,
-                        class_weights=class_weights, l1=l1, amp=amp, compile=compile, device=device,
+                        class_weights=class_weights, l1=l1, amp=amp, channels_last=channels_last, compile=compile,
+                        device=device,
                         runs_dir=str(runs_dir), name=name)
         run_dir, rows = run_fit(cfg)
     _summarise_fit(run_dir, rows)
@@ -306,7 +311,7 @@ def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .
         raise FastsegError(f"{source} does not exist; pass a run folder or a .safetensors file written by fastseg.")
     roots = DataRoots(voc, sbd, voc11) if voc else None
     path, metrics = evaluate_run(source, split.value if split else None, device, bs, tta == "flip", scales, roots)
-    _print_metrics(metrics)
+    _print_metrics(metrics)  # rank 0 only under torchrun
     log(f"Wrote {path} and figures beside it.")
 
 
@@ -321,6 +326,9 @@ def _scales(text: str) -> tuple[float, ...]:
 
 
 def _print_metrics(m: dict) -> None:
+    from fastseg.distributed import is_main
+    if not is_main():
+        return
     table = Table(title=f"{m['split']} ({m['images']} images)")
     for column in ("class", "IoU", "accuracy"):
         table.add_column(column, justify="left" if column == "class" else "right")
@@ -381,6 +389,51 @@ def bench(out: Annotated[Path | None, typer.Option(help="Markdown file to append
 
 @app.command()
 @friendly
+def doctor(size: Annotated[int | None, typer.Option(help="Input side (default: 320 on CUDA, 64 on CPU).")] = None,
+           width: Annotated[float | None, typer.Option(help="SegNet width (default: 1.0 on CUDA, 0.125 on CPU).")]
+           = None,
+           batch: Annotated[int | None, typer.Option(help="Batch size (default: 16 on CUDA, 2 on CPU).")] = None,
+           steps: Annotated[int | None, typer.Option(help="Timed steps per mode (default: 10 on CUDA, 2 on CPU).")]
+           = None,
+           compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Run the torch.compile "
+                              "row (default: on CUDA only; CPU compilation takes minutes).")] = None,
+           matmul: Annotated[int | None, typer.Option(help="Side of the peak-measuring matmul (default: 8192 on "
+                             "CUDA, 1024 on CPU).")] = None,
+           out: Annotated[Path | None, typer.Option(help="Markdown file to append the table to.")] = None,
+           device: DeviceOpt = None):
+    """Train-step check per precision mode (fp32, bf16, channels_last, compile): agreement with fp32,
+    img/s, peak memory, TFLOP/s and MFU against this device's measured matmul peak; exit 1 on a mismatch."""
+    import sys
+
+    from fastseg.doctor import COLUMNS, DoctorConfig, markdown, run_doctor, table_rows
+    for name, value in (("--size", size), ("--batch", batch), ("--steps", steps), ("--matmul", matmul)):
+        if value is not None and value < 1:
+            raise FastsegError(f"{name} {value} must be at least 1.")
+    if size is not None and size < MIN_SIZE:
+        raise FastsegError(f"--size {size} is too small; use at least {MIN_SIZE} pixels.")
+    result = run_doctor(DoctorConfig(size=size, width=width, batch=batch, steps=steps, compile=compile,
+                                     matmul=matmul, device=device))
+    table = Table(title=f"fastseg doctor on {result['device']}")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column in ("mode", "check") else "right")
+    for row in table_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    peaks = result["peaks"]
+    log(f"Measured peaks: fp32 {peaks['fp32']:.3f} TFLOP/s, bf16 {peaks['bf16']:.3f} TFLOP/s; "
+        f"{result['train_gflops_per_image']:.2f} GFLOP per image per training step.")
+    if out is not None:
+        from fastseg.atomic import atomic_write
+        head = out.read_text() if out.is_file() else "# Benchmarks\n"
+        section = markdown(result, "fastseg " + " ".join(sys.argv[1:]))
+        atomic_write(out, lambda tmp: tmp.write_text(head.rstrip() + "\n\n" + section))
+    if not all(r.get("ok", True) for r in result["rows"]):
+        log("A precision mode disagrees with fp32 (see the check column).")
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
 def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data, runs and summary.")] = Path("demo"),
          epochs: Annotated[int | None, typer.Option(help="Override the demo's epochs.")] = None,
          seed: Annotated[int | None, typer.Option(help="Training seed (default: the demo's).")] = None,
@@ -435,9 +488,18 @@ def _print_sweep(sweep: dict) -> None:
 @app.command()
 @friendly
 def report(run: Annotated[Path | None, typer.Argument(help="Run folder (default: latest run).")] = None,
-           runs_dir: RunsOpt = Path("runs")):
+           runs_dir: RunsOpt = Path("runs"),
+           voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (default: the run's).")] = None,
+           sbd: SbdOpt = None, voc11: Voc11Opt = None):
     """Write report.md and a self-contained report.html (the run card) from a run's files."""
+    from fastseg.config import load_config
+    from fastseg.data.splits import DataRoots
+    from fastseg.evaluation import data_roots
     from fastseg.report import write_report
-    from fastseg.runs import latest_run
-    md, page = write_report(run or latest_run(runs_dir, "metrics.json"))
+    from fastseg.runs import CONFIG, latest_run
+    run = run or latest_run(runs_dir, "metrics.json")
+    roots = None
+    if voc and (run / CONFIG).is_file():
+        roots = data_roots(load_config(run / CONFIG), DataRoots(voc, sbd, voc11))
+    md, page = write_report(run, roots)
     log(f"Wrote {md} and {page}")

@@ -24,7 +24,8 @@ class FitConfig:
     lr: float | str = 5e-3           # the seed's SGD learning rate; "auto" = the lr_find valley
     lr_min: float | None = None      # encoder learning rate for slice(lr_min, lr); None: one lr
     opt: str = "sgd"                 # the seed's SGD with momentum
-    mom: float = 0.9
+    mom: float = 0.9                 # SGD momentum (Adam's beta1); one-cycle's upper momentum
+    moms: list[float] | None = None  # momentum (start, middle, end); None: from mom and sched at fit
     wd: float = 5e-4                 # L2 weight decay for SGD (as torch.optim.SGD), decoupled for Adam
     sched: str = "one-cycle"
     freeze_epochs: int = 0           # epochs training the decoder alone first (pretrained encoder)
@@ -33,8 +34,8 @@ class FitConfig:
     seed: int = 42
     class_weights: str = "none"      # none | median-freq | path to a weights file
     l1: float = 0.0                  # L1 weight penalty (the skip-model seed used 1e-6)
-    amp: str = "auto"                # auto: bf16 on CUDA where supported, else fp16; off on CPU
-    channels_last: bool | None = None  # None: on with CUDA
+    amp: str = "auto"                # auto: bf16 on CUDA where supported, else fp16; off elsewhere
+    channels_last: bool | None = None  # None: on with CUDA (config.json records what was used)
     compile: bool = False            # torch.compile the model
     device: str | None = None        # None: CUDA when present
     runs_dir: str = "runs"

@@ -234,11 +234,12 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
     weights = source / BEST if source.is_dir() else source
     folder = weights.parent
     cfg = load_config(folder / CONFIG) if (folder / CONFIG).is_file() else None
-    if roots is None:
-        if cfg is None:
-            raise FastsegError(f"{weights} has no run config beside it; pass --voc (and --sbd) to say where "
-                               "the data is.")
-        roots = cfg.data.roots
+    if roots is None and cfg is None:
+        raise FastsegError(f"{weights} has no run config beside it; pass --voc (and --sbd) to say where "
+                           "the data is.")
+    roots = data_roots(cfg, roots)
+    if cfg is not None:  # the run card counts the run's splits: fail on unresolved data before scoring
+        build_split(cfg.data.train_split, roots)
     split = split or (cfg.data.valid_split if cfg else "voc12-val")
     bs = bs or (cfg.data.val_bs or cfg.data.bs if cfg else 8)
     device = init_from_env() or pick_device(device)
@@ -252,5 +253,16 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
     write_figures(result, folder)
     if (folder / CONFIG).is_file():  # a run folder: fit already drew curves.png; add the run card
         from fastseg.report import write_report
-        write_report(folder)
+        write_report(folder, roots)
     return path, content
+
+
+def data_roots(cfg, given=None):
+    """The data roots to use: each root given (--voc, --sbd, --voc11) where given, else the run's."""
+    from fastseg.data.splits import DataRoots
+    if cfg is None:
+        return given
+    saved = cfg.data.roots
+    if given is None:
+        return saved
+    return DataRoots(given.voc or saved.voc, given.sbd or saved.sbd, given.voc11 or saved.voc11)

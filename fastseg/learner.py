@@ -19,10 +19,11 @@ def encoder_decoder_split(model: torch.nn.Module) -> list[list]:
 
 
 def make_opt_func(opt: str, mom: float = 0.9):
-    """fastai optimizer factory: SGD with momentum and L2 decay as torch.optim.SGD, or Adam(W)."""
+    """fastai optimizer factory: SGD with momentum `mom` and L2 decay as torch.optim.SGD, or Adam(W)
+    with beta1 = `mom`."""
     if opt == "sgd":
         return partial(SGD, mom=mom, decouple_wd=False)
-    return Adam
+    return partial(Adam, mom=mom)
 
 
 def seg_learner(dls, arch: str, pretrained: str | None = None, width: float = 1.0,

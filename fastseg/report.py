@@ -22,6 +22,7 @@ REFERENCES = [  # the seeds' published numbers (shared/DATASETS.md)
     ("SegNet seed", "train-aug / seg11valid", "60.3 mIoU, 89.9 % pixel accuracy"),
     ("VGG16-BN skip seed", "voc12-train / voc12-val-b (half of VOC12 val)", "87.95 % pixel accuracy"),
 ]
+LR_SUGGESTIONS = ("valley", "slide", "steep", "minimum")  # the numbers of lr_find.json (beside arch, width)
 FIGURES = [("Training curves", "curves.png"), ("lr_find", "lr_find.png"),
            ("Confusion matrix", "confusion_matrix.png"), ("Random images", "predictions_random.png"),
            ("Best images", "predictions_best.png"), ("Worst images", "predictions_worst.png")]
@@ -33,15 +34,17 @@ def environment() -> list[tuple[str, str]]:
     return [("python", platform.python_version()), ("device", device), *packages]
 
 
-def split_rows(cfg) -> list[tuple[str, str]]:
-    train = build_split(cfg.data.train_split, cfg.data.roots)
-    valid = build_split(cfg.data.valid_split, cfg.data.roots)
+def split_rows(cfg, roots=None) -> list[tuple[str, str]]:
+    """Sizes of the run's splits and their leakage check, on `roots` (default: the run's saved roots)."""
+    roots = roots or cfg.data.roots
+    train = build_split(cfg.data.train_split, roots)
+    valid = build_split(cfg.data.valid_split, roots)
     report = check_leakage(train, valid, cfg.data.train_split, cfg.data.valid_split)
     return [(cfg.data.train_split, str(len(train))), (cfg.data.valid_split, str(len(valid))),
             ("leakage check", report.summary())]
 
 
-def blocks(run: Path, metrics: dict) -> list[tuple]:
+def blocks(run: Path, metrics: dict, roots=None) -> list[tuple]:
     """(kind, payload) blocks: ("h", text), ("p", text), ("table", (header, rows)), ("img", (title, file))."""
     cfg = load_config(run / CONFIG)
     lo, hi = metrics["miou_ci95"]
@@ -66,7 +69,7 @@ def blocks(run: Path, metrics: dict) -> list[tuple]:
         gain = f"{metrics['tta_gain']:+.4f} mIoU over {metrics['miou_without_tta']:.4f} without it"
         out.append(("p", f"TTA {metrics['tta']}: {gain}."))
     out += [("h2", "Learning rate"), ("p", _lr_text(run, cfg)),
-            ("h2", "Data"), ("table", (("split", "images"), split_rows(cfg))),
+            ("h2", "Data"), ("table", (("split", "images"), split_rows(cfg, roots))),
             ("h2", "Configuration"), ("table", (("option", "value"), _config_rows(cfg))),
             ("h2", "Environment"), ("table", (("what", "version"), environment()))]
     return out
@@ -84,7 +87,8 @@ def _config_rows(cfg) -> list[tuple[str, str]]:
 def _lr_text(run: Path, cfg) -> str:
     found = run / LR_FIND
     suggestions = json.loads(found.read_text()) if found.is_file() else {}
-    shown = ", ".join(f"{k} {v:.2e}" for k, v in suggestions.items() if v is not None) or "lr_find was not run here"
+    shown = ", ".join(f"{k} {v:.2e}" for k, v in suggestions.items()
+                      if k in LR_SUGGESTIONS and v is not None) or "lr_find was not run here"
     return f"Chosen learning rate {float(cfg.lr):.2e} ({cfg.opt}, {cfg.sched}). lr_find: {shown}."
 
 
@@ -129,12 +133,13 @@ def render_html(items: list[tuple], run: Path) -> str:
     return "\n".join(parts + ["</body></html>"])
 
 
-def write_report(run: Path) -> tuple[Path, Path]:
-    """Write report.md and report.html from the run's files (metrics.json must exist)."""
+def write_report(run: Path, roots=None) -> tuple[Path, Path]:
+    """Write report.md and report.html from the run's files (metrics.json must exist); the split
+    sizes are counted on `roots` (DataRoots; default: the run's saved data paths)."""
     metrics_path = run / "metrics.json"
     if not metrics_path.is_file() or not (run / CONFIG).is_file():
         raise FastsegError(f"Run folder {run} has no metrics.json or config.json; run `fastseg evaluate {run}` first.")
-    items = blocks(run, json.loads(metrics_path.read_text()))
+    items = blocks(run, json.loads(metrics_path.read_text()), roots)
     md, page = run / "report.md", run / "report.html"
     atomic_write(md, lambda tmp: tmp.write_text(render_markdown(items)))
     atomic_write(page, lambda tmp: tmp.write_text(render_html(items, run)))

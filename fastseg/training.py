@@ -7,20 +7,21 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastai.callback.core import Callback
-from fastai.callback.fp16 import AMPMode, MixedPrecision
 from fastai.callback.progress import ProgressCallback
-from fastai.callback.schedule import ParamScheduler, SchedPoly, minimum, slide, steep, valley
+from fastai.callback.schedule import ParamScheduler, minimum, slide, steep, valley
 from fastai.callback.training import GradientClip
 from fastai.torch_core import set_seed
 from rich.progress import Progress
 from rich.table import Table
 
+from fastseg.atomic import atomic_write
 from fastseg.callbacks import Interrupt, NaNGuard, Resume, SeedEpochs
 from fastseg.config import FitConfig, load_config, save_config
 from fastseg.console import console, log
 from fastseg.constants import VOC_CLASSES
 from fastseg.data.dataloaders import build_dataloaders
 from fastseg.data.splits import build_split
+from fastseg.data.voc import resolve_voc_root
 from fastseg.distributed import broadcast_object, distributed, init_from_env, is_main, world_size
 from fastseg.errors import FastsegError
 from fastseg.fastpath import cuda_settings, install_device_losses
@@ -29,6 +30,7 @@ from fastseg.losses import L1Penalty, cached_median_frequency, read_weights_file
 from fastseg.metrics import seg_metrics
 from fastseg.models.io import model_metadata
 from fastseg.plots import plot_lr_find
+from fastseg.precision import amp_warning, precision_callbacks, resolve_amp
 from fastseg.recorder import RunRecorder
 from fastseg.runs import (
     CONFIG,
@@ -55,15 +57,22 @@ def class_weights(cfg: FitConfig) -> torch.Tensor | None:
         samples = build_split(cfg.data.train_split, cfg.data.roots)
         with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
             task = bar.add_task("class frequencies", total=len(samples))
-            weights = cached_median_frequency(samples, Path(cfg.data.voc).parent / "fastseg-cache",
-                                              progress=lambda: bar.advance(task))
+            weights = cached_median_frequency(samples, class_stats_dir(cfg), progress=lambda: bar.advance(task))
     else:
         weights = read_weights_file(Path(cfg.class_weights))
     show_class_weights(weights)
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def class_stats_dir(cfg: FitConfig) -> Path:
+    """Where the class-statistics cache lives: beside the data, in the folder holding the resolved
+    VOC2012 root (`VOCdevkit/fastseg-cache`), whatever --voc pointed at."""
+    return resolve_voc_root(cfg.data.voc).parent / "fastseg-cache"
+
+
 def show_class_weights(weights: np.ndarray) -> None:
+    if not is_main():
+        return
     table = Table(title="Class weights")
     for column in ("class", "weight"):
         table.add_column(column)
@@ -72,20 +81,33 @@ def show_class_weights(weights: np.ndarray) -> None:
     console.print(table)
 
 
-def precision_callbacks(cfg: FitConfig, device: torch.device) -> list:
-    """bf16 autocast (fp16 + GradScaler where bf16 is missing) on CUDA; nothing on the CPU."""
-    mode = cfg.amp
-    if mode == "off" or (mode == "auto" and device.type != "cuda"):
-        return []
-    if mode == "auto":
-        mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return [MixedPrecision(amp_mode=AMPMode.BF16 if mode == "bf16" else AMPMode.FP16)]
+def channels_last(cfg: FitConfig, device: torch.device) -> bool:
+    """cfg.channels_last, or for None: on with CUDA."""
+    return cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+
+
+def momentum_cycle(cfg: FitConfig) -> list[float]:
+    """The momentum schedule (start, middle, end): under one-cycle --mom is the upper momentum and
+    the cycle dips to mom·0.85/0.95 (fastai's 0.95→0.85→0.95, scaled); constant otherwise."""
+    if cfg.sched == "one-cycle":
+        return [cfg.mom, cfg.mom * ONE_CYCLE_MOM_DIP, cfg.mom]
+    return [cfg.mom] * 3
+
+
+ONE_CYCLE_MOM_DIP = 0.85 / 0.95  # fastai's one-cycle momentum dip, relative to its upper value
+
+
+def resolve_run_options(cfg: FitConfig, device: torch.device) -> FitConfig:
+    """`cfg` with the device-dependent options replaced by what the run really uses (amp,
+    channels_last) and the momentum cycle spelt out: what config.json records."""
+    return replace(cfg, amp=resolve_amp(cfg.amp, device), channels_last=channels_last(cfg, device),
+                   moms=cfg.moms or momentum_cycle(cfg))
 
 
 def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device):
     """The Learner of a run: model, loss (class weights), optimizer, metrics and side callbacks."""
     metrics = seg_metrics(len(VOC_CLASSES))
-    cbs = [NaNGuard(), *precision_callbacks(cfg, device)]
+    cbs = [NaNGuard(), *precision_callbacks(resolve_amp(cfg.amp, device), device)]
     if cfg.l1:
         cbs.append(L1Penalty(cfg.l1))
     if cfg.clip:
@@ -98,7 +120,7 @@ def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device):
     install_device_losses(learn)
     cuda_settings(device)
     learn.model.to(device)
-    if cfg.channels_last or (cfg.channels_last is None and device.type == "cuda"):
+    if channels_last(cfg, device):
         learn.model.to(memory_format=torch.channels_last)
     if cfg.compile:
         learn.model = torch.compile(learn.model)
@@ -107,16 +129,33 @@ def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device):
     return learn
 
 
+POLY_POWER = 0.9  # the poly schedule of DeepLab and the SegNet seed: lr·(1 - pct)^0.9
+
+
+def poly_schedule(lr_max: np.ndarray, power: float = POLY_POWER):
+    """ParamScheduler function: per-group learning rates lr_max·(1 - pct)^power at position pct."""
+    return lambda pct: lr_max * (1 - pct) ** power
+
+
+def group_lrs(learn, lr) -> np.ndarray:
+    """The per-group learning rates fastai gives `lr` (a number or slice(lo, hi)), as an array."""
+    if learn.opt is None:
+        learn.create_opt()
+    learn.opt.set_hyper("lr", lr)
+    return np.array([h["lr"] for h in learn.opt.hypers])
+
+
 def schedule_fit(learn, cfg: FitConfig, lr, cbs: list) -> None:
-    """Train for cfg.epochs on the chosen schedule (resume callbacks skip what is done)."""
+    """Train for cfg.epochs on the chosen schedule (resume callbacks skip what is done): one-cycle
+    (momentum cycle cfg.moms), poly decay, or a flat rate."""
     lr = slice(cfg.lr_min, lr) if cfg.lr_min else lr
     if cfg.sched == "one-cycle":
-        learn.fit_one_cycle(cfg.epochs, lr, wd=cfg.wd, cbs=cbs)
-    elif cfg.sched == "poly":
-        lrs = learn.lr_range(lr)
-        learn.fit(cfg.epochs, lrs, wd=cfg.wd, cbs=cbs + [ParamScheduler({"lr": SchedPoly(lrs, 0, 0.9)})])
-    else:
-        learn.fit(cfg.epochs, learn.lr_range(lr), wd=cfg.wd, cbs=cbs)
+        learn.fit_one_cycle(cfg.epochs, lr, wd=cfg.wd, moms=tuple(cfg.moms or momentum_cycle(cfg)), cbs=cbs)
+        return
+    lrs = group_lrs(learn, lr)
+    if cfg.sched == "poly":
+        cbs = cbs + [ParamScheduler({"lr": poly_schedule(lrs)})]
+    learn.fit(cfg.epochs, lrs, wd=cfg.wd, cbs=cbs)
 
 
 class FreezeEncoder(Callback):
@@ -132,19 +171,30 @@ class FreezeEncoder(Callback):
 
 
 def resolve_lr(cfg: FitConfig, run_dir: Path) -> float:
-    """cfg.lr, or for "auto" the valley suggestion of this run's lr_find (else the newest one of
-    the same arch in runs_dir)."""
+    """cfg.lr, or for "auto" the valley suggestion of the lr_find result in this run's folder, else
+    of the newest lr_find.json in runs_dir recorded for the same arch."""
     if cfg.lr != "auto":
         return float(cfg.lr)
-    candidates = [run_dir / LR_FIND] + sorted(Path(cfg.runs_dir).glob(f"*-{cfg.arch}*/{LR_FIND}"),
-                                               key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in candidates:
-        if path.is_file():
-            lr = json.loads(path.read_text())["valley"]
+    for path in lr_find_candidates(cfg, run_dir):
+        lr = json.loads(path.read_text()).get("valley")
+        if lr:
             log(f"--lr auto: using the lr_find valley {lr:.3e} from {path}")
             return lr
-    raise FastsegError(f"--lr auto needs an lr_find result; run `fastseg find-lr --arch {cfg.arch}` first "
-                       "or pass a number.")
+    raise FastsegError(f"--lr auto found no lr_find result with a valley in {run_dir / LR_FIND} nor in any "
+                       f"{Path(cfg.runs_dir) / '*' / LR_FIND} of arch {cfg.arch}; run `fastseg find-lr --arch "
+                       f"{cfg.arch} --runs-dir {cfg.runs_dir}` first or pass a number.")
+
+
+def lr_find_candidates(cfg: FitConfig, run_dir: Path) -> list[Path]:
+    """This run's lr_find.json, then those of runs_dir/*/ whose recorded arch is cfg.arch, newest first."""
+    def same_arch(path: Path) -> bool:
+        try:
+            return json.loads(path.read_text()).get("arch") == cfg.arch
+        except (OSError, ValueError):
+            return False
+    found = sorted((p for p in Path(cfg.runs_dir).glob(f"*/{LR_FIND}") if p.parent != run_dir and same_arch(p)),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    return [p for p in [run_dir / LR_FIND] if p.is_file()] + found
 
 
 def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = None) -> tuple[Path, list[dict]]:
@@ -158,11 +208,14 @@ def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = Non
     lr = resolve_lr(cfg, run_dir)
     set_seed(cfg.seed)
     dls = build_dataloaders(cfg.data, device=device, log=log)  # checks data and options before writing
-    resolved = replace(cfg, lr=lr, name=run_dir.name)  # what repeats this run
+    warning = amp_warning(cfg.amp, device)
+    if warning and is_main():
+        log(warning)
+    resolved = replace(resolve_run_options(cfg, device), lr=lr, name=run_dir.name)  # what repeats this run
     if not resume and is_main():
         ensure_writable(run_dir)
         save_config(resolved, run_dir / CONFIG)
-    learn = build_learner(cfg, dls, run_dir, device)
+    learn = build_learner(resolved, dls, run_dir, device)
     start = state["epoch"] if state else 0
     rows = [r for r in read_metrics_csv(run_dir / METRICS) if r["epoch"] <= start] if state else []
     tracker = state["tracker"] if state else {"best": -1.0, "best_epoch": 0, "wait": 0}
@@ -180,7 +233,7 @@ def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = Non
     log(f"Run folder: {run_dir}" + (f" ({world_size()} processes)" if world_size() > 1 else ""))
     try:
         with distributed(learn):
-            schedule_fit(learn, cfg, lr, cbs)
+            schedule_fit(learn, resolved, lr, cbs)
     finally:
         interrupt.after_fit()
     return run_dir, recorder.rows
@@ -208,7 +261,8 @@ def find_lr(cfg: FitConfig, num_it: int = 100) -> tuple[Path, dict]:
     rec = learn.recorder
     lrs, losses = rec.lrs[: len(rec.losses)], [float(v) for v in rec.losses]
     suggestions = lr_suggestions(lrs, losses, num_it)
-    (run_dir / LR_FIND).write_text(json.dumps(suggestions, indent=2))
+    record = {**suggestions, "arch": cfg.arch, "width": cfg.width}  # --lr auto matches the arch
+    atomic_write(run_dir / LR_FIND, lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
     plot_lr_find(lrs, losses, {k: v for k, v in suggestions.items() if v is not None}, run_dir / "lr_find.png")
     return run_dir, suggestions
 

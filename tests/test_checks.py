@@ -61,10 +61,20 @@ def test_missing_voc_folder_is_one_sentence(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_show_batch_writes_both_grids(synth_root, tmp_path):
+def test_show_batch_writes_both_grids(synth_root, tmp_path, monkeypatch):
+    import fastseg.plots
+    drawn, draw = {}, fastseg.plots.plot_batch
+
+    def record(x, y, path, title):
+        drawn[path.name] = (x.shape, y.shape)
+        return draw(x, y, path, title)
+    monkeypatch.setattr(fastseg.plots, "plot_batch", record)
     data = ["--voc", str(synth_root / "VOCdevkit"), "--sbd", str(synth_root / "benchmark_RELEASE")]
     result = runner.invoke(app, ["show-batch", *data, "--crop", "64", "--n", "4", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    assert drawn["train_batch.png"] == ((4, 3, 64, 64), (4, 64, 64))  # --n samples, --crop crops
+    (n, _, h, w), _ = drawn["valid_batch.png"]
+    assert n == 4 and h % 32 == 0 and w % 32 == 0 and (h, w) != (64, 64)  # whole images, padded to 32
     for name in ("train_batch.png", "valid_batch.png"):
         image = Image.open(tmp_path / name)
         assert image.size[0] > 400 and len(set(image.convert("RGB").getdata())) > 50

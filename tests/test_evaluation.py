@@ -157,3 +157,66 @@ def test_report_html_shows_its_images_in_chromium(trained_run, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
     bluish = (pixels[:, 2] - pixels[:, 0] > 60).mean()  # the curves and confusion matrix are blue
     assert bluish > 0.005
+
+
+def moved_run(trained_run, tmp_path):
+    """A copy of the trained run whose saved data paths are relative ones that do not resolve here."""
+    run = shutil.copytree(trained_run[0], tmp_path / "moved")
+    for name in ("metrics.json", "report.md", "report.html"):
+        (run / name).unlink(missing_ok=True)
+    config = json.loads((run / "config.json").read_text())
+    config["data"].update(voc="elsewhere/VOCdevkit", sbd="elsewhere/benchmark_RELEASE")
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
+def test_evaluate_with_data_roots_given_writes_the_report_on_them(trained_run, tmp_path, roots):
+    from fastseg.data.splits import DataRoots
+    run = moved_run(trained_run, tmp_path)
+    _, metrics = evaluate_run(run, roots=DataRoots(roots.voc, roots.sbd))
+    report = (run / "report.md").read_text()
+    assert f"mIoU {metrics['miou']:.4f}" in report and "| train-aug | 22 |" in report
+
+
+def test_evaluate_checks_the_runs_data_paths_before_scoring(trained_run, tmp_path):
+    from fastseg.errors import FastsegError
+    run = moved_run(trained_run, tmp_path)
+    with pytest.raises(FastsegError, match=r"^VOC2012 folder elsewhere/VOCdevkit was not found"):
+        evaluate_run(run)
+    assert not (run / "metrics.json").exists()
+
+
+class ColumnModel(nn.Module):
+    """Per-pixel model plus a left-to-right ramp favouring class 1: not flip-equivariant."""
+
+    def __init__(self):
+        super().__init__()
+        self.pixel = PixelModel()
+
+    def forward(self, x):
+        ramp = torch.linspace(-3, 3, x.shape[-1])
+        logits = self.pixel(x).clone()
+        logits[:, 1] += ramp
+        return logits
+
+
+def test_flip_tta_averages_the_flipped_back_prediction(roots):
+    from fastseg.tta import tta_probabilities
+    model, x = ColumnModel(), torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    plain = model(x).softmax(1)
+    expected = (plain + model(x.flip(-1)).softmax(1).flip(-1)) / 2
+    assert torch.allclose(tta_probabilities(model, x, flip=True), expected, atol=1e-6)
+    samples = build_split("voc12-val", roots)
+    flipped = evaluate_samples(model, samples, torch.device("cpu"), bs=4, flip=True)
+    assert not torch.equal(evaluate_samples(model, samples, torch.device("cpu"), bs=4).cm, flipped.cm)
+
+
+def test_tta_scales_average_each_rescaled_prediction_at_the_input_size():
+    import torch.nn.functional as F
+
+    from fastseg.tta import tta_probabilities
+    model, x = LocalModel(), torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    half = F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)
+    back = F.interpolate(model(half).softmax(1), size=(32, 48), mode="bilinear", align_corners=False)
+    expected = (back + model(x).softmax(1)) / 2
+    assert torch.allclose(tta_probabilities(model, x, scales=(0.5, 1.0)), expected, atol=1e-6)

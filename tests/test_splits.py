@@ -32,7 +32,11 @@ def test_train_aug_set_algebra_and_mask_choice(roots):
 
 
 def test_val_halves_are_seeded(roots):
-    assert ids("voc12-val-a", roots) == ids("voc12-val-a", roots)
+    # random.Random(VAL_HALF_SEED = 0) shuffle of the 12 val ids: the same halves for every user
+    assert ids("voc12-val-a", roots) == ["2008_000013", "2008_000014", "2008_000017", "2008_000020",
+                                         "2008_000021", "2008_000022"]
+    assert ids("voc12-val-b", roots) == ["2008_000012", "2008_000015", "2008_000016", "2008_000018",
+                                         "2008_000019", "2008_000023"]
 
 
 def test_leakage_is_an_error(roots):

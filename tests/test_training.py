@@ -107,8 +107,9 @@ def test_lr_find_then_fit_with_lr_auto(synth_root, tmp_path):
     run, found = find_lr(tiny_config(synth_root, tmp_path, "lr"), num_it=30)
     assert (run / "lr_find.png").is_file()
     saved = json.loads((run / "lr_find.json").read_text())
-    assert set(saved) == {"valley", "slide", "steep", "minimum"} and saved["valley"] > 0
-    run, _ = fit(tiny_config(synth_root, tmp_path, "lr", epochs=1, lr="auto"))
+    assert set(saved) == {"valley", "slide", "steep", "minimum", "arch", "width"} and saved["valley"] > 0
+    assert (saved["arch"], saved["width"]) == ("segnet", 0.0625)
+    run, _ = fit(tiny_config(synth_root, tmp_path, "auto", epochs=1, lr="auto"))  # another --name
     assert json.loads((run / "config.json").read_text())["lr"] == pytest.approx(saved["valley"])
 
 
@@ -207,8 +208,27 @@ def test_l1_penalty_adds_to_the_backpropagated_loss_only():
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[1.0, -2.0]]))
         model.bias.fill_(0.5)
-    learn = SimpleNamespace(model=model, loss_grad=torch.tensor(1.0), training=True)
+    learn = SimpleNamespace(model=model, loss=torch.tensor(1.0), loss_grad=torch.tensor(1.0), training=True)
     cb = L1Penalty(0.1)
     cb.learn = learn
     cb.after_loss()
     assert float(learn.loss_grad) == pytest.approx(1.0 + 0.1 * 3.5)
+    assert float(learn.loss) == 1.0  # the loss the Recorder logs stays the data loss
+
+
+class LoggedLosses(Callback):
+    order = 6  # after L1Penalty (5), as the Recorder (50) reads them
+
+    def __init__(self):
+        self.logged, self.backpropagated = [], []
+
+    def after_loss(self):
+        if self.training:
+            self.logged.append(float(self.learn.loss.detach()))
+            self.backpropagated.append(float(self.learn.loss_grad.detach()))
+
+
+def test_l1_penalty_leaves_the_logged_loss_alone_in_a_fit(synth_root, tmp_path):
+    seen = LoggedLosses()
+    fit(tiny_config(synth_root, tmp_path, "l1", epochs=1, l1=1e-3), extra_cbs=[seen])
+    assert all(b > a + 1e-3 for a, b in zip(seen.logged, seen.backpropagated, strict=True))

@@ -1,0 +1,195 @@
+"""`fastseg doctor`: is the fast path right and fast on this device?
+
+Runs one SegNet training step per precision mode (fp32, bf16, bf16 + channels_last, bf16 +
+channels_last + torch.compile) from the same initial weights on one fixed batch, checks each
+against fp32 (first-step loss close, argmax agreement of the logits), and times it: images/s,
+peak memory, achieved TFLOP/s from the FLOP count the bench uses, and its share (MFU) of this
+device's own peak, measured in the same run with a large matmul in the mode's dtype.
+"""
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+from fastseg.bench import PRECISION_MODES, machine_line, model_flops, sync, time_call
+from fastseg.models import create_model
+
+LOSS_RTOL = 0.05     # bf16 keeps ~3 significant digits; the first-step loss agrees far better than this
+MIN_AGREEMENT = 0.3  # share of pixels whose argmax matches fp32's. Far above chance (1/21), far below 1:
+# at initial weights most pixels are near-ties, and SegNet's unpooling indices follow max-pool
+# argmaxes that bf16 rounding flips, so ~50 % agree on the CPU; a layout or NaN bug gives ~5 %
+NUM_CLASSES = 21
+
+
+@dataclass
+class DoctorConfig:
+    size: int | None = None         # input side; None: 320 on CUDA, 64 on the CPU
+    width: float | None = None      # model width; None: 1.0 on CUDA, 0.125 on the CPU
+    batch: int | None = None        # None: 16 on CUDA, 2 on the CPU
+    steps: int | None = None        # timed steps per mode; None: 10 on CUDA, 2 on the CPU
+    compile: bool | None = None     # the compile row; None: on CUDA only (CPU compilation takes minutes)
+    matmul: int | None = None       # side of the peak-measuring matmul; None: 8192 on CUDA, 1024 on the CPU
+    device: str | None = None
+
+
+CUDA_DEFAULTS = DoctorConfig(size=320, width=1.0, batch=16, steps=10, compile=True, matmul=8192)
+CPU_DEFAULTS = DoctorConfig(size=64, width=0.125, batch=2, steps=2, compile=False, matmul=1024)
+
+
+def for_device(cfg: DoctorConfig, device: torch.device) -> DoctorConfig:
+    """`cfg` with every unset option taken from the device's defaults."""
+    base = CUDA_DEFAULTS if device.type == "cuda" else CPU_DEFAULTS
+    given = {k: v for k, v in vars(cfg).items() if v is not None}
+    return replace(base, **(given | {"device": str(device)}))
+
+
+def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, n: int) -> float:
+    """Achieved TFLOP/s of an n×n @ n×n matmul in `dtype`: the device's practical peak for it."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    seconds = time_call(lambda: a @ b, 3, device)
+    return 2 * n**3 / seconds / 1e12
+
+
+def fixed_batch(cfg: DoctorConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images B×3×S×S float32, targets B×S×S int64), seeded."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(cfg.batch, 3, cfg.size, cfg.size, generator=gen)
+    y = torch.randint(0, NUM_CLASSES, (cfg.batch, cfg.size, cfg.size), generator=gen)
+    return x.to(device), y.to(device)
+
+
+def reference_weights(cfg: DoctorConfig, device: torch.device, x: torch.Tensor) -> dict:
+    """Seeded initial SegNet weights, BatchNorm statistics set to the fixed batch's (one fp32 pass
+    with a cumulative average): the start of every mode, with activations at a normal scale."""
+    torch.manual_seed(0)
+    model = create_model("segnet", NUM_CLASSES, width=cfg.width).to(device).train()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in norms:
+        m.momentum = None
+    with torch.no_grad():
+        model(x)
+    for m in norms:
+        m.momentum = 0.1
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def mode_step(cfg: DoctorConfig, device: torch.device, dtype, channels_last: bool, compiled: bool, x, y,
+              weights: dict):
+    """(model, eval-mode logits of the fixed batch, first-step loss, step()) for one mode, from
+    `weights`. The logits are compared in eval mode: in train mode BatchNorm's batch statistics of
+    a small batch amplify bf16 rounding."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = create_model("segnet", NUM_CLASSES, width=cfg.width).to(device)
+    model.load_state_dict(weights)
+    model.to(memory_format=fmt)
+    run = torch.compile(model) if compiled else model
+    x = x.contiguous(memory_format=fmt)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def forward():
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = run(x)
+        return logits.float()
+
+    def step():
+        loss = F.cross_entropy(forward(), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    model.eval()
+    with torch.no_grad():
+        logits = forward()
+    model.train()
+    return model, logits, float(step().detach()), step
+
+
+def peak_memory(device: torch.device) -> float | None:
+    """GiB allocated at most since the last reset (CUDA); None elsewhere."""
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def run_doctor(cfg: DoctorConfig) -> dict:
+    """Every precision mode's row plus the device's measured peaks: {"config", "peaks", "rows"}."""
+    from fastseg.training import pick_device
+    device = pick_device(cfg.device)
+    cfg = for_device(cfg, device)
+    x, y = fixed_batch(cfg, device)
+    weights = reference_weights(cfg, device, x)
+    peaks = {name: matmul_peak_tflops(device, dtype, cfg.matmul)
+             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    rows, reference, flops = [], None, None
+    for name, dtype, channels_last, compiled in PRECISION_MODES:
+        if compiled and not cfg.compile:
+            rows.append({"mode": name, "skipped": "--compile"})
+            continue
+        row, logits = measure_mode(cfg, device, name, dtype, channels_last, compiled, (x, y, weights), peaks)
+        if reference is None:
+            reference = (logits, row["loss"])
+            flops = row["train_flops"]
+        rows.append(check_against_fp32(row, logits, *reference))
+    return {"config": cfg, "device": device, "peaks": peaks, "rows": rows, "train_gflops_per_image":
+            flops / cfg.batch / 1e9 if flops else None}
+
+
+def measure_mode(cfg: DoctorConfig, device, name: str, dtype, channels_last: bool, compiled: bool, start: tuple,
+                 peaks: dict) -> tuple[dict, torch.Tensor]:
+    """One mode's timing row (img/s, TFLOP/s, MFU, peak memory) and its logits on the fixed batch;
+    `start` is (images, targets, initial weights)."""
+    x, y, weights = start
+    model, logits, loss, step = mode_step(cfg, device, dtype, channels_last, compiled, x, y, weights)
+    _, train_flops = model_flops(model, x)  # counted on the eager fp32 module: the same work in every mode
+    model.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = time_call(step, cfg.steps, device)
+    sync(device)
+    tflops = train_flops / seconds / 1e12
+    peak = peaks["bf16" if dtype is not None else "fp32"]
+    return ({"mode": name, "loss": loss, "img_s": cfg.batch / seconds, "tflops_s": tflops, "peak_tflops": peak,
+             "mfu": tflops / peak, "peak_gib": peak_memory(device), "train_flops": train_flops}, logits)
+
+
+def check_against_fp32(row: dict, logits: torch.Tensor, ref_logits: torch.Tensor, ref_loss: float) -> dict:
+    """`row` with its agreement with fp32: relative first-step loss difference, share of pixels whose
+    argmax matches, and ok (loss within LOSS_RTOL, agreement at least MIN_AGREEMENT)."""
+    loss_rel = abs(row["loss"] - ref_loss) / abs(ref_loss)
+    agreement = float((logits.argmax(1) == ref_logits.argmax(1)).float().mean())
+    return {**row, "loss_rel_diff": loss_rel, "argmax_agreement": agreement,
+            "ok": loss_rel <= LOSS_RTOL and agreement >= MIN_AGREEMENT}
+
+
+COLUMNS = ("mode", "img/s", "TFLOP/s", "peak", "MFU", "mem GiB", "Δ loss", "argmax =", "check")
+"""peak: the measured matmul TFLOP/s in the mode's dtype; Δ loss: first-step loss against fp32,
+relative; argmax =: share of pixels whose class matches fp32's."""
+SHORT_NAMES = {"fp32": "fp32", "bf16": "bf16", "bf16 + channels_last": "bf16+CL",
+               "bf16 + channels_last + compile": "bf16+CL+compile"}
+
+
+def table_rows(result: dict) -> list[tuple[str, ...]]:
+    """The doctor table's cells, one tuple per mode, in COLUMNS order."""
+    out = []
+    for r in result["rows"]:
+        if "skipped" in r:
+            out.append((SHORT_NAMES[r["mode"]], *(["-"] * (len(COLUMNS) - 2)), f"skip ({r['skipped']})"))
+            continue
+        memory = "n/a" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
+        out.append((SHORT_NAMES[r["mode"]], f"{r['img_s']:.1f}", f"{r['tflops_s']:.4f}", f"{r['peak_tflops']:.3f}",
+                    f"{100 * r['mfu']:.1f}%", memory, f"{100 * r['loss_rel_diff']:.2f}%",
+                    f"{100 * r['argmax_agreement']:.1f}%", "ok" if r["ok"] else "MISMATCH"))
+    return out
+
+
+def markdown(result: dict, command: str) -> str:
+    """A BENCHMARKS.md section: the machine, the sizes and the table."""
+    import time
+    cfg, device = result["config"], result["device"]
+    lines = [f"## {time.strftime('%Y-%m-%d')} `fastseg doctor` on {device.type}: {machine_line(device)}", "",
+             f"Command: `{command}`; SegNet width {cfg.width}, {cfg.size}×{cfg.size}, batch {cfg.batch}, "
+             f"{cfg.steps} timed steps; peaks from {cfg.matmul}² matmuls.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
+    return "\n".join(lines) + "\n"
