@@ -232,6 +232,8 @@ def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (
         class_weights: Annotated[str, typer.Option(help="none, median-freq, or a file of 21 weights.")]
         = FIT["class_weights"],
         l1: Annotated[float, typer.Option(help="L1 weight penalty coefficient.")] = FIT["l1"],
+        head_prior: Annotated[bool, typer.Option("--head-prior", help="Start the head's biases at the log class "
+                              "shares of the training split (one pass over its masks, cached).")] = FIT["head_prior"],
         amp: Annotated[str, typer.Option(help="Mixed precision: auto (bf16 on CUDA where supported, else fp16; "
                    "off on the CPU), bf16 (CPU autocast too), fp16 (CUDA only) or off.")] = FIT["amp"],
         channels_last: Annotated[bool | None, typer.Option("--channels-last/--no-channels-last",
@@ -252,9 +254,8 @@ def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (
                         arch=arch.value, width=width, pretrained=pretrained, epochs=epochs, lr=_lr(lr),
                         lr_min=lr_min, opt=opt.value, mom=mom, wd=wd, sched=sched.value,
                         freeze_epochs=freeze_epochs, patience=patience, clip=clip, seed=seed,
-                        class_weights=class_weights, l1=l1, amp=amp, channels_last=channels_last, compile=compile,
-                        device=device,
-                        runs_dir=str(runs_dir), name=name)
+                        class_weights=class_weights, l1=l1, head_prior=head_prior, amp=amp,
+                        channels_last=channels_last, compile=compile, device=device, runs_dir=str(runs_dir), name=name)
         run_dir, rows = run_fit(cfg)
     _summarise_fit(run_dir, rows)
 

@@ -34,6 +34,7 @@ class FitConfig:
     seed: int = 42
     class_weights: str = "none"      # none | median-freq | path to a weights file
     l1: float = 0.0                  # L1 weight penalty (the skip-model seed used 1e-6)
+    head_prior: bool = False         # head biases start at the log class shares of the training split
     amp: str = "auto"                # auto: bf16 on CUDA where supported, else fp16; off elsewhere
     channels_last: bool | None = None  # None: on with CUDA (config.json records what was used)
     compile: bool = False            # torch.compile the model

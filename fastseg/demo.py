@@ -48,7 +48,7 @@ def demo_fit_config(cfg: DemoConfig, data_root: Path, runs: Path, arch: str, nam
                       valid_split="voc12-val", crop=cfg.crop, bs=cfg.bs, augment="none", cache=True)
     # mom 0.95: Adam's beta1 cycles 0.95 -> 0.85 -> 0.95 over the one-cycle schedule, fastai's default
     return FitConfig(data=data, arch=arch, width=cfg.width, pretrained="none", epochs=cfg.epochs, lr=cfg.lr,
-                     opt="adam", mom=0.95, wd=1e-4, seed=cfg.seed, runs_dir=str(runs), name=name)
+                     opt="adam", mom=0.95, wd=1e-4, head_prior=True, seed=cfg.seed, runs_dir=str(runs), name=name)
 
 
 def background_only_miou(fit_cfg: FitConfig) -> float:

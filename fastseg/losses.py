@@ -47,19 +47,22 @@ def median_frequency_weights(pixels: np.ndarray, image_pixels: np.ndarray) -> np
     return np.where(freq > 0, median / np.maximum(freq, 1e-12), 0.0)
 
 
-def cached_median_frequency(samples: list[Sample], cache_dir: Path, progress=None) -> np.ndarray:
-    """Median-frequency weights, computed once per split content and cached as JSON in `cache_dir`."""
+def cached_class_pixels(samples: list[Sample], cache_dir: Path, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """`class_pixel_counts` of `samples`, computed once per split content and cached as JSON in
+    `cache_dir` (a read-only folder only costs recomputing next time)."""
     key = hashlib.sha1("\n".join(str(s.mask) for s in samples).encode()).hexdigest()[:16]
-    cache = cache_dir / f"median-freq-{key}.json"
+    cache = cache_dir / f"class-pixels-{key}.json"
     if cache.is_file():
-        return np.array(json.loads(cache.read_text())["weights"])
-    weights = median_frequency_weights(*class_pixel_counts(samples, progress=progress))
+        saved = json.loads(cache.read_text())
+        return np.array(saved["pixels"], np.int64), np.array(saved["image_pixels"], np.int64)
+    pixels, image_pixels = class_pixel_counts(samples, progress=progress)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(cache, lambda tmp: tmp.write_text(json.dumps({"weights": weights.tolist()})))
+        content = json.dumps({"pixels": pixels.tolist(), "image_pixels": image_pixels.tolist()})
+        atomic_write(cache, lambda tmp: tmp.write_text(content))
     except OSError:
-        pass  # a read-only dataset folder only costs recomputing next time
-    return weights
+        pass
+    return pixels, image_pixels
 
 
 def read_weights_file(path: Path, num_classes: int = NUM_CLASSES) -> np.ndarray:

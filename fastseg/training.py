@@ -26,8 +26,15 @@ from fastseg.distributed import broadcast_object, distributed, init_from_env, is
 from fastseg.errors import FastsegError
 from fastseg.fastpath import cuda_settings, install_device_losses
 from fastseg.learner import make_opt_func, seg_learner
-from fastseg.losses import L1Penalty, cached_median_frequency, read_weights_file, segmentation_loss
+from fastseg.losses import (
+    L1Penalty,
+    cached_class_pixels,
+    median_frequency_weights,
+    read_weights_file,
+    segmentation_loss,
+)
 from fastseg.metrics import seg_metrics
+from fastseg.models.blocks import set_head_prior
 from fastseg.models.io import model_metadata
 from fastseg.plots import plot_lr_find
 from fastseg.precision import amp_warning, precision_callbacks, resolve_amp
@@ -54,14 +61,20 @@ def class_weights(cfg: FitConfig) -> torch.Tensor | None:
     if cfg.class_weights == "none":
         return None
     if cfg.class_weights == "median-freq":
-        samples = build_split(cfg.data.train_split, cfg.data.roots)
-        with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
-            task = bar.add_task("class frequencies", total=len(samples))
-            weights = cached_median_frequency(samples, class_stats_dir(cfg), progress=lambda: bar.advance(task))
+        weights = median_frequency_weights(*training_class_pixels(cfg))
     else:
         weights = read_weights_file(Path(cfg.class_weights))
     show_class_weights(weights)
     return torch.tensor(weights, dtype=torch.float32)
+
+
+def training_class_pixels(cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per class of the training split: its pixels and the pixels of the images holding it (one
+    pass over the masks, then cached beside the data)."""
+    samples = build_split(cfg.data.train_split, cfg.data.roots)
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("class frequencies", total=len(samples))
+        return cached_class_pixels(samples, class_stats_dir(cfg), progress=lambda: bar.advance(task))
 
 
 def class_stats_dir(cfg: FitConfig) -> Path:
@@ -118,6 +131,8 @@ def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device):
     learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
     learn.logger = lambda row: None  # RunRecorder prints the table
     install_device_losses(learn)
+    if cfg.head_prior:
+        set_head_prior(learn.model.head, training_class_pixels(cfg)[0])
     cuda_settings(device)
     learn.model.to(device)
     if channels_last(cfg, device):
