@@ -340,3 +340,32 @@ def test_clip_bounds_the_gradient_norm(synth_root, tmp_path):
     fit(tiny_config(synth_root, tmp_path, "clip", epochs=1, clip=0.05), extra_cbs=[before, after])
     assert min(before.norms) > 0.05  # the bound binds on every step
     assert max(after.norms) == pytest.approx(0.05, rel=1e-4)
+
+
+class HeadBias(Callback):
+    """Keeps the head's biases as the fit starts (before any step)."""
+
+    order = 100
+
+    def before_fit(self):
+        self.bias = self.learn.model.head.bias.detach().clone()
+
+
+@pytest.mark.parametrize("head_prior", [True, False])
+def test_head_prior_starts_the_model_at_the_training_class_shares(synth_root, tmp_path, head_prior):
+    from fastseg.data.masks import read_mask
+    from fastseg.data.splits import build_split
+    cfg = tiny_config(synth_root, tmp_path, "prior", epochs=1, head_prior=head_prior)
+    seen = HeadBias()
+    fit(cfg, extra_cbs=[seen])
+    counts = sum(np.bincount(m[m != 255].ravel(), minlength=21)
+                 for m in (read_mask(s.mask) for s in build_split("train-aug", cfg.data.roots)))
+    shares = torch.tensor(counts / counts.sum())
+    predicted = seen.bias.double().softmax(0)
+    if head_prior:
+        present = shares > 0
+        assert torch.allclose(predicted[present], shares[present], rtol=1e-4)
+        assert shares[0] > 0.5 and predicted.argmax() == 0  # background holds most pixels
+    else:
+        assert torch.equal(seen.bias, torch.zeros(21))  # he_init's zero biases
+    assert json.loads((tmp_path / "prior" / "config.json").read_text())["head_prior"] is head_prior
