@@ -170,7 +170,8 @@ def show_batch(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
     set_seed(seed)
     dls = build_dataloaders(data_config(voc, sbd, voc11, train, valid, crop, n, augment, 0), device="cpu", log=log)
     out.mkdir(parents=True, exist_ok=True)
-    for name, dl in (("train", dls.train), ("valid", dls.valid)):
+    # the validation grid mixes padded sizes (scoring never does): a shuffled view pads to the largest
+    for name, dl in (("train", dls.train), ("valid", dls.valid.new(shuffle=True))):
         x, y = dl.one_batch()
         path = plot_batch(x, y, out / f"{name}_batch.png", title=f"{name} samples")
         log(f"Wrote {path}")

@@ -157,3 +157,28 @@ def test_report_html_shows_its_images_in_chromium(trained_run, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
     bluish = (pixels[:, 2] - pixels[:, 0] > 60).mean()  # the curves and confusion matrix are blue
     assert bluish > 0.005
+
+
+def test_scores_do_not_depend_on_the_batch_size(roots):
+    """Each image is padded to its own next multiple of 32 only: bs 1, 7 and 32 give one matrix."""
+    torch.manual_seed(0)
+    model = create_model("segnet", width=0.0625)
+    samples = build_split("voc12-val", roots)
+    assert len({Image.open(s.image).size for s in samples}) > 1
+    cms = [evaluate_samples(model, samples, torch.device("cpu"), bs=bs).cm for bs in (1, 7, 32)]
+    assert torch.equal(cms[0], cms[1]) and torch.equal(cms[0], cms[2])
+
+
+def test_fit_validation_does_not_depend_on_the_batch_size(synth_root):
+    from dataclasses import replace
+
+    from fastseg.data.dataloaders import build_dataloaders
+    torch.manual_seed(0)
+    model = create_model("segnet", width=0.0625).eval()
+    data = replace(tiny_config(synth_root, "runs", "x").data, valid_split="voc12-val")
+    cms = []
+    for bs in (1, 7, 32):
+        dl = build_dataloaders(replace(data, val_bs=bs), log=lambda _: None).valid
+        with torch.no_grad():
+            cms.append(sum(confusion_matrix(model(x).argmax(1), y, 21) for x, y in dl))
+    assert torch.equal(cms[0], cms[1]) and torch.equal(cms[0], cms[2])
