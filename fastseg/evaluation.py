@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from rich.progress import track
 
 from fastseg.console import console
-from fastseg.constants import IGNORE_INDEX, VOC_CLASSES
+from fastseg.constants import IGNORE_INDEX, MIN_SIZE, VOC_CLASSES
 from fastseg.data.dataloaders import SizeGroupedDL, header_size, segmentation_block
 from fastseg.data.samples import Sample
 from fastseg.data.transforms import DEFAULT_CROP, pad_batch, padded_size
@@ -163,6 +163,7 @@ def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bo
     model = model.to(device).eval()
     tta = uses_tta(flip, scales)
     sizes = [header_size(s.image) for s in samples]
+    check_scales(sizes, scales)
     indices = shard_batches(len(samples), bs, rank(), world_size(), sizes)
     local = [samples[i] for i in indices]
     rng = np.random.default_rng(seed)
@@ -190,6 +191,15 @@ def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bo
     cm = per_image.sum(0)
     return EvalResult([s.id for s in samples], cm, per_image, scores(cm), bootstrap_miou(per_image, seed=seed),
                       scores(band_cm), scores(interior_cm), scores(plain_cm) if tta else None, gallery)
+
+
+def check_scales(sizes: list[tuple[int, int]], scales: tuple[float, ...]) -> None:
+    """Raises FastsegError for a TTA scale that would shrink a (padded) image below MIN_SIZE pixels."""
+    smallest = min((min(padded_size([hw])) for hw in sizes), default=MIN_SIZE)
+    lowest = MIN_SIZE / smallest
+    if min(scales) < lowest:
+        raise FastsegError(f"--tta-scales {min(scales):g} would shrink the smallest image ({smallest} px once "
+                           f"padded) below {MIN_SIZE} pixels; use scales of at least {lowest:.2f}.")
 
 
 def _offer(gallery: Gallery, batch_indices: list[int], sizes: list, x, y, pred, image_mious):
@@ -253,6 +263,8 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
                                "the data is.")
         roots = cfg.data.roots
     split = split or (cfg.data.valid_split if cfg else "voc12-val")
+    if bs is not None and bs < 1:
+        raise FastsegError(f"--bs {bs} must be at least 1.")
     bs = bs or (cfg.data.val_bs or cfg.data.bs if cfg else 8)
     device = init_from_env() or pick_device(device)
     samples = preflight({split: build_split(split, roots)}, roots, skip_bad, log)[split]
