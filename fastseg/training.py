@@ -250,23 +250,23 @@ def resume_fit(run_dir: Path, extra_cbs: list | None = None, voc: Path | None = 
 
 
 def locate_data(data: DataConfig, run_dir: Path) -> DataConfig:
-    """The run's data folders with relative paths resolved: against the current folder first, then
+    """The run's data folders, a relative one resolved against the current folder first, then
     against the folder holding the runs folder (where `fit` was most likely started).
 
     Raises:
-        FastsegError: a relative data path resolves nowhere (names it and suggests --voc/--sbd).
+        FastsegError: a data folder is found nowhere (names it and suggests --voc/--sbd/--voc11).
     """
+    base = run_dir.resolve().parent.parent
     found = {}
     for key in ("voc", "sbd", "voc11"):
         value = getattr(data, key)
-        if value is None or Path(value).is_absolute() or Path(value).exists():
+        if value is None or Path(value).exists():
             continue
-        candidate = run_dir.resolve().parent.parent / value
-        if not candidate.exists():
-            raise FastsegError(f"The run's --{key} folder {value} does not exist here or in "
-                               f"{run_dir.resolve().parent.parent}; pass --{key} DIR with --resume to say "
-                               "where the data is now.")
-        found[key] = str(candidate)
+        if Path(value).is_absolute() or not (base / value).exists():
+            where = "" if Path(value).is_absolute() else f" here or in {base}"
+            raise FastsegError(f"The run's --{key} folder {value} does not exist{where}; pass --{key} DIR with "
+                               "--resume to say where the data is now.")
+        found[key] = str(base / value)
     return replace(data, **found)
 
 

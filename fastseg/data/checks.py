@@ -75,7 +75,9 @@ def image_size(path: Path) -> tuple[int, int] | str:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return f"image is larger than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels"
     except (OSError, SyntaxError, ValueError) as err:
-        return "image is truncated" if "truncated" in str(err) else f"image cannot be read ({type(err).__name__})"
+        if "truncated" in str(err) or "broken data stream" in str(err):
+            return "image is truncated"
+        return f"image cannot be read ({type(err).__name__})"
 
 
 def mask_array(path: Path) -> np.ndarray | str:
