@@ -32,7 +32,7 @@ from fastseg.plots import overlay
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 DEFAULT_TILE = 512     # tiles of 512×512 px: one VOC image fits in a single tile
 DEFAULT_OVERLAP = 128  # pixels shared by neighbouring tiles; their probabilities are blended
-TAPER_SIGMA = 0.25     # Gaussian taper of a window: sigma as a fraction of the tile side
+TAPER_SIGMA = 0.125    # Gaussian taper: sigma as a fraction of the tile side (0.25 and flat weights disagree more)
 MANIFEST = ".fastseg-predict.json"  # in --out: every file predict wrote there, with size and mtime
 OVERLAY_ROWS = 1024    # rows blended at a time, so the overlay needs no float copy of the whole image
 

@@ -259,3 +259,23 @@ def test_a_relative_data_path_that_resolves_nowhere_names_it(run, tmp_path, monk
     assert result.exit_code == 2
     assert one_sentence(result) == (f"Error: The run's --voc folder gone/VOCdevkit does not exist here or in "
                                     f"{tmp_path}; pass --voc DIR with --resume to say where the data is now.")
+
+
+def test_evaluate_refuses_a_mask_value_it_would_have_counted_as_void(synth_copy, weights):
+    import numpy as np
+    from PIL import Image
+
+    from fastseg.data.masks import write_palette_png
+    voc = synth_copy / "VOCdevkit" / "VOC2012"
+    mask_path = voc / "SegmentationClass" / f"{(voc / 'ImageSets/Segmentation/val.txt').read_text().split()[0]}.png"
+    mask = np.array(Image.open(mask_path))
+    mask[0, 0] = 77
+    write_palette_png(mask, mask_path)
+    result = runner.invoke(app, ["evaluate", str(weights), "--split", "voc12-val", *data_args(synth_copy)])
+    assert result.exit_code == 2
+    assert one_sentence(result) == (f"Error: {mask_path}: mask has values [77] outside 0..20 and 255; fix or remove "
+                                    "it, or pass --skip-bad to leave bad samples out.")
+    result = runner.invoke(app, ["evaluate", str(weights), "--split", "voc12-val", *data_args(synth_copy),
+                                 "--skip-bad"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((weights.parent / "metrics.json").read_text())["images"] == 11

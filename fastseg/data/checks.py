@@ -7,6 +7,7 @@ and remembers a passed check in a small cache file keyed by the files' paths, si
 """
 
 import hashlib
+import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -170,10 +171,10 @@ def check_dataset(roots: DataRoots, progress=None) -> DataReport:
 def fingerprint(paths: list[Path]) -> str:
     """sha256 of every path with its size and mtime (or "missing"), and the checks' version."""
     digest = hashlib.sha256(f"fastseg checks {CHECKS_VERSION}\n".encode())
-    for path in paths:
+    for path in map(os.path.abspath, paths):  # not resolve(): one stat per file keeps a cached run ~free
         try:
-            st = path.stat()
-            digest.update(f"{path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+            st = os.stat(path)
+            digest.update(f"{path}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
         except OSError:
             digest.update(f"{path}\tmissing\n".encode())
     return digest.hexdigest()
