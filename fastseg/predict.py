@@ -154,39 +154,35 @@ def taper(length: int, device=None) -> torch.Tensor:
 def predict_tiled(model, image: np.ndarray, device, tile: int, overlap: int) -> np.ndarray:
     """H×W×3 uint8 → H×W uint8 class ids from overlapping tile×tile windows blended by `taper`.
 
-    Rows are finished as soon as no later window reaches them: the running sums (C×rows×W float32)
-    cover at most one window height, whatever the image height.
+    The weighted sums live in one band of tile rows (C×tile×W float32, allocated once): a row is
+    finished as soon as no later window reaches it, and the rows still shared with the next row of
+    windows move up. The classes are the argmax of the sums (dividing by the per-pixel weight total
+    would not change it).
     """
     h, w = image.shape[:2]
     out = np.empty((h, w), np.uint8)
     tops, lefts = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
-    lo, band = 0, None
+    total = None
     for k, top in enumerate(tops):
         bottom = min(top + tile, h)
         for left in lefts:
             right = min(left + tile, w)
             prob = predict_padded(model, to_input(image[top:bottom, left:right], device))[0]
-            total, weight = band = _extend(band, prob.shape[0], bottom - lo, w, device)
+            if total is None:
+                total = _band(prob.shape[0], min(tile, h), w, device)
             window = taper(bottom - top, device)[:, None] * taper(right - left, device)[None, :]
-            total[:, top - lo:bottom - lo, left:right] += prob * window
-            weight[top - lo:bottom - lo, left:right] += window
-        done = tops[k + 1] if k + 1 < len(tops) else h
-        total, weight = band
-        out[lo:done] = (total[:, : done - lo] / weight[: done - lo]).argmax(0).byte().cpu().numpy()
-        band, lo = (total[:, done - lo:], weight[done - lo:]), done
+            total[:, : bottom - top, left:right] += prob * window
+        done = (tops[k + 1] if k + 1 < len(tops) else h) - top  # rows no later window reaches
+        out[top:top + done] = total[:, :done].argmax(0).byte().cpu().numpy()
+        shared = bottom - top - done
+        total[:, :shared] = total[:, done:done + shared].clone()
+        total[:, shared:] = 0
     return out
 
 
-def _extend(band, classes: int, rows: int, width: int, device):
-    """(sums C×rows×W, weights rows×W): `band` with zero rows appended up to `rows` (or new)."""
-    if band is None:
-        return torch.zeros(classes, rows, width, device=device), torch.zeros(rows, width, device=device)
-    total, weight = band
-    extra = rows - weight.shape[0]
-    if extra <= 0:
-        return band
-    return (torch.cat([total, total.new_zeros(classes, extra, width)], 1),
-            torch.cat([weight, weight.new_zeros(extra, width)]))
+def _band(classes: int, rows: int, width: int, device) -> torch.Tensor:
+    """The running weighted sums of one band of rows: C×rows×W float32 zeros."""
+    return torch.zeros(classes, rows, width, device=device)
 
 
 def predict_image(model, image: np.ndarray, device, tile: int = DEFAULT_TILE,
