@@ -153,21 +153,29 @@ def check_data(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None):
 
 
 def _print_data_report(report) -> None:
+    """The split and leakage tables for a clean dataset; for a faulty one only what is wrong, one
+    line each (the tables would bury it)."""
+    leaks = [(t, e, n) for t, e, n in report.leaks if n]
+    if report.problems or leaks:
+        for problem in report.problems:
+            log(f"{problem.path}: {problem.message}")
+        for train, evaluation, shared in leaks:
+            log(f"{train} and {evaluation} share {shared} ids: evaluation images must not be trained on.")
+        log(f"{len(report.problems) + len(leaks)} problem(s) found; fix them and run check-data again.")
+        return
     table = Table(title="Splits")
     table.add_column("split")
     table.add_column("images", justify="right")
     for name, count in report.counts.items():
         table.add_row(name, str(count) if isinstance(count, int) else f"unavailable: {count}")
     console.print(table)
-    leaks = Table(title="Leakage check (training ∩ evaluation ids)")
+    table = Table(title="Leakage check (training ∩ evaluation ids)")
     for column in ("training", "evaluation", "shared ids"):
-        leaks.add_column(column)
-    for train, evaluation, shared in report.leaks:
-        leaks.add_row(train, evaluation, "0 (ok)" if not shared else f"{shared} LEAK")
-    console.print(leaks)
-    for problem in report.problems:
-        log(f"{problem.path}: {problem.message}")
-    log(f"{len(report.problems)} problem(s) found.")
+        table.add_column(column)
+    for train, evaluation, _ in report.leaks:
+        table.add_row(train, evaluation, "0 (ok)")
+    console.print(table)
+    log("0 problem(s) found.")
 
 
 @app.command("show-batch")

@@ -57,7 +57,7 @@ def test_each_problem_names_its_file(synth_copy):
     assert "is an RGB image" in problems[f"{ids[5]}.png"]
     result = runner.invoke(app, ["check-data", "--voc", str(voc), "--sbd", str(synth_copy / "benchmark_RELEASE")])
     assert result.exit_code == 1
-    assert "6 problem(s) found." in result.output
+    assert "6 problem(s) found; fix them and run check-data again." in result.output
 
 
 def test_missing_voc_folder_is_one_sentence(tmp_path):
@@ -120,7 +120,8 @@ def test_check_data_finds_each_damaged_jpeg(synth_copy, fault):
     assert result.exit_code == 1
     assert f"{image}: {message}" in result.output
     assert result.output.count(str(image)) == 1  # each path printed once
-    assert "1 problem(s) found." in result.output
+    assert "1 problem(s) found; fix them and run check-data again." in result.output
+    assert len(result.output.strip().splitlines()) == 2  # the problem and the count: no tables burying them
 
 
 def test_empty_and_repeated_id_lists_are_problems(synth_copy):
