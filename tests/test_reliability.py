@@ -279,3 +279,12 @@ def test_evaluate_refuses_a_mask_value_it_would_have_counted_as_void(synth_copy,
                                  "--skip-bad"])
     assert result.exit_code == 0, result.output
     assert json.loads((weights.parent / "metrics.json").read_text())["images"] == 11
+
+
+def test_metrics_csv_keeps_integer_epochs_through_a_resume(tmp_path):
+    from fastseg.runs import write_metrics_csv
+    path = tmp_path / "metrics.csv"
+    write_metrics_csv(path, [{"epoch": 1, "miou": 0.5}])
+    rows = read_metrics_csv(path)  # what a resumed run starts from
+    write_metrics_csv(path, rows + [{"epoch": 2, "miou": 0.6}])
+    assert path.read_text().splitlines()[1:] == ["1,0.5", "2,0.6"]
