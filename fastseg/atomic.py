@@ -7,12 +7,19 @@ from pathlib import Path
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp_path)` and rename the result to `path`, so a reader never sees a partial file
-    and an interrupted write leaves the previous version intact."""
+    and an interrupted write leaves the previous version intact.
+
+    Raises:
+        OSError: the write or rename failed (disk full, no permission); its filename is `path`, the
+            file the user knows, not the temporary one.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from err
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -9,13 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from fastseg import _quiet  # noqa: F401 - first: silences fastai's torch.jit FutureWarnings at import
 from fastseg.bench import DEVICE_DEFAULTS, BenchConfig
 from fastseg.config import FitConfig
 from fastseg.console import console, log
 from fastseg.constants import MIN_SIZE
 from fastseg.data.dataloaders import DataConfig
 from fastseg.data.synthetic import SynthConfig
-from fastseg.errors import FastsegError
+from fastseg.errors import EXIT_INTERRUPTED, FastsegError, Interrupted, io_error
 from fastseg.predict import DEFAULT_OVERLAP, DEFAULT_TILE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -52,14 +53,26 @@ def _per_device(what: str, i: int) -> str:
 
 
 def friendly(func):
-    """Turn a FastsegError into its one-sentence message on stderr and a non-zero exit."""
+    """Turn a FastsegError, an OSError with an errno (disk full, no permission) or Ctrl-C into one
+    sentence on stderr and the documented exit code (fastseg.errors), never a traceback."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
+        except Interrupted as err:
+            typer.echo(str(err), err=True)
+            raise typer.Exit(err.exit_code) from None
         except FastsegError as err:
             typer.echo(f"Error: {err}", err=True)
             raise typer.Exit(err.exit_code) from None
+        except OSError as err:
+            if err.errno is None:
+                raise
+            typer.echo(f"Error: {io_error(err)}", err=True)
+            raise typer.Exit(io_error(err).exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("Interrupted before anything was saved.", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
     return wrapper
 
 
@@ -74,9 +87,12 @@ BsOpt = Annotated[int, typer.Option("--bs", help="Batch size.")]
 AugOpt = Annotated[Preset, typer.Option("--augment", help="Augmentation preset.")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Loader processes (0 on CPU, 8 on CUDA).")]
 CacheOpt = Annotated[bool, typer.Option("--cache", help="Keep decoded images and masks in memory (small datasets).")]
+SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Leave out samples whose files fail the checks "
+                                                             "(listed in a warning) instead of refusing.")]
 
 
-def data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, val_bs=None, cache=False):
+def data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, val_bs=None, cache=False,
+                skip_bad=False):
     if workers is None:
         import os
 
@@ -84,7 +100,7 @@ def data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, val_b
         workers = min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
     return DataConfig(voc=str(voc), sbd=str(sbd) if sbd else None, voc11=str(voc11) if voc11 else None,
                       train_split=train.value, valid_split=valid.value, crop=crop, bs=bs, val_bs=val_bs,
-                      augment=augment.value, num_workers=workers, cache=cache)
+                      augment=augment.value, num_workers=workers, cache=cache, skip_bad=skip_bad)
 
 
 @app.command()
@@ -137,21 +153,29 @@ def check_data(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None):
 
 
 def _print_data_report(report) -> None:
+    """The split and leakage tables for a clean dataset; for a faulty one only what is wrong, one
+    line each (the tables would bury it)."""
+    leaks = [(t, e, n) for t, e, n in report.leaks if n]
+    if report.problems or leaks:
+        for problem in report.problems:
+            log(f"{problem.path}: {problem.message}")
+        for train, evaluation, shared in leaks:
+            log(f"{train} and {evaluation} share {shared} ids: evaluation images must not be trained on.")
+        log(f"{len(report.problems) + len(leaks)} problem(s) found; fix them and run check-data again.")
+        return
     table = Table(title="Splits")
     table.add_column("split")
     table.add_column("images", justify="right")
     for name, count in report.counts.items():
         table.add_row(name, str(count) if isinstance(count, int) else f"unavailable: {count}")
     console.print(table)
-    leaks = Table(title="Leakage check (training ∩ evaluation ids)")
+    table = Table(title="Leakage check (training ∩ evaluation ids)")
     for column in ("training", "evaluation", "shared ids"):
-        leaks.add_column(column)
-    for train, evaluation, shared in report.leaks:
-        leaks.add_row(train, evaluation, "0 (ok)" if not shared else f"{shared} LEAK")
-    console.print(leaks)
-    for problem in report.problems:
-        log(f"{problem.path}: {problem.message}")
-    log(f"{len(report.problems)} problem(s) found.")
+        table.add_column(column)
+    for train, evaluation, _ in report.leaks:
+        table.add_row(train, evaluation, "0 (ok)")
+    console.print(table)
+    log("0 problem(s) found.")
 
 
 @app.command("show-batch")
@@ -170,7 +194,8 @@ def show_batch(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
     set_seed(seed)
     dls = build_dataloaders(data_config(voc, sbd, voc11, train, valid, crop, n, augment, 0), device="cpu", log=log)
     out.mkdir(parents=True, exist_ok=True)
-    for name, dl in (("train", dls.train), ("valid", dls.valid)):
+    # the validation grid mixes padded sizes (scoring never does): a shuffled view pads to the largest
+    for name, dl in (("train", dls.train), ("valid", dls.valid.new(shuffle=True))):
         x, y = dl.one_batch()
         path = plot_batch(x, y, out / f"{name}_batch.png", title=f"{name} samples")
         log(f"Wrote {path}")
@@ -190,7 +215,7 @@ DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (defaul
 def find_lr_cmd(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
                 train: TrainOpt = TrainSplit(DATA["train_split"]), valid: ValidOpt = EvalSplit(DATA["valid_split"]),
                 crop: CropOpt = DATA["crop"], bs: BsOpt = DATA["bs"], augment: AugOpt = Preset(DATA["augment"]),
-                workers: WorkersOpt = None, cache: CacheOpt = DATA["cache"],
+                workers: WorkersOpt = None, cache: CacheOpt = DATA["cache"], skip_bad: SkipBadOpt = False,
                 arch: ArchOpt = Arch(FIT["arch"]), width: WidthOpt = FIT["width"],
                 pretrained: PretrainedOpt = FIT["pretrained"],
                 opt: Annotated[Opt, typer.Option("--opt", help="Optimizer.")] = Opt(FIT["opt"]),
@@ -200,7 +225,8 @@ def find_lr_cmd(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
                 device: DeviceOpt = None):
     """fastai lr_find: writes lr_find.png and lr_find.json (valley, slide, steep, minimum)."""
     from fastseg.training import find_lr
-    cfg = FitConfig(data=data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, cache=cache),
+    cfg = FitConfig(data=data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, cache=cache,
+                                     skip_bad=skip_bad),
                     arch=arch.value, width=width, pretrained=pretrained, opt=opt.value, wd=wd,
                     runs_dir=str(runs_dir), name=name, seed=seed, device=device)
     run_dir, found = find_lr(cfg, num_it=num_it)
@@ -214,10 +240,11 @@ def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (
         sbd: SbdOpt = None, voc11: Voc11Opt = None,
         train: TrainOpt = TrainSplit(DATA["train_split"]), valid: ValidOpt = EvalSplit(DATA["valid_split"]),
         crop: CropOpt = DATA["crop"], bs: BsOpt = DATA["bs"], augment: AugOpt = Preset(DATA["augment"]),
-        workers: WorkersOpt = None, cache: CacheOpt = DATA["cache"],
+        workers: WorkersOpt = None, cache: CacheOpt = DATA["cache"], skip_bad: SkipBadOpt = False,
         arch: ArchOpt = Arch(FIT["arch"]), width: WidthOpt = FIT["width"],
         pretrained: PretrainedOpt = FIT["pretrained"],
-        epochs: Annotated[int, typer.Option(help="Epochs (the SegNet seed trained 127).")] = FIT["epochs"],
+        epochs: Annotated[int | None, typer.Option(help=f"Epochs (default {FIT['epochs']}, the SegNet seed's); "
+                                                   "with --resume, the new total.")] = None,
         lr: Annotated[str, typer.Option(help="Peak learning rate, or 'auto' for the lr_find valley.")] = str(FIT["lr"]),
         lr_min: Annotated[float | None, typer.Option(help="Encoder learning rate: slice(lr-min, lr).")] = None,
         opt: Annotated[Opt, typer.Option("--opt", help="Optimizer.")] = Opt(FIT["opt"]),
@@ -241,17 +268,20 @@ def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (
         compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
         runs_dir: RunsOpt = Path(FIT["runs_dir"]), name: NameOpt = None, seed: SeedOpt = FIT["seed"],
         device: DeviceOpt = None,
-        resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder.")] = None):
+        resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder (--voc, --sbd, --voc11 "
+                                                         "relocate its data, --epochs extends it).")] = None):
     """Train with fastai: best model by mIoU, a full checkpoint every epoch, curves and metrics.csv."""
     from fastseg.training import fit as run_fit
     from fastseg.training import resume_fit
     if resume is not None:
-        run_dir, rows = resume_fit(resume)
+        run_dir, rows = resume_fit(resume, voc=voc, sbd=sbd, voc11=voc11, epochs=epochs)
     else:
         if voc is None:
             raise FastsegError("fit needs --voc DIR (or --resume RUN_DIR); run `fastseg synth` for a dataset.")
-        cfg = FitConfig(data=data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, cache=cache),
-                        arch=arch.value, width=width, pretrained=pretrained, epochs=epochs, lr=_lr(lr),
+        cfg = FitConfig(data=data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, cache=cache,
+                                         skip_bad=skip_bad),
+                        arch=arch.value, width=width, pretrained=pretrained, epochs=epochs or FIT["epochs"],
+                        lr=_lr(lr),
                         lr_min=lr_min, opt=opt.value, mom=mom, wd=wd, sched=sched.value,
                         freeze_epochs=freeze_epochs, patience=patience, clip=clip, seed=seed,
                         class_weights=class_weights, l1=l1, head_prior=head_prior, amp=amp,
@@ -299,7 +329,7 @@ def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .
              voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (default: the run's).")] = None,
              sbd: SbdOpt = None, voc11: Voc11Opt = None,
              bs: Annotated[int | None, typer.Option("--bs", help="Batch size (default: the run's).")] = None,
-             runs_dir: RunsOpt = Path("runs"), device: DeviceOpt = None):
+             runs_dir: RunsOpt = Path("runs"), device: DeviceOpt = None, skip_bad: SkipBadOpt = False):
     """Score at native resolution: per-class table, mIoU with a bootstrap 95 % interval, metrics.json, figures."""
     from fastseg.data.splits import DataRoots
     from fastseg.evaluation import evaluate_run
@@ -311,7 +341,8 @@ def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .
     if not source.exists():
         raise FastsegError(f"{source} does not exist; pass a run folder or a .safetensors file written by fastseg.")
     roots = DataRoots(voc, sbd, voc11) if voc else None
-    path, metrics = evaluate_run(source, split.value if split else None, device, bs, tta == "flip", scales, roots)
+    path, metrics = evaluate_run(source, split.value if split else None, device, bs, tta == "flip", scales, roots,
+                                 skip_bad)
     _print_metrics(metrics)  # rank 0 only under torchrun
     log(f"Wrote {path} and figures beside it.")
 

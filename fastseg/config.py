@@ -52,11 +52,33 @@ class FitConfig:
             (self.amp in AMP_MODES, f"Unknown --amp '{self.amp}'; choose one of: {', '.join(AMP_MODES)}."),
             (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1."),
             (self.width > 0, f"--width {self.width} must be positive."),
+            (self.lr == "auto" or self.lr > 0, f"--lr {self.lr} must be positive (or 'auto')."),
+            (self.lr_min is None or self.lr_min > 0, f"--lr-min {self.lr_min} must be positive."),
+            (self.wd >= 0, f"--wd {self.wd} must be 0 or positive."),
+            (0 <= self.mom < 1, f"--mom {self.mom} must be at least 0 and below 1."),
+            (self.freeze_epochs >= 0, f"--freeze-epochs {self.freeze_epochs} must be 0 or more."),
+            (self.patience is None or self.patience >= 1, f"--patience {self.patience} must be at least 1."),
+            (self.clip is None or self.clip > 0, f"--clip {self.clip} must be positive."),
+            (self.l1 >= 0, f"--l1 {self.l1} must be 0 or positive."),
         ]
         for ok, message in checks:
             if not ok:
                 raise FastsegError(message)
+        if self.device is not None:
+            check_device(self.device)
         self.data.validate()
+
+
+def check_device(requested: str) -> None:
+    """Raises FastsegError for a device other than cpu, cuda or cuda:N, or CUDA where there is none."""
+    import torch
+    kind, colon, index = requested.partition(":")
+    if kind not in ("cpu", "cuda") or (colon and (kind == "cpu" or not index.isdigit())):
+        raise FastsegError(f"Unknown --device {requested}; use cpu, cuda or cuda:N.")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if kind == "cuda" and int(index or 0) >= count:
+        have = f"only {count} CUDA device(s)" if count else "no CUDA GPU"
+        raise FastsegError(f"--device {requested} is not available (this machine has {have}); use --device cpu.")
 
 
 def save_config(cfg: FitConfig, path: Path) -> None:

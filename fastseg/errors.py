@@ -1,4 +1,20 @@
-"""The one exception type for problems a user can fix (bad paths, options or files)."""
+"""The one exception type for problems a user can fix, and the exit codes of every command.
+
+Exit codes (documented in the README):
+    0   finished
+    1   training failed (e.g. the loss became NaN) or check-data / predict found bad files
+    2   bad input or option: a wrong path, a damaged file, an option out of range
+    74  I/O fault while writing (disk full, a file that cannot be written): EX_IOERR of sysexits.h
+    130 interrupted (Ctrl-C or SIGTERM) after a checkpoint was saved: 128 + SIGINT, as shells report
+"""
+
+import errno
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_IO = 74
+EXIT_INTERRUPTED = 130
 
 
 class FastsegError(Exception):
@@ -7,6 +23,21 @@ class FastsegError(Exception):
     The CLI prints the message without a traceback and exits with `exit_code`.
     """
 
-    def __init__(self, message: str, exit_code: int = 2):
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Interrupted(FastsegError):
+    """A fit stopped by Ctrl-C or SIGTERM after saving its checkpoint; `rows` are the epochs done."""
+
+    def __init__(self, message: str, rows: list[dict]):
+        super().__init__(message, EXIT_INTERRUPTED)
+        self.rows = rows
+
+
+def io_error(err: OSError, hint: str = "free space or fix the permissions, then run the command again") -> FastsegError:
+    """One sentence for an OSError raised while writing, naming the path (exit code EXIT_IO)."""
+    what = "No space left on device" if err.errno == errno.ENOSPC else (err.strerror or type(err).__name__)
+    where = f" while writing {err.filename}" if err.filename else ""
+    return FastsegError(f"{what}{where}; {hint}.", EXIT_IO)

@@ -1,8 +1,9 @@
 """Scoring a model on a named split at native resolution, with the metric code `fit` uses.
 
-Images go through the same fastai validation pipeline as in `fit` (padded per batch to a multiple
-of 32, void 255 in the padding), so the padded pixels are never scored and the numbers equal the
-ones `fit` reported for the same weights, split and batch size.
+Images go through the same fastai validation pipeline as in `fit`: batches of images of one padded
+size, each image padded only to its own next multiple of 32 (void 255 in the padding), so padded
+pixels are never scored and the numbers equal the ones `fit` reported for the same weights and split,
+whatever the batch size.
 """
 
 from dataclasses import dataclass, field
@@ -12,14 +13,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from PIL import Image
 from rich.progress import track
 
 from fastseg.console import console
-from fastseg.constants import IGNORE_INDEX, VOC_CLASSES
-from fastseg.data.dataloaders import segmentation_block
+from fastseg.constants import IGNORE_INDEX, MIN_SIZE, VOC_CLASSES
+from fastseg.data.dataloaders import SizeGroupedDL, header_size, segmentation_block
 from fastseg.data.samples import Sample
-from fastseg.data.transforms import DEFAULT_CROP, pad_batch
+from fastseg.data.transforms import DEFAULT_CROP, pad_batch, padded_size
 from fastseg.distributed import init_from_env, is_main, rank, world_size
 from fastseg.errors import FastsegError
 from fastseg.metrics import all_reduced, class_iou, confusion_matrix, scores, truth_shares
@@ -32,10 +32,10 @@ GALLERY = 5        # images in each of the random / best / worst grids
 
 def eval_dataloader(samples: list[Sample], bs: int, device, num_workers: int = 0):
     """fastai loader over `samples` in order: fit's DataBlock with every sample in validation
-    (no augmentation, padded per batch like fit's validation)."""
+    (no augmentation, batched by padded size like fit's validation)."""
     block = segmentation_block(DEFAULT_CROP, "none", _all_for_validation)
     dls = block.dataloaders(samples, bs=bs, val_bs=bs, before_batch=pad_batch, device=device,
-                            num_workers=num_workers)
+                            num_workers=num_workers, dl_type=SizeGroupedDL)
     return dls.valid
 
 
@@ -122,18 +122,33 @@ class EvalResult:
     gallery: Gallery
 
 
-def shard_batches(n: int, bs: int, rank: int, world: int) -> list[int]:
-    """Sample indices of batches rank, rank + world, ... where batch b holds samples b*bs .. b*bs+bs-1:
-    each process scores whole batches, padded exactly as in a single process."""
-    return [i for b in range(rank, -(-n // bs), world) for i in range(b * bs, min(n, (b + 1) * bs))]
+def size_batches(sizes: list[tuple[int, int]], bs: int) -> list[list[int]]:
+    """Sample indices ordered by padded size (then index), in batches of at most `bs` of one padded
+    size: the batches `SizeGroupedDL` forms from the samples in that order."""
+    order = sorted(range(len(sizes)), key=lambda i: (padded_size([sizes[i]]), i))
+    batches: list[list[int]] = []
+    for i in order:
+        last = batches[-1] if batches else None
+        if last and len(last) < bs and padded_size([sizes[last[0]]]) == padded_size([sizes[i]]):
+            last.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def shard_batches(n: int, bs: int, rank: int, world: int, sizes: list[tuple[int, int]] | None = None) -> list[int]:
+    """Sample indices of batches rank, rank + world, ... of `size_batches` (samples of equal size:
+    batch b holds samples b*bs .. b*bs+bs-1): each process scores whole batches, as one process would."""
+    batches = size_batches(sizes or [(0, 0)] * n, bs)
+    return [i for batch in batches[rank::world] for i in batch]
 
 
 def gather_rows(indices: list[int], rows: torch.Tensor, n: int) -> torch.Tensor:
     """Every process's rows (one per sample index) assembled in sample order, in every process."""
-    if world_size() == 1:
-        return rows
-    parts = [None] * world_size()
-    dist.all_gather_object(parts, (indices, rows))
+    parts = [(indices, rows)]
+    if world_size() > 1:
+        parts = [None] * world_size()
+        dist.all_gather_object(parts, (indices, rows))
     out = torch.zeros((n, *rows.shape[1:]), dtype=rows.dtype)
     for part_indices, part_rows in parts:
         if part_indices:
@@ -147,14 +162,15 @@ def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bo
     c = len(VOC_CLASSES)
     model = model.to(device).eval()
     tta = uses_tta(flip, scales)
-    indices = shard_batches(len(samples), bs, rank(), world_size())
+    sizes = [header_size(s.image) for s in samples]
+    check_scales(sizes, scales)
+    indices = shard_batches(len(samples), bs, rank(), world_size(), sizes)
     local = [samples[i] for i in indices]
     rng = np.random.default_rng(seed)
     gallery = Gallery(set(rng.choice(len(samples), size=min(GALLERY, len(samples)), replace=False).tolist()))
     per_image = [torch.zeros(0, c, c, dtype=torch.long)]
     band_cm, interior_cm = torch.zeros(c, c, dtype=torch.long), torch.zeros(c, c, dtype=torch.long)
     plain_cm = torch.zeros(c, c, dtype=torch.long)
-    sizes = {i: image_size(samples[i].image) for i in indices}
     dl = eval_dataloader(local, bs, device, num_workers) if local else []
     start = 0
     with torch.no_grad():
@@ -177,13 +193,16 @@ def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bo
                       scores(band_cm), scores(interior_cm), scores(plain_cm) if tta else None, gallery)
 
 
-def image_size(path) -> tuple[int, int]:
-    """(H, W) of an image file, from its header."""
-    with Image.open(path) as img:
-        return img.size[1], img.size[0]
+def check_scales(sizes: list[tuple[int, int]], scales: tuple[float, ...]) -> None:
+    """Raises FastsegError for a TTA scale that would shrink a (padded) image below MIN_SIZE pixels."""
+    smallest = min((min(padded_size([hw])) for hw in sizes), default=MIN_SIZE)
+    lowest = MIN_SIZE / smallest
+    if min(scales) < lowest:
+        raise FastsegError(f"--tta-scales {min(scales):g} would shrink the smallest image ({smallest} px once "
+                           f"padded) below {MIN_SIZE} pixels; use scales of at least {lowest:.2f}.")
 
 
-def _offer(gallery: Gallery, batch_indices: list[int], sizes: dict, x, y, pred, image_mious):
+def _offer(gallery: Gallery, batch_indices: list[int], sizes: list, x, y, pred, image_mious):
     from fastseg.plots import denormalize
     for i, score in enumerate(image_mious.tolist()):
         index = batch_indices[i]
@@ -220,13 +239,17 @@ def write_figures(result: EvalResult, folder: Path) -> list[Path]:
 
 
 def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | None = None,
-                 flip: bool = False, scales: tuple[float, ...] = (1.0,), roots=None) -> tuple[Path, dict]:
-    """Evaluate a run folder (its best.safetensors) or a weights file on a split; writes metrics.json
-    and the figures beside the weights. Returns (metrics.json path, its content)."""
+                 flip: bool = False, scales: tuple[float, ...] = (1.0,), roots=None,
+                 skip_bad: bool = False) -> tuple[Path, dict]:
+    """Evaluate a run folder (its best.safetensors) or a weights file on a split, after the preflight
+    of its files; writes metrics.json and the figures beside the weights. Returns (metrics.json path,
+    its content)."""
     import json
 
     from fastseg.atomic import atomic_write
     from fastseg.config import load_config
+    from fastseg.console import log
+    from fastseg.data.checks import preflight
     from fastseg.data.splits import build_split
     from fastseg.models.io import load_model
     from fastseg.runs import BEST, CONFIG
@@ -241,10 +264,13 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
     if cfg is not None:  # the run card counts the run's splits: fail on unresolved data before scoring
         build_split(cfg.data.train_split, roots)
     split = split or (cfg.data.valid_split if cfg else "voc12-val")
+    if bs is not None and bs < 1:
+        raise FastsegError(f"--bs {bs} must be at least 1.")
     bs = bs or (cfg.data.val_bs or cfg.data.bs if cfg else 8)
     device = init_from_env() or pick_device(device)
+    samples = preflight({split: build_split(split, roots)}, roots, skip_bad, log)[split]
     model, _ = load_model(weights, device)
-    result = evaluate_samples(model, build_split(split, roots), device, bs=bs, flip=flip, scales=scales)
+    result = evaluate_samples(model, samples, device, bs=bs, flip=flip, scales=scales)
     content = result_json(result, split, str(weights), {"flip": flip, "scales": list(scales)})
     path = folder / "metrics.json"
     if not is_main():

@@ -1,9 +1,18 @@
 """`fastseg predict`: VOC-palette masks and overlays for image files, at each image's size.
 
-Images whose longer side exceeds `tile` are predicted by overlapping tiles (sliding window) whose
-probabilities are averaged, so memory stays bounded whatever the image size.
+Images whose longer side exceeds `tile` are predicted by overlapping tiles (sliding window). Each
+window's probabilities are weighted by a taper (high in its middle, low at its edges), so a pixel
+defers to the windows that see it in context, and the weighted sums are kept only for the band of
+rows that windows still reach: memory grows with tile × image width, not with the image's area.
+
+Outputs mirror the inputs: `<out>/<path relative to its input folder>/<stem>.png` and
+`<stem>_overlay.jpg` (a file given directly lands in `<out>` itself); when two inputs of one folder
+share a stem (`a.jpg`, `a.png`) both get their extension in the name (`a_jpg.png`, `a_png.png`).
+predict never writes over a file it did not write: it refuses an `--out` inside an input folder and
+any existing output that its manifest (`<out>/.fastseg-predict.json`) does not list as its own.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +21,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from rich.progress import track
 
+from fastseg.atomic import atomic_write
 from fastseg.console import console
 from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, STRIDE
 from fastseg.data.masks import write_palette_png
@@ -21,31 +31,95 @@ from fastseg.plots import overlay
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 DEFAULT_TILE = 512     # tiles of 512×512 px: one VOC image fits in a single tile
-DEFAULT_OVERLAP = 128  # pixels shared by neighbouring tiles; their probabilities are averaged
+DEFAULT_OVERLAP = 128  # pixels shared by neighbouring tiles; their probabilities are blended
+TAPER_SIGMA = 0.125    # Gaussian taper: sigma as a fraction of the tile side (0.25 and flat weights disagree more)
+MANIFEST = ".fastseg-predict.json"  # in --out: every file predict wrote there, with size and mtime
+OVERLAY_ROWS = 1024    # rows blended at a time, so the overlay needs no float copy of the whole image
 
 
 @dataclass
 class PredictReport:
-    written: list[Path]
-    failed: list[tuple[Path, str]]
+    written: list[Path]                 # masks written (each with its overlay)
+    failed: list[tuple[Path, str]]      # inputs that could not be read, and why
 
 
-def list_images(inputs: list[Path]) -> list[Path]:
-    """Image files named directly or found (recursively) in folders, sorted."""
+def list_images(inputs: list[Path]) -> list[tuple[Path, Path]]:
+    """(image file, its path relative to its input folder) for files named directly (relative path:
+    the name) or found (recursively) in folders, sorted within each folder."""
     found = []
     for item in inputs:
         if item.is_dir():
-            found += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found += [(p, p.relative_to(item)) for p in sorted(item.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
         elif item.exists():
-            found.append(item)
+            found.append((item, Path(item.name)))
         else:
             raise FastsegError(f"{item} does not exist; pass image files or folders of images.")
     return found
 
 
+def output_names(images: list[tuple[Path, Path]]) -> dict[Path, Path]:
+    """Image file → mask path relative to --out: `<folder>/<stem>.png`, or `<stem>_<ext>.png` for
+    stems shared within a folder (a.jpg and a.png).
+
+    Raises:
+        FastsegError: two inputs would still write one mask (the same relative path in two input folders).
+    """
+    stems: dict[Path, int] = {}
+    for _, rel in images:
+        stems[rel.with_suffix("")] = stems.get(rel.with_suffix(""), 0) + 1
+    names: dict[Path, Path] = {}
+    taken: dict[Path, Path] = {}
+    for path, rel in images:
+        shared = stems[rel.with_suffix("")] > 1
+        name = rel.with_name(f"{rel.stem}_{rel.suffix[1:].lower()}.png" if shared else f"{rel.stem}.png")
+        if name in taken and taken[name] != path:
+            raise FastsegError(f"{taken[name]} and {path} would both be written as {name}; predict them into "
+                               "separate --out folders.")
+        taken[name], names[path] = path, name
+    return names
+
+
+def overlay_name(mask: Path) -> Path:
+    return mask.with_name(f"{mask.stem}_overlay.jpg")
+
+
+def read_manifest(out: Path) -> dict[str, list[int]]:
+    """Files predict wrote in `out` (relative path → [size, mtime_ns]); {} when there are none."""
+    try:
+        return json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def check_out(inputs: list[Path], out: Path, names: list[Path]) -> dict[str, list[int]]:
+    """Refuse an --out where predict could write over a file it did not write. Returns the manifest.
+
+    Raises:
+        FastsegError: --out is (inside) an input folder, or holds a planned output predict did not write
+            (or that changed since).
+    """
+    target = out.resolve()
+    for item in inputs:
+        if item.is_dir() and (target == item.resolve() or item.resolve() in target.parents):
+            raise FastsegError(f"--out {out} is inside the input folder {item}; choose an --out outside it, so "
+                               "that no input can be overwritten.")
+    manifest = read_manifest(out)
+    for rel in (p for name in names for p in (name, overlay_name(name))):
+        path = out / rel
+        if path.exists() and manifest.get(str(rel)) != _stamp(path):
+            raise FastsegError(f"{path} already exists and was not written by predict; choose another --out or "
+                               "move that file away.")
+    return manifest
+
+
 def to_input(image: np.ndarray, device) -> torch.Tensor:
-    """H×W×3 uint8 → 1×3×H×W normalised float tensor."""
-    x = torch.from_numpy(image).to(device).permute(2, 0, 1).float().div(255)
+    """H×W×3 uint8 → 1×3×H×W normalised float tensor (a copy: the array may be read-only)."""
+    x = torch.from_numpy(np.array(image)).to(device).permute(2, 0, 1).float().div(255)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
     return ((x - mean) / std).unsqueeze(0)
@@ -68,45 +142,98 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
-def predict_tiled(model, x: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
-    """Probabilities 1×C×H×W averaged over overlapping tile×tile windows."""
-    h, w = x.shape[-2:]
-    total, count = None, torch.zeros(1, 1, h, w, device=x.device)
-    for top in tile_starts(h, tile, overlap):
-        for left in tile_starts(w, tile, overlap):
-            window = (..., slice(top, top + tile), slice(left, left + tile))
-            prob = predict_padded(model, x[window])
+def taper(length: int, device=None) -> torch.Tensor:
+    """1-D window weights (length,): a Gaussian centred on the window, TAPER_SIGMA × length wide,
+    so a window's edge pixels (seen without their context) count least; never 0 (a pixel near the
+    image border may have one window only)."""
+    i = torch.arange(length, dtype=torch.float32, device=device)
+    sigma = TAPER_SIGMA * length
+    return torch.exp(-0.5 * ((i - (length - 1) / 2) / sigma) ** 2).clamp_min(1e-4)
+
+
+def predict_tiled(model, image: np.ndarray, device, tile: int, overlap: int) -> np.ndarray:
+    """H×W×3 uint8 → H×W uint8 class ids from overlapping tile×tile windows blended by `taper`.
+
+    The weighted sums live in one band of tile rows (C×tile×W float32, allocated once): a row is
+    finished as soon as no later window reaches it, and the rows still shared with the next row of
+    windows move up. The classes are the argmax of the sums (dividing by the per-pixel weight total
+    would not change it).
+    """
+    h, w = image.shape[:2]
+    out = np.empty((h, w), np.uint8)
+    tops, lefts = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    total = None
+    for k, top in enumerate(tops):
+        bottom = min(top + tile, h)
+        for left in lefts:
+            right = min(left + tile, w)
+            prob = predict_padded(model, to_input(image[top:bottom, left:right], device))[0]
             if total is None:
-                total = torch.zeros(1, prob.shape[1], h, w, device=x.device)
-            total[window] += prob
-            count[window] += 1
-    return total / count
+                total = _band(prob.shape[0], min(tile, h), w, device)
+            window = taper(bottom - top, device)[:, None] * taper(right - left, device)[None, :]
+            total[:, : bottom - top, left:right] += prob * window
+        done = (tops[k + 1] if k + 1 < len(tops) else h) - top  # rows no later window reaches
+        out[top:top + done] = total[:, :done].argmax(0).byte().cpu().numpy()
+        shared = bottom - top - done
+        total[:, :shared] = total[:, done:done + shared].clone()
+        total[:, shared:] = 0
+    return out
+
+
+def _band(classes: int, rows: int, width: int, device) -> torch.Tensor:
+    """The running weighted sums of one band of rows: C×rows×W float32 zeros."""
+    return torch.zeros(classes, rows, width, device=device)
 
 
 def predict_image(model, image: np.ndarray, device, tile: int = DEFAULT_TILE,
                   overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
     """H×W×3 uint8 image → H×W uint8 class ids (tiled when the longer side exceeds `tile`)."""
-    x = to_input(image, device)
     with torch.no_grad():
-        prob = predict_tiled(model, x, tile, overlap) if max(image.shape[:2]) > tile else predict_padded(model, x)
+        if max(image.shape[:2]) > tile:
+            return predict_tiled(model, image, device, tile, overlap)
+        prob = predict_padded(model, to_input(image, device))
     return prob.argmax(1)[0].byte().cpu().numpy()
+
+
+def banded_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """`overlay` computed OVERLAY_ROWS rows at a time (H×W×3 uint8)."""
+    out = np.empty_like(image)
+    for r in range(0, image.shape[0], OVERLAY_ROWS):
+        out[r:r + OVERLAY_ROWS] = overlay(image[r:r + OVERLAY_ROWS], mask[r:r + OVERLAY_ROWS])
+    return out
 
 
 def predict_files(model, inputs: list[Path], out: Path, device, tile: int = DEFAULT_TILE,
                   overlap: int = DEFAULT_OVERLAP) -> PredictReport:
-    """Write `<name>.png` (palette mask) and `<name>_overlay.jpg` for each image into `out`."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write a palette mask and an overlay per image under `out` (names: the module docstring).
+
+    Raises:
+        FastsegError: --out could overwrite a file predict did not write (`check_out`), or two inputs
+            map to one output (`output_names`); nothing is written then.
+    """
+    images = list_images(inputs)
+    names = output_names(images)
+    manifest = check_out(inputs, out, list(names.values()))
     report = PredictReport([], [])
     model = model.to(device).eval()
-    for path in track(list_images(inputs), description="predict", console=console, disable=not console.is_terminal):
+    for path, _ in track(images, description="predict", console=console, disable=not console.is_terminal):
         try:
             with Image.open(path) as img:
                 image = np.asarray(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as err:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
             report.failed.append((path, type(err).__name__))
             continue
         mask = predict_image(model, image, device, tile, overlap)
-        write_palette_png(mask, out / f"{path.stem}.png")
-        Image.fromarray(overlay(image, mask)).save(out / f"{path.stem}_overlay.jpg", quality=90)
-        report.written.append(out / f"{path.stem}.png")
+        report.written.append(write_outputs(image, mask, out, names[path], manifest))
     return report
+
+
+def write_outputs(image: np.ndarray, mask: np.ndarray, out: Path, rel: Path, manifest: dict) -> Path:
+    """Write the mask and overlay (atomically) and record both in the manifest. Returns the mask path."""
+    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+    for name, write in ((rel, lambda tmp: write_palette_png(mask, tmp)),
+                        (overlay_name(rel), lambda tmp: Image.fromarray(banded_overlay(image, mask)).save(
+                            tmp, format="JPEG", quality=90))):
+        manifest[str(name)] = _stamp(atomic_write(out / name, write))
+    atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
+    return out / rel

@@ -108,5 +108,4 @@ class RunRecorder(Callback):
 
     def save_interrupted(self, batch: int):
         self.save_checkpoint(self.epoch, batch)
-        log(f"Interrupted in epoch {self.epoch + 1} after {batch} batches; checkpoint saved. "
-            f"Continue with: fastseg fit --resume {self.run_dir}")
+        log(f"Interrupted in epoch {self.epoch + 1} after {batch} batches; checkpoint saved.")

@@ -2,7 +2,9 @@
 
 import csv
 import io
+import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from fastseg.atomic import atomic_write
@@ -13,6 +15,7 @@ METRICS = "metrics.csv"
 BEST = "best.safetensors"        # best model by mIoU (+ best.json)
 LAST = "last.safetensors"        # full checkpoint for --resume (+ last.json)
 LR_FIND = "lr_find.json"
+LOCK = ".lock"                   # the PID of the process training in the folder
 
 
 def default_run_name(arch: str) -> str:
@@ -44,6 +47,44 @@ def ensure_writable(folder: Path) -> Path:
     return folder
 
 
+@contextmanager
+def run_lock(run: Path):
+    """Hold `run/.lock` (this process's PID) while inside; a lock left by a process that no longer
+    exists (killed with -9) is taken over.
+
+    Raises:
+        FastsegError: another live process holds the lock.
+    """
+    path = run / LOCK
+    holder = _lock_holder(path)
+    if holder is not None and holder != os.getpid() and _alive(holder):
+        raise FastsegError(f"Run folder {run} is in use by process {holder} (see {path}); wait for it to "
+                           "finish or stop it before resuming.")
+    atomic_write(path, lambda tmp: tmp.write_text(f"{os.getpid()}\n"))
+    try:
+        yield path
+    finally:
+        if _lock_holder(path) == os.getpid():
+            path.unlink(missing_ok=True)
+
+
+def _lock_holder(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def latest_run(runs_dir: str | Path, must_have: str = BEST) -> Path:
     """The most recently modified run folder containing `must_have`."""
     runs = [p.parent for p in Path(runs_dir).glob(f"*/{must_have}")]
@@ -69,7 +110,7 @@ def read_metrics_csv(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     with path.open() as f:
-        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: int(v) if k == "epoch" else _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def _number(text: str):

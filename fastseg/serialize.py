@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastcore.foundation import L
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 
 from fastseg.atomic import atomic_write
 from fastseg.errors import FastsegError
@@ -54,22 +55,24 @@ def unflatten(skeleton, tensors: dict[str, torch.Tensor]):
 
 def save_state(state: dict, path: Path) -> None:
     """Write `state` as `path` (.safetensors) + `path`.json, each atomically; the JSON is written
-    last, so a checkpoint whose JSON exists has complete tensors."""
+    last, so a checkpoint whose JSON exists has complete tensors. Python writes the bytes, so a full
+    disk is an OSError naming the file and the mode is the usual one (0644 under umask 022)."""
     tensors: dict[str, torch.Tensor] = {}
     skeleton = flatten(state, tensors)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write(path, lambda tmp: tmp.write_bytes(save(tensors)))
     atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(skeleton)))
 
 
 def load_state(path: Path) -> dict:
-    """Read a state written by `save_state`.
+    """Read a state written by `save_state`, into memory: nothing stays mapped from the file, which
+    a resumed run replaces after its next epoch.
 
     Raises:
         FastsegError: the files are missing or damaged.
     """
     try:
         skeleton = json.loads(path.with_suffix(".json").read_text())
-        return unflatten(skeleton, load_file(str(path)))
-    except (OSError, ValueError, KeyError) as err:
+        return unflatten(skeleton, load(path.read_bytes()))
+    except (OSError, ValueError, KeyError, SafetensorError) as err:
         raise FastsegError(f"Checkpoint {path} could not be read ({type(err).__name__}); it may be "
                            "incomplete, so resume from a run whose checkpoint files are intact.") from None

@@ -1,6 +1,7 @@
 """Build a Learner from a FitConfig, and run find-lr, fit and resume."""
 
 import json
+from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -16,14 +17,14 @@ from rich.table import Table
 
 from fastseg.atomic import atomic_write
 from fastseg.callbacks import Interrupt, NaNGuard, Resume, SeedEpochs
-from fastseg.config import FitConfig, load_config, save_config
+from fastseg.config import FitConfig, check_device, load_config, save_config
 from fastseg.console import console, log
 from fastseg.constants import VOC_CLASSES
-from fastseg.data.dataloaders import build_dataloaders
+from fastseg.data.dataloaders import DataConfig, build_dataloaders
 from fastseg.data.splits import build_split
 from fastseg.data.voc import resolve_voc_root
 from fastseg.distributed import broadcast_object, distributed, init_from_env, is_main, world_size
-from fastseg.errors import FastsegError
+from fastseg.errors import FastsegError, Interrupted, io_error
 from fastseg.fastpath import cuda_settings, install_device_losses
 from fastseg.learner import make_opt_func, seg_learner
 from fastseg.losses import (
@@ -48,12 +49,20 @@ from fastseg.runs import (
     default_run_name,
     ensure_writable,
     read_metrics_csv,
+    run_lock,
 )
 from fastseg.serialize import load_state
 
+MIN_NUM_IT = 8  # lr_find's suggestions drop the first 10 % and the last 5 points: 8 leaves 3
+
 
 def pick_device(requested: str | None) -> torch.device:
-    return torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """The device `--device` names (cpu, cuda, cuda:N; checked by `check_device`), or CUDA when
+    present, else the CPU."""
+    if requested is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(requested)
+    return torch.device(requested)
 
 
 def class_weights(cfg: FitConfig) -> torch.Tensor | None:
@@ -192,6 +201,9 @@ def resolve_lr(cfg: FitConfig, run_dir: Path) -> float:
         return float(cfg.lr)
     for path in lr_find_candidates(cfg, run_dir):
         lr = json.loads(path.read_text()).get("valley")
+        if lr is None and path == run_dir / LR_FIND:  # this run's own find-lr gave no valley
+            raise FastsegError(f"--lr auto: {path} has no valley suggestion (too few points); rerun "
+                               "`fastseg find-lr` with a larger --num-it or pass a number.")
         if lr:
             log(f"--lr auto: using the lr_find valley {lr:.3e} from {path}")
             return lr
@@ -214,23 +226,46 @@ def lr_find_candidates(cfg: FitConfig, run_dir: Path) -> list[Path]:
 
 def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = None) -> tuple[Path, list[dict]]:
     """Train (or resume) a run; returns (run folder, metrics rows). Writes config.json,
-    metrics.csv, curves.png, best.safetensors/json and last.safetensors/json."""
+    metrics.csv, curves.png, best.safetensors/json and last.safetensors/json.
+
+    The run folder and config.json appear only once options, data (the preflight), the checkpoint
+    and the pretrained weights have passed their checks, so a failed start leaves nothing behind.
+
+    Raises:
+        FastsegError: bad options, data or files (exit 2); an I/O fault while writing (exit 74).
+        Interrupted: Ctrl-C or SIGTERM stopped the fit after saving a checkpoint (exit 130).
+    """
     cfg.validate()
     device = init_from_env() or pick_device(cfg.device)  # under torchrun: this process's device
     name = broadcast_object(cfg.name or default_run_name(cfg.arch))
     run_dir = resume or check_new_run(Path(cfg.runs_dir) / name)
-    state = load_state(run_dir / LAST) if resume else None
-    lr = resolve_lr(cfg, run_dir)
-    set_seed(cfg.seed)
-    dls = build_dataloaders(cfg.data, device=device, log=log)  # checks data and options before writing
-    warning = amp_warning(cfg.amp, device)
-    if warning and is_main():
-        log(warning)
-    resolved = replace(resolve_run_options(cfg, device), lr=lr, name=run_dir.name)  # what repeats this run
-    if not resume and is_main():
-        ensure_writable(run_dir)
-        save_config(resolved, run_dir / CONFIG)
-    learn = build_learner(resolved, dls, run_dir, device)
+    with ExitStack() as lock:
+        if resume and is_main():
+            lock.enter_context(run_lock(run_dir))
+        state = load_state(run_dir / LAST) if resume else None
+        if state and state["epoch"] > cfg.epochs:
+            raise FastsegError(f"--epochs {cfg.epochs} is fewer than the {state['epoch']} epochs run {run_dir} has "
+                               f"done; pass --epochs {state['epoch']} or more.")
+        lr = resolve_lr(cfg, run_dir)
+        set_seed(cfg.seed)
+        dls = build_dataloaders(cfg.data, device=device, log=log)  # the preflight: data checked before writing
+        warning = amp_warning(cfg.amp, device)
+        if warning and is_main():
+            log(warning)
+        resolved = replace(resolve_run_options(cfg, device), lr=lr, name=run_dir.name)  # what repeats this run
+        learn = build_learner(resolved, dls, run_dir, device)  # reads the pretrained weights
+        if is_main():
+            if not resume:
+                lock.enter_context(run_lock(ensure_writable(run_dir)))
+                check_new_run(run_dir)  # another process may have started this run meanwhile
+            save_config(resolved, run_dir / CONFIG)
+        return _train(cfg, learn, run_dir, state, lr, resolved, extra_cbs)
+
+
+def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, resolved: FitConfig,
+           extra_cbs: list | None) -> tuple[Path, list[dict]]:
+    """The fit itself, from `state` (a checkpoint) or the start, with the run's callbacks (`resolved`:
+    the options as this run uses them)."""
     start = state["epoch"] if state else 0
     rows = [r for r in read_metrics_csv(run_dir / METRICS) if r["epoch"] <= start] if state else []
     tracker = state["tracker"] if state else {"best": -1.0, "best_epoch": 0, "wait": 0}
@@ -249,18 +284,58 @@ def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = Non
     try:
         with distributed(learn):
             schedule_fit(learn, resolved, lr, cbs)
+    except OSError as err:
+        raise io_error(err, f"free space and resume with `fastseg fit --resume {run_dir}`") from None
     finally:
         interrupt.after_fit()
+    if interrupt.requested:
+        raise Interrupted(f"Stopped by {interrupt.requested} with the checkpoint saved; continue with "
+                          f"`fastseg fit --resume {run_dir}`.", recorder.rows)
     return run_dir, recorder.rows
 
 
-def resume_fit(run_dir: Path, extra_cbs: list | None = None) -> tuple[Path, list[dict]]:
-    """Continue the run in `run_dir` from its last checkpoint, on the same schedule."""
+def resume_fit(run_dir: Path, extra_cbs: list | None = None, voc: Path | None = None, sbd: Path | None = None,
+               voc11: Path | None = None, epochs: int | None = None) -> tuple[Path, list[dict]]:
+    """Continue the run in `run_dir` from its last checkpoint, on the same schedule.
+
+    `voc`, `sbd` and `voc11` relocate the data, `epochs` extends (or shortens, not below the epochs
+    done) the run; each change is logged and saved into config.json. Relative data paths saved in
+    config.json are resolved by `locate_data`.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / LAST).is_file():
         raise FastsegError(f"Run folder {run_dir} has no checkpoint ({LAST}); pass a folder written by "
                            "`fastseg fit`.")
-    return fit(load_config(run_dir / CONFIG), resume=run_dir, extra_cbs=extra_cbs)
+    cfg = load_config(run_dir / CONFIG)
+    moved = {k: str(v) for k, v in (("voc", voc), ("sbd", sbd), ("voc11", voc11)) if v is not None}
+    for key, value in moved.items():
+        log(f"Resuming with --{key} {value} (the run was started with {getattr(cfg.data, key)}).")
+    data = locate_data(replace(cfg.data, **moved), run_dir)
+    if epochs is not None and epochs != cfg.epochs:
+        log(f"Resuming with --epochs {epochs} (the run was started with {cfg.epochs}); the learning-rate "
+            "schedule is stretched to the new length from here on.")
+    return fit(replace(cfg, data=data, epochs=epochs or cfg.epochs), resume=run_dir, extra_cbs=extra_cbs)
+
+
+def locate_data(data: DataConfig, run_dir: Path) -> DataConfig:
+    """The run's data folders, a relative one resolved against the current folder first, then
+    against the folder holding the runs folder (where `fit` was most likely started).
+
+    Raises:
+        FastsegError: a data folder is found nowhere (names it and suggests --voc/--sbd/--voc11).
+    """
+    base = run_dir.resolve().parent.parent
+    found = {}
+    for key in ("voc", "sbd", "voc11"):
+        value = getattr(data, key)
+        if value is None or Path(value).exists():
+            continue
+        if Path(value).is_absolute() or not (base / value).exists():
+            where = "" if Path(value).is_absolute() else f" here or in {base}"
+            raise FastsegError(f"The run's --{key} folder {value} does not exist{where}; pass --{key} DIR with "
+                               "--resume to say where the data is now.")
+        found[key] = str(base / value)
+    return replace(data, **found)
 
 
 def find_lr(cfg: FitConfig, num_it: int = 100) -> tuple[Path, dict]:
@@ -269,9 +344,11 @@ def find_lr(cfg: FitConfig, num_it: int = 100) -> tuple[Path, dict]:
     run_dir = check_new_run(Path(cfg.runs_dir) / (cfg.name or default_run_name(cfg.arch)))
     set_seed(cfg.seed)
     device = pick_device(cfg.device)
+    if num_it < MIN_NUM_IT:
+        raise FastsegError(f"--num-it {num_it} is too few; lr_find needs at least {MIN_NUM_IT} learning rates.")
     dls = build_dataloaders(cfg.data, device=device, log=log)
-    ensure_writable(run_dir)
     learn = build_learner(cfg, dls, run_dir, device)
+    ensure_writable(run_dir)
     learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=())
     rec = learn.recorder
     lrs, losses = rec.lrs[: len(rec.losses)], [float(v) for v in rec.losses]

@@ -1,12 +1,18 @@
+import os
+import stat
+
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+import fastseg.data.checks as checks
 from fastseg.cli import app
 from fastseg.constants import voc_palette
-from fastseg.data.checks import check_dataset
+from fastseg.data.checks import check_dataset, preflight
 from fastseg.data.masks import write_palette_png
-from fastseg.data.splits import DataRoots
+from fastseg.data.splits import DataRoots, build_split
+from fastseg.errors import FastsegError
 
 runner = CliRunner()
 
@@ -45,13 +51,13 @@ def test_each_problem_names_its_file(synth_copy):
     problems = {p.path.name: p.message for p in check_dataset(roots_of(synth_copy)).problems}
     assert problems[f"{ids[0]}.jpg"] == "image is missing"
     assert problems[f"{ids[1]}.jpg"].startswith("image cannot be read")
-    assert "does not exist" in problems[f"{ids[2]}.png"]
+    assert problems[f"{ids[2]}.png"] == "mask is missing"
     assert problems[f"{ids[3]}.png"].startswith("mask is 10×10 but its image is")
     assert problems[f"{ids[4]}.png"] == "mask has values [42] outside 0..20 and 255"
     assert "is an RGB image" in problems[f"{ids[5]}.png"]
     result = runner.invoke(app, ["check-data", "--voc", str(voc), "--sbd", str(synth_copy / "benchmark_RELEASE")])
     assert result.exit_code == 1
-    assert "6 problem(s) found." in result.output
+    assert "6 problem(s) found; fix them and run check-data again." in result.output
 
 
 def test_missing_voc_folder_is_one_sentence(tmp_path):
@@ -78,3 +84,139 @@ def test_show_batch_writes_both_grids(synth_root, tmp_path, monkeypatch):
     for name in ("train_batch.png", "valid_batch.png"):
         image = Image.open(tmp_path / name)
         assert image.size[0] > 400 and len(set(image.convert("RGB").getdata())) > 50
+
+
+def voc_of(root):
+    return root / "VOCdevkit" / "VOC2012"
+
+
+def ids_of(root, name="train"):
+    return (voc_of(root) / f"ImageSets/Segmentation/{name}.txt").read_text().split()
+
+
+def data_args(root):
+    return ["--voc", str(voc_of(root)), "--sbd", str(root / "benchmark_RELEASE" / "dataset")]
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 5])
+
+
+def mask_path(root, sample_id):
+    return voc_of(root) / "SegmentationClass" / f"{sample_id}.png"
+
+
+def set_mask_value(path, value):
+    mask = np.array(Image.open(path))
+    mask[0, 0] = value
+    write_palette_png(mask, path)
+
+
+FAULTS = {
+    "truncated": (lambda p: truncate(p), "image is truncated"),
+    "zero-byte": (lambda p: p.write_bytes(b""), "image is empty (0 bytes)"),
+    "random-bytes": (lambda p: p.write_bytes(os.urandom(2000)), "image cannot be read (UnidentifiedImageError)"),
+    "missing": (lambda p: p.unlink(), "image is missing"),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_check_data_finds_each_damaged_jpeg(synth_copy, fault):
+    damage, message = FAULTS[fault]
+    image = voc_of(synth_copy) / "JPEGImages" / f"{ids_of(synth_copy)[0]}.jpg"
+    damage(image)
+    result = runner.invoke(app, ["check-data", *data_args(synth_copy)])
+    assert result.exit_code == 1
+    assert f"{image}: {message}" in result.output
+    assert result.output.count(str(image)) == 1  # each path printed once
+    assert "1 problem(s) found; fix them and run check-data again." in result.output
+    assert len(result.output.strip().splitlines()) == 2  # the problem and the count: no tables burying them
+
+
+def test_empty_and_repeated_id_lists_are_problems(synth_copy):
+    lists = voc_of(synth_copy) / "ImageSets/Segmentation"
+    (lists / "train.txt").write_text("")
+    val = (lists / "val.txt").read_text().split()
+    (lists / "val.txt").write_text("\n".join(val + [val[0]]) + "\n")
+    report = check_dataset(roots_of(synth_copy))
+    assert {str(p) for p in report.problems} == {f"{lists / 'train.txt'}: id list is empty",
+                                                 f"{lists / 'val.txt'}: id list names {val[0]} 2 times"}
+    assert report.counts["voc12-train"] == 0 and report.counts["voc12-val"] == len(val)  # counted once
+
+
+def test_decompression_bomb_is_a_problem_not_a_crash(synth_copy, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    image = voc_of(synth_copy) / "JPEGImages" / f"{ids_of(synth_copy)[0]}.jpg"
+    assert checks.image_size(image) == "image is larger than Pillow's limit of 100 pixels"
+
+
+def preflight_of(root, names=("voc12-train", "voc12-val"), skip_bad=False, log=print):
+    roots = roots_of(root)
+    return preflight({n: build_split(n, roots) for n in names}, roots, skip_bad, log)
+
+
+def test_preflight_refuses_with_one_sentence_naming_the_file(synth_copy):
+    mask = mask_path(synth_copy, ids_of(synth_copy, "val")[0])
+    set_mask_value(mask, 77)
+    with pytest.raises(FastsegError) as err:
+        preflight_of(synth_copy)
+    assert str(err.value) == (f"{mask}: mask has values [77] outside 0..20 and 255; fix or remove it, or pass "
+                              "--skip-bad to leave bad samples out.")
+
+
+def test_preflight_size_mismatch_in_validation(synth_copy):
+    mask = mask_path(synth_copy, ids_of(synth_copy, "val")[1])
+    write_palette_png(np.zeros((10, 12), np.uint8), mask)
+    truncate(voc_of(synth_copy) / "JPEGImages" / f"{ids_of(synth_copy)[0]}.jpg")
+    with pytest.raises(FastsegError) as err:
+        preflight_of(synth_copy)
+    assert "(2 bad files in all; `fastseg check-data` lists them)" in str(err.value)
+    assert str(err.value).startswith(f"{voc_of(synth_copy) / 'JPEGImages'}/{ids_of(synth_copy)[0]}.jpg: image is "
+                                     "truncated") or f"{mask}: mask is 12×10 but its image is" in str(err.value)
+
+
+def test_preflight_refuses_an_empty_split(synth_copy):
+    (voc_of(synth_copy) / "ImageSets/Segmentation/val.txt").write_text("\n")
+    with pytest.raises(FastsegError, match=r"^Split voc12-val has no images to use \(read from .*val.txt\); add "
+                                           r"ids to the list or choose another split\.$"):
+        preflight_of(synth_copy)
+
+
+def test_skip_bad_leaves_bad_samples_out_with_a_warning(synth_copy):
+    bad = ids_of(synth_copy)[2]
+    image = voc_of(synth_copy) / "JPEGImages" / f"{bad}.jpg"
+    image.write_bytes(b"")
+    lines = []
+    kept = preflight_of(synth_copy, skip_bad=True, log=lines.append)
+    assert bad not in [s.id for s in kept["voc12-train"]]
+    assert len(kept["voc12-train"]) == len(ids_of(synth_copy)) - 1
+    assert lines == [f"--skip-bad: leaving out 1 bad file(s): {image}: image is empty (0 bytes)"]
+
+
+def test_a_passed_check_is_cached_and_a_change_is_seen(synth_copy, monkeypatch):
+    calls = []
+    real = checks.check_sample
+    monkeypatch.setattr(checks, "check_sample", lambda s: calls.append(s) or real(s))
+    preflight_of(synth_copy)
+    first = len(calls)
+    assert first == len(ids_of(synth_copy)) + len(ids_of(synth_copy, "val"))
+    preflight_of(synth_copy)
+    assert len(calls) == first  # the second run decodes nothing
+    truncate(voc_of(synth_copy) / "JPEGImages" / f"{ids_of(synth_copy)[0]}.jpg")
+    with pytest.raises(FastsegError, match="image is truncated"):
+        preflight_of(synth_copy)
+
+
+def test_read_only_data_folder_falls_back_silently(synth_copy):
+    devkit = voc_of(synth_copy).parent
+    mode = devkit.stat().st_mode
+    devkit.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    try:
+        if os.access(devkit, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        preflight_of(synth_copy)
+        preflight_of(synth_copy)
+        assert not (devkit / "fastseg-cache").exists()
+    finally:
+        devkit.chmod(mode)

@@ -102,3 +102,18 @@ def test_unreachable_host(tmp_path):
         download_dataset("sbd", tmp_path, archive)
     assert str(err.value).startswith("Downloading http://127.0.0.1:9/benchmark.tgz failed (")
     assert f"place it at {tmp_path / 'benchmark.tgz'}." in str(err.value)
+
+
+def test_hand_placed_archive_with_the_wrong_md5_names_both_checksums(tmp_path):
+    (tmp_path / "benchmark.tgz").write_bytes(b"not the archive")
+    archive = Archive("benchmark.tgz", "http://127.0.0.1:9/benchmark.tgz", "0" * 32, "x")
+    with pytest.raises(FastsegError) as err:
+        download_dataset("sbd", tmp_path, archive)
+    actual = hashlib.md5(b"not the archive").hexdigest()
+    assert str(err.value).startswith(f"Archive benchmark.tgz has md5 {actual}, expected {'0' * 32}; it was moved")
+
+
+def test_root_that_is_a_file_is_one_sentence(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(FastsegError, match=r"^--root .*f is a file, not a folder; pass a folder to download into\.$"):
+        download_dataset("sbd", tmp_path / "f")

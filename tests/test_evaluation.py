@@ -220,3 +220,107 @@ def test_tta_scales_average_each_rescaled_prediction_at_the_input_size():
     back = F.interpolate(model(half).softmax(1), size=(32, 48), mode="bilinear", align_corners=False)
     expected = (back + model(x).softmax(1)) / 2
     assert torch.allclose(tta_probabilities(model, x, scales=(0.5, 1.0)), expected, atol=1e-6)
+
+def test_scores_do_not_depend_on_the_batch_size(roots):
+    """Each image is padded to its own next multiple of 32 only: bs 1, 7 and 32 give one matrix."""
+    torch.manual_seed(0)
+    model = create_model("segnet", width=0.0625)
+    samples = build_split("voc12-val", roots)
+    assert len({Image.open(s.image).size for s in samples}) > 1
+    cms = [evaluate_samples(model, samples, torch.device("cpu"), bs=bs).cm for bs in (1, 7, 32)]
+    assert torch.equal(cms[0], cms[1]) and torch.equal(cms[0], cms[2])
+
+
+def test_fit_validation_does_not_depend_on_the_batch_size(synth_root):
+    from dataclasses import replace
+
+    from fastseg.data.dataloaders import build_dataloaders
+    torch.manual_seed(0)
+    model = create_model("segnet", width=0.0625).eval()
+    data = replace(tiny_config(synth_root, "runs", "x").data, valid_split="voc12-val")
+    cms = []
+    for bs in (1, 7, 32):
+        dl = build_dataloaders(replace(data, val_bs=bs), log=lambda _: None).valid
+        with torch.no_grad():
+            cms.append(sum(confusion_matrix(model(x).argmax(1), y, 21) for x, y in dl))
+    assert torch.equal(cms[0], cms[1]) and torch.equal(cms[0], cms[2])
+
+
+@pytest.fixture
+def photos(tmp_path, synth_root):
+    """photos/{a.jpg, a.png, b.jpg, sub/a.jpg}: copies of synthetic JPEGs (a.png is a user's file)."""
+    jpegs = sorted((synth_root / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for name, source in (("a.jpg", 0), ("a.png", 1), ("b.jpg", 2), ("sub/a.jpg", 3)):
+        shutil.copy(jpegs[source], folder / name)
+    return folder
+
+
+def tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def cli_predict(weights, *args):
+    from typer.testing import CliRunner
+
+    from fastseg.cli import app
+    return CliRunner().invoke(app, ["predict", *map(str, args), "--weights", str(weights), "--device", "cpu"])
+
+
+@pytest.fixture
+def tiny_weights(tmp_path):
+    from fastseg.models.io import model_metadata, save_model
+    torch.manual_seed(0)
+    return save_model(create_model("segnet", width=0.0625), tmp_path / "w.safetensors",
+                      model_metadata("segnet", 21, 0.0625))
+
+
+def test_predict_refuses_an_out_inside_an_input_folder(photos, tiny_weights):
+    before = tree(photos)
+    for out in (photos, photos / "sub"):
+        result = cli_predict(tiny_weights, photos, "--out", out)
+        assert result.exit_code == 2
+        assert " ".join(result.output.split()) == (f"Error: --out {out} is inside the input folder {photos}; choose "
+                                                   "an --out outside it, so that no input can be overwritten.")
+    assert tree(photos) == before
+
+
+def test_predict_never_writes_over_a_file_it_did_not_write(photos, tiny_weights, tmp_path):
+    before = tree(photos)
+    result = cli_predict(tiny_weights, photos / "a.jpg", "--out", photos)  # a.png is the user's
+    assert result.exit_code == 2
+    assert " ".join(result.output.split()) == (f"Error: {photos / 'a.png'} already exists and was not written by "
+                                               "predict; choose another --out or move that file away.")
+    assert tree(photos) == before
+    out = tmp_path / "masks"
+    assert cli_predict(tiny_weights, photos / "b.jpg", "--out", out).exit_code == 0
+    assert cli_predict(tiny_weights, photos / "b.jpg", "--out", out).exit_code == 0  # its own files: rewritten
+    (out / "b.png").write_bytes(b"the user's now")  # replaced since: no longer predict's
+    assert cli_predict(tiny_weights, photos / "b.jpg", "--out", out).exit_code == 2
+    assert (out / "b.png").read_bytes() == b"the user's now"
+
+
+def test_predict_mirrors_folders_and_keeps_names_distinct(photos, tiny_weights, tmp_path):
+    out = tmp_path / "masks"
+    result = cli_predict(tiny_weights, photos, "--out", out)
+    assert result.exit_code == 0, result.output
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert written == ["a_jpg.png", "a_png.png", "b.png", "sub/a.png"]
+    assert f"Wrote {len(written)} mask(s) and overlay(s) to {out}." in " ".join(result.output.split())
+    assert (out / "sub" / "a_overlay.jpg").is_file() and (out / ".fastseg-predict.json").is_file()
+
+
+def test_tiled_prediction_keeps_one_band_of_rows(monkeypatch):
+    import warnings
+
+    import fastseg.predict as predict
+    rows = []
+    real = predict._band
+    monkeypatch.setattr(predict, "_band", lambda c, n, w, d: rows.append(n) or real(c, n, w, d))
+    image = np.random.default_rng(0).integers(0, 256, size=(400, 150, 3), dtype=np.uint8)
+    image.setflags(write=False)  # as np.asarray(PIL image) is: no NumPy/torch warning either
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mask = predict_image(LocalModel(), image, "cpu", tile=64, overlap=16)
+    assert mask.shape == (400, 150) and rows == [64]  # one band of tile rows for a 400-row image

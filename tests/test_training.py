@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from fastseg.cli import app
 from fastseg.config import FitConfig
 from fastseg.data.dataloaders import DataConfig
-from fastseg.errors import FastsegError
+from fastseg.errors import FastsegError, Interrupted
 from fastseg.losses import median_frequency_weights
 from fastseg.runs import read_metrics_csv
 from fastseg.serialize import load_state
@@ -70,7 +70,10 @@ def test_curves_are_drawn_first_then_at_most_every_few_seconds_and_at_the_end(sy
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(synth_root, tmp_path):
     _, full = fit(tiny_config(synth_root, tmp_path, "full"))
-    run, partial = fit(tiny_config(synth_root, tmp_path, "cut"), extra_cbs=[SendSignal(epoch=1, batch=2)])
+    with pytest.raises(Interrupted, match=r"^Stopped by SIGINT with the checkpoint saved; continue with "
+                                          r"`fastseg fit --resume .*cut`\.$") as stopped:
+        fit(tiny_config(synth_root, tmp_path, "cut"), extra_cbs=[SendSignal(epoch=1, batch=2)])
+    run, partial = tmp_path / "cut", stopped.value.rows
     assert len(partial) == 1  # stopped inside epoch 2
     state = load_state(run / "last.safetensors")
     assert (state["epoch"], state["batch"]) == (1, 3)

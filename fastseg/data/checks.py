@@ -1,26 +1,42 @@
-"""`check-data`: split counts, leakage between training and evaluation splits, and per-file problems."""
+"""Data checks: `check-data`'s report and the preflight `fit` and `evaluate` run before the first batch.
 
+One code path: both decode every image fully, read every mask, compare their sizes and the mask
+values, and check the id lists (empty lists, repeated ids). The preflight refuses with one sentence
+naming the first bad file (or, with `skip_bad`, leaves bad samples out with a warning listing them),
+and remembers a passed check in a small cache file keyed by the files' paths, sizes and mtimes.
+"""
+
+import hashlib
+import os
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from fastseg.console import progress_bar
 from fastseg.constants import IGNORE_INDEX, NUM_CLASSES
 from fastseg.data.masks import read_mask
-from fastseg.data.samples import Sample
+from fastseg.data.samples import Sample, list_lines
 from fastseg.data.sbd import resolve_sbd_root
-from fastseg.data.splits import EVAL_SPLITS, SPLITS, TRAIN_SPLITS, DataRoots, build_split, shared_ids
+from fastseg.data.splits import EVAL_SPLITS, SPLITS, TRAIN_SPLITS, DataRoots, build_split, shared_ids, split_lists
 from fastseg.data.voc import resolve_voc_root
 from fastseg.errors import FastsegError
 
 VALID_VALUES = set(range(NUM_CLASSES)) | {IGNORE_INDEX}
+CHECKS_VERSION = 1  # part of the cache key: a change to the checks invalidates old passes
+CACHE_DIR = "fastseg-cache"  # beside the VOCdevkit/VOC2012 folder, like the class-frequency cache
 
 
 @dataclass(frozen=True)
 class Problem:
     path: Path
     message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
 
 
 @dataclass
@@ -41,26 +57,94 @@ def split_samples(roots: DataRoots) -> tuple[dict[str, list[Sample]], dict[str, 
     return built, missing
 
 
-def check_sample(sample: Sample) -> list[Problem]:
-    """Problems of one sample: unreadable or missing files, size mismatch, bad mask values."""
+def image_size(path: Path) -> tuple[int, int] | str:
+    """(width, height) of a fully decoded image, or what is wrong with the file.
+
+    A truncated file fails here (the whole image is decoded, not only its header); so does one
+    over Pillow's decompression-bomb limit, warning included.
+    """
+    if not path.is_file():
+        return "image is missing"
+    if path.stat().st_size == 0:
+        return "image is empty (0 bytes)"
     try:
-        with Image.open(sample.image) as img:
-            img.verify()
-            width, height = img.size
-    except (OSError, SyntaxError) as err:
-        message = "is missing" if not sample.image.exists() else f"cannot be read ({type(err).__name__})"
-        return [Problem(sample.image, f"image {message}")]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return f"image is larger than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels"
+    except (OSError, SyntaxError, ValueError) as err:
+        if "truncated" in str(err) or "broken data stream" in str(err):
+            return "image is truncated"
+        return f"image cannot be read ({type(err).__name__})"
+
+
+def mask_array(path: Path) -> np.ndarray | str:
+    """The mask as H×W uint8 class ids, or what is wrong with the file."""
+    if not path.is_file():
+        return "mask is missing"
+    if path.stat().st_size == 0:
+        return "mask is empty (0 bytes)"
     try:
-        mask = read_mask(sample.mask)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return read_mask(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return f"mask is larger than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels"
     except FastsegError as err:
-        return [Problem(sample.mask, str(err))]
+        return str(err).removeprefix(f"Mask file {path} ").rstrip(".")
+
+
+def check_sample(sample: Sample) -> list[Problem]:
+    """Problems of one sample: unreadable, empty or missing files, size mismatch, bad mask values."""
+    size = image_size(sample.image)
+    if isinstance(size, str):
+        return [Problem(sample.image, size)]
+    mask = mask_array(sample.mask)
+    if isinstance(mask, str):
+        return [Problem(sample.mask, mask)]
     problems = []
+    width, height = size
     if mask.shape != (height, width):
         problems.append(Problem(sample.mask, f"mask is {mask.shape[1]}×{mask.shape[0]} but its image is "
                                              f"{width}×{height}"))
     bad = sorted(set(np.unique(mask).tolist()) - VALID_VALUES)
     if bad:
         problems.append(Problem(sample.mask, f"mask has values {bad[:8]} outside 0..20 and 255"))
+    return problems
+
+
+def check_lists(paths: list[Path]) -> list[Problem]:
+    """An id list that names no ids, and each id a list repeats (once per list and id)."""
+    problems = []
+    for path in dict.fromkeys(paths):
+        lines = list_lines(path)
+        if not lines:
+            problems.append(Problem(path, "id list is empty"))
+        for sample_id, count in Counter(lines).items():
+            if count > 1:
+                problems.append(Problem(path, f"id list names {sample_id} {count} times"))
+    return problems
+
+
+def unique_samples(splits: dict[str, list[Sample]]) -> list[Sample]:
+    """Each (image, mask) pair once, sorted by id."""
+    unique = {(s.image, s.mask): s for samples in splits.values() for s in samples}
+    return sorted(unique.values(), key=lambda s: (s.id, str(s.mask)))
+
+
+def check_samples(samples: list[Sample], progress=None) -> list[Problem]:
+    """Problems of every sample, each file reported once however many samples share it."""
+    problems, reported = [], set()
+    for sample in samples:
+        for problem in check_sample(sample):
+            if problem.path not in reported:
+                reported.add(problem.path)
+                problems.append(problem)
+        if progress:
+            progress()
     return problems
 
 
@@ -79,10 +163,75 @@ def check_dataset(roots: DataRoots, progress=None) -> DataReport:
     for train in (t for t in TRAIN_SPLITS if t in built):
         for evaluation in (e for e in EVAL_SPLITS if e in built):
             leaks.append((train, evaluation, len(shared_ids(built[train], built[evaluation]))))
-    unique = {(s.image, s.mask): s for samples in built.values() for s in samples}
-    problems = []
-    for sample in sorted(unique.values(), key=lambda s: (s.id, str(s.mask))):
-        problems += check_sample(sample)
-        if progress:
-            progress()
+    lists = [p for name in built for p in split_lists(name, roots)]
+    problems = check_lists(lists) + check_samples(unique_samples(built), progress)
     return DataReport(counts, leaks, problems)
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """sha256 of every path with its size and mtime (or "missing"), and the checks' version."""
+    digest = hashlib.sha256(f"fastseg checks {CHECKS_VERSION}\n".encode())
+    for path in map(os.path.abspath, paths):  # not resolve(): one stat per file keeps a cached run ~free
+        try:
+            st = os.stat(path)
+            digest.update(f"{path}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\tmissing\n".encode())
+    return digest.hexdigest()
+
+
+def cache_file(roots: DataRoots, key: str) -> Path:
+    return resolve_voc_root(roots.voc).parent / CACHE_DIR / f"preflight-{key[:32]}.ok"
+
+
+def remember_pass(path: Path) -> None:
+    """Record a passed check; a read-only data folder just means no cache (the check reruns)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("passed\n")
+    except OSError:
+        pass
+
+
+def refusal(problems: list[Problem]) -> FastsegError:
+    """The one sentence for a failed preflight: the first problem, how many in all, what to do."""
+    more = f" ({len(problems)} bad files in all; `fastseg check-data` lists them)" if len(problems) > 1 else ""
+    return FastsegError(f"{problems[0]}{more}; fix or remove it, or pass --skip-bad to leave bad samples out.")
+
+
+def preflight(splits: dict[str, list[Sample]], roots: DataRoots, skip_bad: bool = False,
+              log=print) -> dict[str, list[Sample]]:
+    """Check every file and id list `splits` read, before the first batch.
+
+    Returns `splits` unchanged, or with `skip_bad` without the samples that have a bad file.
+
+    Raises:
+        FastsegError: a split is empty, or a file or list has a problem (without `skip_bad`).
+    """
+    _refuse_empty(splits, roots)
+    lists = [p for name in splits for p in split_lists(name, roots)]
+    samples = unique_samples(splits)
+    key = fingerprint(lists + [p for s in samples for p in (s.image, s.mask)])
+    done = cache_file(roots, key)
+    if done.is_file():
+        return splits
+    with progress_bar("checking files", len(samples)) as advance:
+        problems = check_lists(lists) + check_samples(samples, advance)
+    if not problems:
+        remember_pass(done)
+        return splits
+    if not skip_bad:
+        raise refusal(problems)
+    log(f"--skip-bad: leaving out {len(problems)} bad file(s): " + "; ".join(map(str, problems)))
+    bad = {p.path for p in problems}
+    kept = {name: [s for s in ss if s.image not in bad and s.mask not in bad] for name, ss in splits.items()}
+    _refuse_empty(kept, roots)
+    return kept
+
+
+def _refuse_empty(splits: dict[str, list[Sample]], roots: DataRoots) -> None:
+    for name, samples in splits.items():
+        if not samples:
+            lists = ", ".join(str(p) for p in split_lists(name, roots)) or "its id lists"
+            raise FastsegError(f"Split {name} has no images to use (read from {lists}); add ids to the "
+                               "list or choose another split.")

@@ -12,13 +12,15 @@ from fastai.vision.all import (
     Normalize,
     PILImage,
     PILMask,
+    TfmdDL,
 )
+from PIL import Image
 
 from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, MIN_SIZE, VOC_CLASSES
 from fastseg.data.masks import read_mask
 from fastseg.data.samples import Sample
 from fastseg.data.splits import DataRoots, LeakageReport, build_split, check_leakage
-from fastseg.data.transforms import DEFAULT_CROP, AlbumentationsTransform, build_augmentation, pad_batch
+from fastseg.data.transforms import DEFAULT_CROP, AlbumentationsTransform, build_augmentation, pad_batch, padded_size
 from fastseg.errors import FastsegError
 
 
@@ -37,13 +39,18 @@ class DataConfig:
     val_bs: int | None = None        # None: same as bs
     num_workers: int = 0
     cache: bool = False              # keep decoded images and masks in memory after their first read
+    skip_bad: bool = False           # leave out samples whose files fail the preflight (with a warning)
 
     def validate(self) -> None:
         """Raises FastsegError naming the first option out of range."""
-        if self.crop < MIN_SIZE:
-            raise FastsegError(f"--crop {self.crop} is too small; use at least {MIN_SIZE} pixels.")
-        if self.bs < 1:
-            raise FastsegError(f"--bs {self.bs} must be at least 1.")
+        checks = [(self.crop >= MIN_SIZE, f"--crop {self.crop} is too small; use at least {MIN_SIZE} pixels."),
+                  (self.bs >= 1, f"--bs {self.bs} must be at least 1."),
+                  (self.val_bs is None or self.val_bs >= 1, f"--bs {self.val_bs} must be at least 1."),
+                  (self.num_workers >= 0, f"--workers {self.num_workers} must be 0 (load in the main process) "
+                                          "or more.")]
+        for ok, message in checks:
+            if not ok:
+                raise FastsegError(message)
 
     @property
     def roots(self) -> DataRoots:
@@ -92,16 +99,59 @@ def segmentation_block(crop: int, augment: str, splitter, cache: bool = False) -
 
 
 def paired_splits(cfg: DataConfig, log=print) -> tuple[list[Sample], list[Sample], LeakageReport]:
-    """Build the training and validation splits and run (and print) the leakage check."""
+    """Build the training and validation splits, run (and print) the leakage check, then the preflight
+    of every file they name; the validation samples come sorted by padded size (see `by_padded_size`)."""
+    from fastseg.data.checks import preflight
     train = build_split(cfg.train_split, cfg.roots)
     valid = build_split(cfg.valid_split, cfg.roots)
     report = check_leakage(train, valid, cfg.train_split, cfg.valid_split)
     log(report.summary())
-    return train, valid, report
+    splits = preflight({cfg.train_split: train, cfg.valid_split: valid}, cfg.roots, cfg.skip_bad, log)
+    return splits[cfg.train_split], by_padded_size(splits[cfg.valid_split]), report
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file, from its header."""
+    with Image.open(path) as img:
+        return img.size[1], img.size[0]
+
+
+def by_padded_size(samples: list[Sample]) -> list[Sample]:
+    """`samples` ordered by the size their images are padded to (then by id), so that validation
+    batches of one padded size (`SizeGroupedDL`) are as full as the batch size allows."""
+    return sorted(samples, key=lambda s: (padded_size([header_size(s.image)]), s.id))
+
+
+def size_groups(items, bs: int):
+    """Consecutive (image, mask, ...) items in batches of at most `bs` that share one padded size.
+
+    A score must not depend on the batch size: an image padded further than its own next multiple
+    of 32 gets different predictions near its edges, so no image is padded for another's sake."""
+    batch, key = [], None
+    for item in items:
+        size = padded_size([tuple(item[1].shape[-2:])])
+        if batch and (size != key or len(batch) == bs):
+            yield batch
+            batch = []
+        batch.append(item)
+        key = size
+    if batch:
+        yield batch
+
+
+class SizeGroupedDL(TfmdDL):
+    """fastai's TfmdDL whose unshuffled loaders (validation, evaluation) batch only images of one
+    padded size, in order; shuffled (training) loaders batch as usual."""
+
+    def chunkify(self, b):
+        if self.shuffle or self.prebatched:
+            return super().chunkify(b)
+        return size_groups(b, self.bs)
 
 
 def build_dataloaders(cfg: DataConfig, device=None, log=print) -> DataLoaders:
-    """fastai DataLoaders: shuffled training crops, validation padded per batch to a multiple of 32.
+    """fastai DataLoaders: shuffled training crops; validation batches of equal padded size (each image
+    padded to its own next multiple of 32), so validation scores do not depend on the batch size.
 
     Batches: images N×3×H×W float (ImageNet-normalised), masks N×H×W long with 255 for void.
     """
@@ -114,5 +164,5 @@ def build_dataloaders(cfg: DataConfig, device=None, log=print) -> DataLoaders:
                                cfg.cache)
     pin = device is not None and str(device).startswith("cuda")
     return block.dataloaders(train + valid, bs=cfg.bs, val_bs=cfg.val_bs or cfg.bs,
-                             num_workers=cfg.num_workers, before_batch=pad_batch, device=device,
+                             num_workers=cfg.num_workers, before_batch=pad_batch, device=device, dl_type=SizeGroupedDL,
                              drop_last=True, pin_memory=pin, persistent_workers=cfg.num_workers > 0)

@@ -54,13 +54,17 @@ def download_dataset(name: str, root: str | Path, archive: Archive | None = None
         raise FastsegError(f"Unknown dataset '{name}'; choose one of: {', '.join(ARCHIVES)}.")
     archive = archive or ARCHIVES[name]
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise FastsegError(f"--root {root} is a file, not a folder; pass a folder to download into.")
     root.mkdir(parents=True, exist_ok=True)
     marker = root / archive.marker
     if marker.exists():
         log(f"{name} is already extracted under {root}.")
         return marker
     path = root / archive.filename
-    if not (path.is_file() and md5sum(path) == archive.md5):
+    if path.is_file():  # placed by hand or downloaded before: its md5 must match (it is not refetched)
+        verify(path, archive.md5)
+    else:
         fetch(archive.url, path)
         verify(path, archive.md5)
     extract(path, root)

@@ -67,7 +67,7 @@ def write_palette_png(mask: np.ndarray, path: str | Path) -> None:
     """Write an H×W uint8 class-id mask as a VOC palette PNG (indices kept, 255 included)."""
     img = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
     img.putpalette(voc_palette())
-    img.save(path)
+    img.save(path, format="PNG")
 
 
 def write_sbd_mat(mask: np.ndarray, path: str | Path) -> None:

@@ -16,7 +16,13 @@ class Sample:
 
 
 def read_id_list(path: Path) -> list[str]:
-    """Non-empty, stripped lines of an id list file, in file order."""
+    """Non-empty, stripped lines of an id list file, in file order, each id once (check-data reports
+    repeated ids)."""
     if not path.is_file():
         raise FastsegError(f"Id list {path} does not exist; check the dataset folder.")
+    return list(dict.fromkeys(list_lines(path)))
+
+
+def list_lines(path: Path) -> list[str]:
+    """Non-empty, stripped lines of an id list file, repeats kept."""
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]

@@ -59,6 +59,20 @@ def build_split(name: str, roots: DataRoots) -> list[Sample]:
     return builders[name](roots)
 
 
+def split_lists(name: str, roots: DataRoots) -> list[Path]:
+    """The id list files a split is built from (those that exist), for the preflight's list checks."""
+    voc = resolve_voc_root(roots.voc)
+    voc_list = {n: voc / "ImageSets" / "Segmentation" / f"{n}.txt" for n in ("train", "val")}
+    sbd = resolve_sbd_root(roots.sbd) if roots.sbd is not None and name in ("train-aug", "seg11valid") else None
+    sbd_list = {n: sbd / f"{n}.txt" for n in ("train", "val")} if sbd else {}
+    lists = {"voc12-train": [voc_list["train"]], "train-aug": [*voc_list.values(), *sbd_list.values()],
+             "seg11valid": [sbd_list.get("train")]}
+    if name == "seg11valid":
+        voc11 = resolve_voc_root(roots.voc11 or _find_voc11(voc), year="2011")
+        lists[name].append(voc11 / "ImageSets" / "Segmentation" / "val.txt")
+    return [p for p in lists.get(name, [voc_list["val"]]) if p is not None and p.is_file()]
+
+
 def _voc12_list(list_name: str):
     def build(roots: DataRoots) -> list[Sample]:
         voc = resolve_voc_root(roots.voc)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from fastseg import __version__
@@ -31,7 +31,7 @@ def save_model(model: nn.Module, path: str | Path, meta: dict) -> Path:
     atomically. Returns the weights path."""
     path = Path(path).with_suffix(".safetensors")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"arch": meta["arch"]}))
+    atomic_write(path, lambda tmp: tmp.write_bytes(save(state, metadata={"arch": meta["arch"]})))
     atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
     return path
 
