@@ -65,12 +65,13 @@ def pick_device(requested: str | None) -> torch.device:
     return torch.device(requested)
 
 
-def class_weights(cfg: FitConfig) -> torch.Tensor | None:
-    """None, median-frequency weights of the training split (cached beside the data), or a file's."""
+def class_weights(cfg: FitConfig, pixels: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor | None:
+    """None, median-frequency weights of the training split (from `pixels`, the counts of
+    `training_class_pixels`, when the caller has them), or a file's."""
     if cfg.class_weights == "none":
         return None
     if cfg.class_weights == "median-freq":
-        weights = median_frequency_weights(*training_class_pixels(cfg))
+        weights = median_frequency_weights(*(pixels or training_class_pixels(cfg)))
     else:
         weights = read_weights_file(Path(cfg.class_weights))
     show_class_weights(weights)
@@ -134,14 +135,16 @@ def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device):
         cbs.append(L1Penalty(cfg.l1))
     if cfg.clip:
         cbs.append(GradientClip(cfg.clip))
-    learn = seg_learner(dls, cfg.arch, cfg.pretrained, cfg.width, loss_func=segmentation_loss(class_weights(cfg)),
-                        metrics=metrics, opt_func=make_opt_func(cfg.opt, cfg.mom), wd=cfg.wd, cbs=cbs,
-                        path=run_dir, model_dir=".")
+    needs_counts = cfg.head_prior or cfg.class_weights == "median-freq"
+    pixels = training_class_pixels(cfg) if needs_counts else None  # one pass over the masks for both
+    loss_func = segmentation_loss(class_weights(cfg, pixels))
+    learn = seg_learner(dls, cfg.arch, cfg.pretrained, cfg.width, loss_func=loss_func, metrics=metrics,
+                        opt_func=make_opt_func(cfg.opt, cfg.mom), wd=cfg.wd, cbs=cbs, path=run_dir, model_dir=".")
     learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
     learn.logger = lambda row: None  # RunRecorder prints the table
     install_device_losses(learn)
     if cfg.head_prior:
-        set_head_prior(learn.model.head, training_class_pixels(cfg)[0])
+        set_head_prior(learn.model.head, pixels[0])
     cuda_settings(device)
     learn.model.to(device)
     if channels_last(cfg, device):
