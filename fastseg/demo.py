@@ -39,6 +39,7 @@ class DemoConfig:
     epochs: int = 24       # 600 steps of 32; with 16, seed 0 still predicted background at epoch 9
     lr: float = 5e-2       # Adam peak of the one-cycle schedule (lr_find is run and shown beside it)
     lr_find_iters: int = 30
+    channels_last: bool = True  # NHWC: an epoch took 7.5 s against 9 s NCHW on 2 Xeon cores (BENCHMARKS.md)
     seed: int = 0
 
 
@@ -48,7 +49,8 @@ def demo_fit_config(cfg: DemoConfig, data_root: Path, runs: Path, arch: str, nam
                       valid_split="voc12-val", crop=cfg.crop, bs=cfg.bs, augment="none", cache=True)
     # mom 0.95: Adam's beta1 cycles 0.95 -> 0.85 -> 0.95 over the one-cycle schedule, fastai's default
     return FitConfig(data=data, arch=arch, width=cfg.width, pretrained="none", epochs=cfg.epochs, lr=cfg.lr,
-                     opt="adam", mom=0.95, wd=1e-4, head_prior=True, seed=cfg.seed, runs_dir=str(runs), name=name)
+                     opt="adam", mom=0.95, wd=1e-4, head_prior=True, channels_last=cfg.channels_last, seed=cfg.seed,
+                     runs_dir=str(runs), name=name)
 
 
 def background_only_miou(fit_cfg: FitConfig) -> float:
