@@ -1,1 +1,18 @@
-__version__ = '0.1.0'
+"""fastseg: SegNet and VGG16-BN skip models on PASCAL VOC and SBD with fastai.
+
+The package is grouped by concern. The base modules at the top are imported by every wing and
+import no torch: config (every command's configuration), constants, errors (the exit codes),
+console. The wings, each with a docstring saying what it may import:
+
+    io/        atomic writes, checkpoint serialisation, run folders
+    devices/   device selection, DDP, precision
+    data/      VOC / SBD readers, splits, checks, statistics, transforms, DataBlock, synthetic data
+    models/    SegNet, the VGG16-BN skip model, the colour-only control, weights files
+    train/     fit, find-lr, Learner, losses, schedules, callbacks, recorder
+    evaluate/  metrics, scoring, TTA, predict, export, report, figures
+    tools/     demo, bench, doctor
+
+cli.py turns each command into one library call.
+"""
+
+__version__ = "0.1.0"

@@ -1,8 +1,12 @@
-"""The `fastseg` command line: parse options, build a config, make one library call, summarise."""
+"""The `fastseg` command line: parse options, build a config, make one library call, summarise.
+
+Only typer, rich and fastseg's pure modules (config, console, constants, errors) are imported here
+at the top, so that `fastseg --help` starts without torch; each command imports what it runs.
+"""
 
 import functools
 from dataclasses import MISSING, fields
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -10,33 +14,29 @@ import typer
 from rich.table import Table
 
 from fastseg import _quiet  # noqa: F401 - first: silences fastai's torch.jit FutureWarnings at import
-from fastseg.bench import DEVICE_DEFAULTS, BenchConfig
-from fastseg.config import FitConfig
-from fastseg.console import console, log
-from fastseg.constants import MIN_SIZE
-from fastseg.data.dataloaders import DataConfig
-from fastseg.data.synthetic import SynthConfig
+from fastseg.config import (
+    CLI_ARCHS,
+    DEVICE_DEFAULTS,
+    RUNS_DIR,
+    Amp,
+    BenchConfig,
+    DataConfig,
+    EvalSplit,
+    FitConfig,
+    Opt,
+    Preset,
+    Sched,
+    SynthConfig,
+    TrainSplit,
+)
+from fastseg.console import console, log, progress_bar
+from fastseg.constants import DEFAULT_OVERLAP, DEFAULT_TILE, MIN_SIZE
 from fastseg.errors import EXIT_INTERRUPTED, FastsegError, Interrupted, io_error
-from fastseg.predict import DEFAULT_OVERLAP, DEFAULT_TILE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train and evaluate SegNet and VGG16-BN skip models on PASCAL VOC and SBD.")
 
-
-def _choices(name: str, values) -> type[Enum]:
-    return Enum(name, {v: v for v in values}, type=str)
-
-
-def _registry_choices():
-    from fastseg.config import OPTIMIZERS, SCHEDULES
-    from fastseg.data.splits import EVAL_SPLITS, TRAIN_SPLITS
-    from fastseg.data.transforms import PRESETS
-    from fastseg.models import MODELS
-    return (_choices("Arch", MODELS), _choices("Opt", OPTIMIZERS), _choices("Sched", SCHEDULES),
-            _choices("TrainSplit", TRAIN_SPLITS), _choices("EvalSplit", EVAL_SPLITS), _choices("Preset", PRESETS))
-
-
-Arch, Opt, Sched, TrainSplit, EvalSplit, Preset = _registry_choices()
+Arch = StrEnum("Arch", {a.name: a.value for a in CLI_ARCHS})  # --arch offers the two seeds' models
 
 
 def _defaults(cls) -> dict:
@@ -45,6 +45,7 @@ def _defaults(cls) -> dict:
 
 
 FIT, DATA, SYNTH, BENCH = (_defaults(c) for c in (FitConfig, DataConfig, SynthConfig, BenchConfig))
+RUNS = Path(RUNS_DIR)
 
 
 def _per_device(what: str, i: int) -> str:
@@ -76,31 +77,58 @@ def friendly(func):
     return wrapper
 
 
-# Options shared by the data, training and evaluation commands.
-VocOpt = Annotated[Path, typer.Option("--voc", help="VOC2012 folder (VOCdevkit/VOC2012 or a parent).")]
-SbdOpt = Annotated[Path | None, typer.Option("--sbd", help="SBD folder (benchmark_RELEASE/dataset or a parent).")]
-Voc11Opt = Annotated[Path | None, typer.Option("--voc11", help="VOC2011 folder (seg11valid).")]
-TrainOpt = Annotated[TrainSplit, typer.Option("--train", help="Training split.")]
-ValidOpt = Annotated[EvalSplit, typer.Option("--valid", help="Validation split.")]
-CropOpt = Annotated[int, typer.Option(help="Random crop size for training (pixels, at least 32).")]
-BsOpt = Annotated[int, typer.Option("--bs", help="Batch size.")]
-AugOpt = Annotated[Preset, typer.Option("--augment", help="Augmentation preset.")]
-WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Loader processes (0 on CPU, 8 on CUDA).")]
-CacheOpt = Annotated[bool, typer.Option("--cache", help="Keep decoded images and masks in memory (small datasets).")]
+# Options shared by the data, training and evaluation commands, in the help panels of `fit`.
+DATA_PANEL, MODEL_PANEL, OPT_PANEL, SPEED_PANEL, RUN_PANEL = (
+    "Data", "Model", "Optimisation and schedule", "Precision and speed", "Run folder")
+VocOpt = Annotated[Path, typer.Option("--voc", help="VOC2012 folder (VOCdevkit/VOC2012 or a parent).",
+                                      rich_help_panel=DATA_PANEL)]
+SbdOpt = Annotated[Path | None, typer.Option("--sbd", help="SBD folder (benchmark_RELEASE/dataset or a parent).",
+                                             rich_help_panel=DATA_PANEL)]
+Voc11Opt = Annotated[Path | None, typer.Option("--voc11", help="VOC2011 folder (seg11valid).",
+                                               rich_help_panel=DATA_PANEL)]
+TrainOpt = Annotated[TrainSplit, typer.Option("--train", help="Training split.", rich_help_panel=DATA_PANEL)]
+ValidOpt = Annotated[EvalSplit, typer.Option("--valid", help="Validation split.", rich_help_panel=DATA_PANEL)]
+CropOpt = Annotated[int, typer.Option(help="Random crop size for training (pixels, at least 32).",
+                                      rich_help_panel=DATA_PANEL)]
+BsOpt = Annotated[int, typer.Option("--bs", help="Batch size.", rich_help_panel=DATA_PANEL)]
+AugOpt = Annotated[Preset, typer.Option("--augment", help="Augmentation preset.", rich_help_panel=DATA_PANEL)]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Loader processes (default: min(8, CPUs) on CUDA, "
+                                                "0 on the CPU).", rich_help_panel=DATA_PANEL)]
+CacheOpt = Annotated[bool, typer.Option("--cache", help="Keep decoded images and masks in memory (small datasets).",
+                                        rich_help_panel=DATA_PANEL)]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Leave out samples whose files fail the checks "
-                                                             "(listed in a warning) instead of refusing.")]
+                                          "(listed in a warning) instead of refusing.", rich_help_panel=DATA_PANEL)]
+ArchOpt = Annotated[Arch, typer.Option("--arch", help="Model architecture.", rich_help_panel=MODEL_PANEL)]
+WidthOpt = Annotated[float, typer.Option(help="Channel multiplier (1.0 = the faithful model).",
+                                         rich_help_panel=MODEL_PANEL)]
+PretrainedOpt = Annotated[str, typer.Option(help="Encoder weights: imagenet, none, or a .pth/.safetensors file.",
+                                            rich_help_panel=MODEL_PANEL)]
+OptOpt = Annotated[Opt, typer.Option("--opt", help="Optimizer.", rich_help_panel=OPT_PANEL)]
+WdOpt = Annotated[float, typer.Option(help="Weight decay.", rich_help_panel=OPT_PANEL)]
+RunsOpt = Annotated[Path, typer.Option("--runs-dir", help="Folder holding run folders.", rich_help_panel=RUN_PANEL)]
+NameOpt = Annotated[str | None, typer.Option(help="Run folder name (default <timestamp>-<arch>).",
+                                             rich_help_panel=RUN_PANEL)]
+SeedOpt = Annotated[int, typer.Option(help="Random seed.", rich_help_panel=RUN_PANEL)]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: CUDA when present).",
+                                               rich_help_panel=SPEED_PANEL)]
+
+DATA_OPTIONS = {"voc": "voc", "sbd": "sbd", "voc11": "voc11", "train": "train_split", "valid": "valid_split",
+                "crop": "crop", "bs": "bs", "augment": "augment", "workers": "num_workers", "cache": "cache",
+                "skip_bad": "skip_bad"}
+"""CLI option name → DataConfig field; every other option of find-lr and fit is a FitConfig field."""
 
 
-def data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, val_bs=None, cache=False,
-                skip_bad=False):
-    if workers is None:
-        import os
+def _plain(value):
+    """An option's value as the configs store it: paths as strings, enum members as their values."""
+    if isinstance(value, Path):
+        return str(value)
+    return value.value if isinstance(value, Enum) else value
 
-        import torch
-        workers = min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
-    return DataConfig(voc=str(voc), sbd=str(sbd) if sbd else None, voc11=str(voc11) if voc11 else None,
-                      train_split=train.value, valid_split=valid.value, crop=crop, bs=bs, val_bs=val_bs,
-                      augment=augment.value, num_workers=workers, cache=cache, skip_bad=skip_bad)
+
+def fit_config(**options) -> FitConfig:
+    """The FitConfig of find-lr's or fit's options (named as in DATA_OPTIONS, then FitConfig's fields)."""
+    data = DataConfig(**{field: _plain(options.pop(name)) for name, field in DATA_OPTIONS.items() if name in options})
+    return FitConfig(data=data, **{k: _plain(v) for k, v in options.items()})
 
 
 @app.command()
@@ -112,7 +140,6 @@ def synth(out: Annotated[Path, typer.Option(help="Folder to write the dataset in
           size: Annotated[int, typer.Option(help="Longest image side in pixels.")] = SYNTH["size"],
           seed: Annotated[int, typer.Option(help="Random seed.")] = SYNTH["seed"]):
     """Write a seeded synthetic dataset laid out exactly like VOCdevkit/VOC2012, VOC2011 and SBD."""
-    from rich.progress import track
 
     from fastseg.data.synthetic import generate, make_id_sets
     cfg = SynthConfig(n_train=n_train, n_val=n_val, n_sbd_only=n_sbd_only, size=size, seed=seed)
@@ -121,8 +148,8 @@ def synth(out: Annotated[Path, typer.Option(help="Folder to write the dataset in
                            f"{MIN_SIZE}.")
     sets = make_id_sets(cfg)
     total = len(set(sets.voc_train + sets.voc_val + sets.sbd_train + sets.sbd_val))
-    ticks = iter(track(range(total), description="synth", console=console, disable=not console.is_terminal))
-    generate(out, cfg, progress=lambda _: next(ticks, None))
+    with progress_bar("synth", total=total) as advance:
+        generate(out, cfg, progress=lambda _: advance())
     log(f"Synthetic dataset written to {out}: --voc {out}/VOCdevkit/VOC2012 --sbd {out}/benchmark_RELEASE/dataset")
 
 
@@ -139,14 +166,12 @@ def download(name: Annotated[str, typer.Argument(help="voc2012, voc2011 or sbd."
 @friendly
 def check_data(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None):
     """Split counts, leakage check and every problem found in the files; exit 1 on a problem."""
-    from rich.progress import Progress
 
     from fastseg.data.checks import check_dataset
     from fastseg.data.splits import DataRoots
     roots = DataRoots(voc, sbd, voc11)
-    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task("checking files", total=None)
-        report = check_dataset(roots, progress=lambda: bar.advance(task))
+    with progress_bar("checking files") as advance:
+        report = check_dataset(roots, progress=advance)
     _print_data_report(report)
     if report.problems or any(n for _, _, n in report.leaks):
         raise typer.Exit(1)
@@ -190,9 +215,11 @@ def show_batch(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
     from fastai.torch_core import set_seed
 
     from fastseg.data.dataloaders import build_dataloaders
-    from fastseg.plots import plot_batch
+    from fastseg.evaluate.figures import plot_batch
     set_seed(seed)
-    dls = build_dataloaders(data_config(voc, sbd, voc11, train, valid, crop, n, augment, 0), device="cpu", log=log)
+    data = DataConfig(voc=str(voc), sbd=_plain(sbd), voc11=_plain(voc11), train_split=train.value,
+                      valid_split=valid.value, crop=crop, bs=n, augment=augment.value, num_workers=0)
+    dls = build_dataloaders(data, device="cpu", log=log)
     out.mkdir(parents=True, exist_ok=True)
     # the validation grid mixes padded sizes (scoring never does): a shuffled view pads to the largest
     for name, dl in (("train", dls.train), ("valid", dls.valid.new(shuffle=True))):
@@ -201,92 +228,90 @@ def show_batch(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
         log(f"Wrote {path}")
 
 
-ArchOpt = Annotated[Arch, typer.Option("--arch", help="Model architecture.")]
-WidthOpt = Annotated[float, typer.Option(help="Channel multiplier (1.0 = the faithful model).")]
-PretrainedOpt = Annotated[str, typer.Option(help="Encoder weights: imagenet, none, or a .pth/.safetensors file.")]
-RunsOpt = Annotated[Path, typer.Option("--runs-dir", help="Folder holding run folders.")]
-NameOpt = Annotated[str | None, typer.Option(help="Run folder name (default <timestamp>-<arch>).")]
-SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
-DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: CUDA when present).")]
-
-
-@app.command("find-lr")
+@app.command("find-lr", epilog="Example: fastseg find-lr --voc data --sbd data --arch segnet --name segnet-voc, "
+             "then fastseg fit --name segnet-voc --lr auto ...")
 @friendly
 def find_lr_cmd(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
                 train: TrainOpt = TrainSplit(DATA["train_split"]), valid: ValidOpt = EvalSplit(DATA["valid_split"]),
-                crop: CropOpt = DATA["crop"], bs: BsOpt = DATA["bs"], augment: AugOpt = Preset(DATA["augment"]),
+                crop: CropOpt = DATA["crop"], bs: BsOpt = DATA["bs"], augment: AugOpt = DATA["augment"],
                 workers: WorkersOpt = None, cache: CacheOpt = DATA["cache"], skip_bad: SkipBadOpt = False,
                 arch: ArchOpt = Arch(FIT["arch"]), width: WidthOpt = FIT["width"],
-                pretrained: PretrainedOpt = FIT["pretrained"],
-                opt: Annotated[Opt, typer.Option("--opt", help="Optimizer.")] = Opt(FIT["opt"]),
-                wd: Annotated[float, typer.Option(help="Weight decay.")] = FIT["wd"],
-                num_it: Annotated[int, typer.Option(help="Learning rates tried.")] = 100,
-                runs_dir: RunsOpt = Path(FIT["runs_dir"]), name: NameOpt = None, seed: SeedOpt = FIT["seed"],
+                pretrained: PretrainedOpt = FIT["pretrained"], opt: OptOpt = FIT["opt"], wd: WdOpt = FIT["wd"],
+                num_it: Annotated[int, typer.Option(help="Learning rates tried.", rich_help_panel=OPT_PANEL)] = 100,
+                runs_dir: RunsOpt = RUNS, name: NameOpt = None, seed: SeedOpt = FIT["seed"],
                 device: DeviceOpt = None):
     """fastai lr_find: writes lr_find.png and lr_find.json (valley, slide, steep, minimum)."""
-    from fastseg.training import find_lr
-    cfg = FitConfig(data=data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, cache=cache,
-                                     skip_bad=skip_bad),
-                    arch=arch.value, width=width, pretrained=pretrained, opt=opt.value, wd=wd,
-                    runs_dir=str(runs_dir), name=name, seed=seed, device=device)
+    options = {k: v for k, v in locals().items() if k != "num_it"}  # the parameters, named as the configs' fields
+    from fastseg.train.lr_find import find_lr
+    cfg = fit_config(**options)
     run_dir, found = find_lr(cfg, num_it=num_it)
     shown = ", ".join(f"{k} {v:.2e}" for k, v in found.items() if v is not None)
     log(f"lr_find: {shown}; plot and values in {run_dir}")
 
 
-@app.command()
+SEGNET_RECIPE = ("fastseg fit --voc data --sbd data --arch segnet --pretrained imagenet --train train-aug "
+                 "--valid seg11valid --crop 320 --bs 32 --augment light --opt sgd --lr 5e-3 --mom 0.9 --wd 5e-4 "
+                 "--epochs 127")
+"""The SegNet seed's recipe spelt out (every value is fit's default; the README explains each)."""
+
+
+@app.command(epilog=f"Example (the SegNet seed's recipe): {SEGNET_RECIPE}")
 @friendly
-def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (or a parent).")] = None,
+def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (or a parent).",
+                                                 rich_help_panel=DATA_PANEL)] = None,
         sbd: SbdOpt = None, voc11: Voc11Opt = None,
         train: TrainOpt = TrainSplit(DATA["train_split"]), valid: ValidOpt = EvalSplit(DATA["valid_split"]),
-        crop: CropOpt = DATA["crop"], bs: BsOpt = DATA["bs"], augment: AugOpt = Preset(DATA["augment"]),
+        crop: CropOpt = DATA["crop"], bs: BsOpt = DATA["bs"], augment: AugOpt = DATA["augment"],
         workers: WorkersOpt = None, cache: CacheOpt = DATA["cache"], skip_bad: SkipBadOpt = False,
         arch: ArchOpt = Arch(FIT["arch"]), width: WidthOpt = FIT["width"],
         pretrained: PretrainedOpt = FIT["pretrained"],
-        epochs: Annotated[int | None, typer.Option(help=f"Epochs (default {FIT['epochs']}, the SegNet seed's); "
-                                                   "with --resume, the new total.")] = None,
-        lr: Annotated[str, typer.Option(help="Peak learning rate, or 'auto' for the lr_find valley.")] = str(FIT["lr"]),
-        lr_min: Annotated[float | None, typer.Option(help="Encoder learning rate: slice(lr-min, lr).")] = None,
-        opt: Annotated[Opt, typer.Option("--opt", help="Optimizer.")] = Opt(FIT["opt"]),
-        mom: Annotated[float, typer.Option(help="SGD momentum (Adam's beta1); under one-cycle the upper "
-                   "momentum of the cycle mom → mom·0.85/0.95 → mom.")] = FIT["mom"],
-        wd: Annotated[float, typer.Option(help="Weight decay.")] = FIT["wd"],
-        sched: Annotated[Sched, typer.Option("--sched", help="Learning-rate schedule.")] = Sched(FIT["sched"]),
-        freeze_epochs: Annotated[int, typer.Option(help="Epochs training the decoder alone first.")]
-        = FIT["freeze_epochs"],
-        patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without better mIoU.")] = None,
-        clip: Annotated[float | None, typer.Option(help="Gradient norm clipping.")] = None,
-        class_weights: Annotated[str, typer.Option(help="none, median-freq, or a file of 21 weights.")]
-        = FIT["class_weights"],
-        l1: Annotated[float, typer.Option(help="L1 weight penalty coefficient.")] = FIT["l1"],
         head_prior: Annotated[bool, typer.Option("--head-prior", help="Start the head's biases at the log class "
-                              "shares of the training split (one pass over its masks, cached).")] = FIT["head_prior"],
-        amp: Annotated[str, typer.Option(help="Mixed precision: auto (bf16 on CUDA where supported, else fp16; "
-                   "off on the CPU), bf16 (CPU autocast too), fp16 (CUDA only) or off.")] = FIT["amp"],
+                              "shares of the training split (one pass over its masks, cached).",
+                              rich_help_panel=MODEL_PANEL)] = FIT["head_prior"],
+        epochs: Annotated[int | None, typer.Option(help=f"Epochs (default {FIT['epochs']}, the SegNet seed's); "
+                                                   "with --resume, the new total.", rich_help_panel=OPT_PANEL)] = None,
+        lr: Annotated[str, typer.Option(help="Peak learning rate, or 'auto' for the lr_find valley.",
+                                        rich_help_panel=OPT_PANEL)] = str(FIT["lr"]),
+        lr_min: Annotated[float | None, typer.Option(help="Encoder learning rate: slice(lr-min, lr).",
+                                                     rich_help_panel=OPT_PANEL)] = None,
+        opt: OptOpt = FIT["opt"],
+        mom: Annotated[float, typer.Option(help="SGD momentum (Adam's beta1); under one-cycle the upper "
+                   "momentum of the cycle mom → mom·0.85/0.95 → mom.", rich_help_panel=OPT_PANEL)] = FIT["mom"],
+        wd: WdOpt = FIT["wd"],
+        sched: Annotated[Sched, typer.Option("--sched", help="Learning-rate schedule.",
+                                             rich_help_panel=OPT_PANEL)] = FIT["sched"],
+        freeze_epochs: Annotated[int, typer.Option(help="Epochs training the decoder alone first.",
+                                                   rich_help_panel=OPT_PANEL)] = FIT["freeze_epochs"],
+        patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without better mIoU.",
+                                                     rich_help_panel=OPT_PANEL)] = None,
+        clip: Annotated[float | None, typer.Option(help="Gradient norm clipping.", rich_help_panel=OPT_PANEL)] = None,
+        class_weights: Annotated[str, typer.Option(help="none, median-freq, or a file of 21 weights.",
+                                                   rich_help_panel=OPT_PANEL)] = FIT["class_weights"],
+        l1: Annotated[float, typer.Option(help="L1 weight penalty coefficient.", rich_help_panel=OPT_PANEL)]
+        = FIT["l1"],
+        amp: Annotated[Amp, typer.Option(help="Mixed precision: auto (bf16 on CUDA where supported, else fp16; "
+                   "off on the CPU), bf16 (CPU autocast too), fp16 (CUDA only) or off.",
+                   rich_help_panel=SPEED_PANEL)] = FIT["amp"],
         channels_last: Annotated[bool | None, typer.Option("--channels-last/--no-channels-last",
-                                 help="NHWC memory format (default: on with CUDA).")] = FIT["channels_last"],
-        compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-        runs_dir: RunsOpt = Path(FIT["runs_dir"]), name: NameOpt = None, seed: SeedOpt = FIT["seed"],
+                                 help="NHWC memory format (default: on with CUDA).", rich_help_panel=SPEED_PANEL)]
+        = FIT["channels_last"],
+        compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.",
+                                              rich_help_panel=SPEED_PANEL)] = False,
         device: DeviceOpt = None,
+        runs_dir: RunsOpt = RUNS, name: NameOpt = None, seed: SeedOpt = FIT["seed"],
         resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder (--voc, --sbd, --voc11 "
-                                                         "relocate its data, --epochs extends it).")] = None):
+                                                         "relocate its data, --epochs extends it).",
+                                                    rich_help_panel=RUN_PANEL)] = None):
     """Train with fastai: best model by mIoU, a full checkpoint every epoch, curves and metrics.csv."""
-    from fastseg.training import fit as run_fit
-    from fastseg.training import resume_fit
+    options = {k: v for k, v in locals().items() if k != "resume"}  # the parameters, named as the configs' fields
+    from fastseg.train.fit import fit as run_fit
+    from fastseg.train.fit import resume_fit
     if resume is not None:
         run_dir, rows = resume_fit(resume, voc=voc, sbd=sbd, voc11=voc11, epochs=epochs)
     else:
         if voc is None:
             raise FastsegError("fit needs --voc DIR (or --resume RUN_DIR); run `fastseg synth` for a dataset.")
-        cfg = FitConfig(data=data_config(voc, sbd, voc11, train, valid, crop, bs, augment, workers, cache=cache,
-                                         skip_bad=skip_bad),
-                        arch=arch.value, width=width, pretrained=pretrained, epochs=epochs or FIT["epochs"],
-                        lr=_lr(lr),
-                        lr_min=lr_min, opt=opt.value, mom=mom, wd=wd, sched=sched.value,
-                        freeze_epochs=freeze_epochs, patience=patience, clip=clip, seed=seed,
-                        class_weights=class_weights, l1=l1, head_prior=head_prior, amp=amp,
-                        channels_last=channels_last, compile=compile, device=device, runs_dir=str(runs_dir), name=name)
-        run_dir, rows = run_fit(cfg)
+        run_dir, rows = run_fit(fit_config(**options | {"epochs": epochs or FIT["epochs"], "lr": _lr(lr)}))
     _summarise_fit(run_dir, rows)
 
 
@@ -313,7 +338,7 @@ def export(weights: Annotated[Path, typer.Argument(help="A .safetensors file wri
            out: Annotated[Path | None, typer.Option(help="Output file (default: beside the weights).")] = None,
            opset: Annotated[int, typer.Option(help="ONNX opset (at least 11).")] = 17):
     """Export weights to ONNX with dynamic batch, height and width."""
-    from fastseg.export import export_onnx
+    from fastseg.evaluate.export import export_onnx
     if format != "onnx":
         raise FastsegError(f"--format {format} is not supported; use onnx.")
     path = export_onnx(weights, out or weights.with_suffix(".onnx"), opset=opset)
@@ -329,11 +354,11 @@ def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .
              voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (default: the run's).")] = None,
              sbd: SbdOpt = None, voc11: Voc11Opt = None,
              bs: Annotated[int | None, typer.Option("--bs", help="Batch size (default: the run's).")] = None,
-             runs_dir: RunsOpt = Path("runs"), device: DeviceOpt = None, skip_bad: SkipBadOpt = False):
+             runs_dir: RunsOpt = RUNS, device: DeviceOpt = None, skip_bad: SkipBadOpt = False):
     """Score at native resolution: per-class table, mIoU with a bootstrap 95 % interval, metrics.json, figures."""
     from fastseg.data.splits import DataRoots
-    from fastseg.evaluation import evaluate_run
-    from fastseg.runs import latest_run
+    from fastseg.evaluate.scoring import evaluate_run
+    from fastseg.io.runs import latest_run
     if tta not in ("none", "flip"):
         raise FastsegError(f"--tta {tta} is not known; use none or flip.")
     scales = _scales(tta_scales)
@@ -358,7 +383,7 @@ def _scales(text: str) -> tuple[float, ...]:
 
 
 def _print_metrics(m: dict) -> None:
-    from fastseg.distributed import is_main
+    from fastseg.devices.distributed import is_main
     if not is_main():
         return
     table = Table(title=f"{m['split']} ({m['images']} images)")
@@ -383,10 +408,10 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="Image files or fo
             overlap: Annotated[int, typer.Option(help="Overlap between tiles in pixels.")] = DEFAULT_OVERLAP,
             device: DeviceOpt = None):
     """VOC-palette PNG masks at each image's size, plus overlays; large images by sliding window."""
-    from fastseg.models.io import load_model
-    from fastseg.predict import predict_files
-    from fastseg.runs import BEST
-    from fastseg.training import pick_device
+    from fastseg.devices.select import pick_device
+    from fastseg.evaluate.predict import predict_files
+    from fastseg.io.runs import BEST
+    from fastseg.models.weights import load_model
     if tile < MIN_SIZE or not 0 <= overlap < tile:
         raise FastsegError(f"--tile {tile} must be at least {MIN_SIZE} and --overlap {overlap} between 0 and "
                            "the tile size.")
@@ -412,7 +437,7 @@ def bench(out: Annotated[Path | None, typer.Option(help="Markdown file to append
     """Data pipeline vs JPEG decode, and training images/s and GFLOPs per image for each arch."""
     import sys
 
-    from fastseg.bench import run_bench
+    from fastseg.tools.bench import run_bench
     command = "fastseg bench " + " ".join(sys.argv[2:])
     cfg = BenchConfig(arch_size=size, batch=batch, width=width, steps=steps, images=images, device=device)
     section = run_bench(cfg, out, command.strip())
@@ -437,7 +462,7 @@ def doctor(size: Annotated[int | None, typer.Option(help="Input side (default: 3
     img/s, peak memory, TFLOP/s and MFU against this device's measured matmul peak; exit 1 on a mismatch."""
     import sys
 
-    from fastseg.doctor import COLUMNS, DoctorConfig, markdown, run_doctor, table_rows
+    from fastseg.tools.doctor import COLUMNS, DoctorConfig, markdown, run_doctor, table_rows
     for name, value in (("--size", size), ("--batch", batch), ("--steps", steps), ("--matmul", matmul)):
         if value is not None and value < 1:
             raise FastsegError(f"{name} {value} must be at least 1.")
@@ -455,7 +480,7 @@ def doctor(size: Annotated[int | None, typer.Option(help="Input side (default: 3
     log(f"Measured peaks: fp32 {peaks['fp32']:.3f} TFLOP/s, bf16 {peaks['bf16']:.3f} TFLOP/s; "
         f"{result['train_gflops_per_image']:.2f} GFLOP per image per training step.")
     if out is not None:
-        from fastseg.atomic import atomic_write
+        from fastseg.io.atomic import atomic_write
         head = out.read_text() if out.is_file() else "# Benchmarks\n"
         section = markdown(result, "fastseg " + " ".join(sys.argv[1:]))
         atomic_write(out, lambda tmp: tmp.write_text(head.rstrip() + "\n\n" + section))
@@ -475,7 +500,7 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data, 
     """Synthetic data → find-lr → fit a reduced-width SegNet → evaluate, against a colour-only control."""
     from dataclasses import replace
 
-    from fastseg.demo import DemoConfig, run_demo, run_sweep, torch_threads
+    from fastseg.tools.demo import DemoConfig, run_demo, run_sweep, torch_threads
     cfg = DemoConfig()
     cfg = replace(cfg, epochs=cfg.epochs if epochs is None else epochs, seed=cfg.seed if seed is None else seed)
     if cfg.epochs < 1:
@@ -520,15 +545,15 @@ def _print_sweep(sweep: dict) -> None:
 @app.command()
 @friendly
 def report(run: Annotated[Path | None, typer.Argument(help="Run folder (default: latest run).")] = None,
-           runs_dir: RunsOpt = Path("runs"),
+           runs_dir: RunsOpt = RUNS,
            voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (default: the run's).")] = None,
            sbd: SbdOpt = None, voc11: Voc11Opt = None):
     """Write report.md and a self-contained report.html (the run card) from a run's files."""
     from fastseg.config import load_config
     from fastseg.data.splits import DataRoots
-    from fastseg.evaluation import data_roots
-    from fastseg.report import write_report
-    from fastseg.runs import CONFIG, latest_run
+    from fastseg.evaluate.report import write_report
+    from fastseg.evaluate.scoring import data_roots
+    from fastseg.io.runs import CONFIG, latest_run
     run = run or latest_run(runs_dir, "metrics.json")
     roots = None
     if voc and (run / CONFIG).is_file():

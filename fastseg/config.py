@@ -1,15 +1,115 @@
-"""Typed run configuration with the SegNet seed's defaults; saved into every run directory."""
+"""Every command's configuration, as plain dataclasses with the seeds' defaults: the run (FitConfig,
+DataConfig, saved into every run folder as config.json), the synthetic dataset and the benchmark.
+
+The choices are enums whose values are the CLI's words. Each config checks its values once, in
+`__post_init__`, and raises FastsegError naming the option. This module imports no torch, fastai
+or numpy, so that `fastseg --help` starts fast; it may import errors, constants and data.splits.
+"""
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
 from pathlib import Path
 
-from fastseg.data.dataloaders import DataConfig
+from fastseg.constants import DEFAULT_CROP, MIN_SIZE
+from fastseg.data.splits import EVAL_SPLITS, SPLITS, TRAIN_SPLITS, DataRoots
 from fastseg.errors import FastsegError
 
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("one-cycle", "poly", "flat")
-AMP_MODES = ("auto", "bf16", "fp16", "off")
+RUNS_DIR = "runs"  # where run folders go unless --runs-dir says otherwise
+
+
+class Arch(StrEnum):
+    SEGNET = "segnet"
+    SKIP = "skip"
+    COLOUR_CONTROL = "colour-control"  # the demo's colour-only control; not offered by the CLI
+
+
+CLI_ARCHS = (Arch.SEGNET, Arch.SKIP)
+
+
+class Opt(StrEnum):
+    SGD = "sgd"
+    ADAM = "adam"
+
+
+class Sched(StrEnum):
+    ONE_CYCLE = "one-cycle"
+    POLY = "poly"
+    FLAT = "flat"
+
+
+class Amp(StrEnum):
+    AUTO = "auto"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    OFF = "off"
+
+
+class Preset(StrEnum):
+    """Augmentation presets (fastseg.data.transforms.build_augmentation)."""
+    LIGHT = "light"
+    HEAVY = "heavy"
+    NONE = "none"
+
+
+TrainSplit = StrEnum("TrainSplit", {s.upper().replace("-", "_"): s for s in TRAIN_SPLITS})
+EvalSplit = StrEnum("EvalSplit", {s.upper().replace("-", "_"): s for s in EVAL_SPLITS})
+OPTIMIZERS = tuple(Opt)
+SCHEDULES = tuple(Sched)
+AMP_MODES = tuple(Amp)
+PRESETS = tuple(Preset)
+
+
+def _set_choice(cfg, name: str, choices: type[StrEnum], option: str) -> None:
+    """Replace cfg.name (a string) by its enum member, or raise naming `option` and the choices."""
+    value = getattr(cfg, name)
+    try:
+        member = choices(value)
+    except ValueError:
+        names = ", ".join(c.value for c in choices if c is not Arch.COLOUR_CONTROL)
+        raise FastsegError(f"Unknown {option} '{value}'; choose one of: {names}.") from None
+    object.__setattr__(cfg, name, member)  # also on frozen dataclasses
+
+
+def _check(checks: list[tuple[bool, str]]) -> None:
+    """Raise FastsegError with the message of the first failed (ok, message) check."""
+    for ok, message in checks:
+        if not ok:
+            raise FastsegError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What to load and how; saved into every run directory."""
+
+    voc: str
+    sbd: str | None = None
+    voc11: str | None = None
+    train_split: str = "train-aug"   # the SegNet seed's training set
+    valid_split: str = "seg11valid"  # the SegNet seed's validation set
+    crop: int = DEFAULT_CROP
+    augment: Preset = Preset.LIGHT
+    bs: int = 32
+    val_bs: int | None = None        # None: same as bs
+    num_workers: int | None = None   # loader processes; None: min(8, CPUs) on CUDA, else 0
+    cache: bool = False              # keep decoded images and masks in memory after their first read
+    skip_bad: bool = False           # leave out samples whose files fail the preflight (with a warning)
+
+    def __post_init__(self) -> None:
+        """Raises FastsegError naming the first option out of range."""
+        _set_choice(self, "augment", Preset, "--augment")
+        _check([(split in SPLITS, f"Unknown split '{split}'; choose one of: {', '.join(SPLITS)}.")
+                for split in (self.train_split, self.valid_split)] + [
+            (self.crop >= MIN_SIZE, f"--crop {self.crop} is too small; use at least {MIN_SIZE} pixels."),
+            (self.bs >= 1, f"--bs {self.bs} must be at least 1."),
+            (self.val_bs is None or self.val_bs >= 1, f"--bs {self.val_bs} must be at least 1."),
+            (self.num_workers is None or self.num_workers >= 0,
+             f"--workers {self.num_workers} must be 0 (load in the main process) or more.")])
+
+    @property
+    def roots(self) -> DataRoots:
+        return DataRoots(Path(self.voc), Path(self.sbd) if self.sbd else None,
+                         Path(self.voc11) if self.voc11 else None)
 
 
 @dataclass
@@ -17,17 +117,17 @@ class FitConfig:
     """Everything needed to repeat a run."""
 
     data: DataConfig
-    arch: str = "segnet"
+    arch: Arch = Arch.SEGNET
     width: float = 1.0               # channel multiplier; 1.0 is the faithful model
     pretrained: str = "imagenet"     # the seed's ImageNet VGG16-BN encoder
     epochs: int = 127                # the SegNet seed's schedule
     lr: float | str = 5e-3           # the seed's SGD learning rate; "auto" = the lr_find valley
     lr_min: float | None = None      # encoder learning rate for slice(lr_min, lr); None: one lr
-    opt: str = "sgd"                 # the seed's SGD with momentum
+    opt: Opt = Opt.SGD               # the seed's SGD with momentum
     mom: float = 0.9                 # SGD momentum (Adam's beta1); one-cycle's upper momentum
     moms: list[float] | None = None  # momentum (start, middle, end); None: from mom and sched at fit
     wd: float = 5e-4                 # L2 weight decay for SGD (as torch.optim.SGD), decoupled for Adam
-    sched: str = "one-cycle"
+    sched: Sched = Sched.ONE_CYCLE
     freeze_epochs: int = 0           # epochs training the decoder alone first (pretrained encoder)
     patience: int | None = None      # early stopping on mIoU; None: never stop early
     clip: float | None = None        # gradient norm clipping
@@ -35,24 +135,24 @@ class FitConfig:
     class_weights: str = "none"      # none | median-freq | path to a weights file
     l1: float = 0.0                  # L1 weight penalty (the skip-model seed used 1e-6)
     head_prior: bool = False         # head biases start at the log class shares of the training split
-    amp: str = "auto"                # auto: bf16 on CUDA where supported, else fp16; off elsewhere
+    amp: Amp = Amp.AUTO              # auto: bf16 on CUDA where supported, else fp16; off elsewhere
     channels_last: bool | None = None  # None: on with CUDA (config.json records what was used)
     compile: bool = False            # torch.compile the model
     device: str | None = None        # None: CUDA when present
-    runs_dir: str = "runs"
+    runs_dir: str = RUNS_DIR
     name: str | None = None          # run folder name; None: <timestamp>-<arch>
-    extra: dict = field(default_factory=dict)
 
-    def validate(self) -> None:
-        from fastseg.models import BASELINES, MODELS
-        checks = [
-            (self.arch in MODELS | BASELINES, f"Unknown --arch '{self.arch}'; choose one of: {', '.join(MODELS)}."),
-            (self.opt in OPTIMIZERS, f"Unknown --opt '{self.opt}'; choose one of: {', '.join(OPTIMIZERS)}."),
-            (self.sched in SCHEDULES, f"Unknown --sched '{self.sched}'; choose one of: {', '.join(SCHEDULES)}."),
-            (self.amp in AMP_MODES, f"Unknown --amp '{self.amp}'; choose one of: {', '.join(AMP_MODES)}."),
+    def __post_init__(self) -> None:
+        if isinstance(self.data, dict):
+            self.data = DataConfig(**self.data)
+        for name, choices, option in (("arch", Arch, "--arch"), ("opt", Opt, "--opt"), ("sched", Sched, "--sched"),
+                                      ("amp", Amp, "--amp")):
+            _set_choice(self, name, choices, option)
+        _check([
             (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1."),
             (self.width > 0, f"--width {self.width} must be positive."),
-            (self.lr == "auto" or self.lr > 0, f"--lr {self.lr} must be positive (or 'auto')."),
+            (self.lr == "auto" or (not isinstance(self.lr, str) and self.lr > 0),
+             f"--lr {self.lr} must be positive (or 'auto')."),
             (self.lr_min is None or self.lr_min > 0, f"--lr-min {self.lr_min} must be positive."),
             (self.wd >= 0, f"--wd {self.wd} must be 0 or positive."),
             (0 <= self.mom < 1, f"--mom {self.mom} must be at least 0 and below 1."),
@@ -60,29 +160,11 @@ class FitConfig:
             (self.patience is None or self.patience >= 1, f"--patience {self.patience} must be at least 1."),
             (self.clip is None or self.clip > 0, f"--clip {self.clip} must be positive."),
             (self.l1 >= 0, f"--l1 {self.l1} must be 0 or positive."),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise FastsegError(message)
-        if self.device is not None:
-            check_device(self.device)
-        self.data.validate()
-
-
-def check_device(requested: str) -> None:
-    """Raises FastsegError for a device other than cpu, cuda or cuda:N, or CUDA where there is none."""
-    import torch
-    kind, colon, index = requested.partition(":")
-    if kind not in ("cpu", "cuda") or (colon and (kind == "cpu" or not index.isdigit())):
-        raise FastsegError(f"Unknown --device {requested}; use cpu, cuda or cuda:N.")
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if kind == "cuda" and int(index or 0) >= count:
-        have = f"only {count} CUDA device(s)" if count else "no CUDA GPU"
-        raise FastsegError(f"--device {requested} is not available (this machine has {have}); use --device cpu.")
+        ])
 
 
 def save_config(cfg: FitConfig, path: Path) -> None:
-    from fastseg.atomic import atomic_write
+    from fastseg.io.atomic import atomic_write
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=2)))
 
 
@@ -93,6 +175,38 @@ def load_config(path: Path) -> FitConfig:
         data = DataConfig(**raw.pop("data"))
         known = {f.name for f in fields(FitConfig)}
         return FitConfig(data=data, **{k: v for k, v in raw.items() if k in known})
+    except FastsegError as err:
+        raise FastsegError(f"Run config {path} holds a value fastseg does not know ({err}).") from None
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise FastsegError(f"Run config {path} could not be read ({type(err).__name__}); pass a run "
                            "folder written by `fastseg fit`.") from None
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Counts and sizes. Id sets mirror the real ones: SBD shares ids with VOC train and val,
+    VOC2011 val is a part of VOC2012 val, and some of it is in SBD train."""
+
+    n_train: int = 40       # VOC2012 seg train ids
+    n_val: int = 24         # VOC2012 seg val ids
+    n_sbd_only: int = 40    # ids annotated by SBD alone
+    size: int = 112         # longest image side; the other side and this one vary, most not ×32
+    band: int = 2           # width in pixels of the void (255) band along object outlines
+    seed: int = 0
+
+
+DEVICE_DEFAULTS = {"cuda": (32, 20), "cpu": (4, 2)}
+"""(batch, timed steps) by device type: the issue's batch 32 on CUDA; a CPU run kept to minutes."""
+
+
+@dataclass
+class BenchConfig:
+    """`fastseg bench`: model sizes and counts (batch and steps default by device)."""
+
+    arch_size: int = 320
+    batch: int | None = None   # None: DEVICE_DEFAULTS
+    width: float = 1.0
+    steps: int | None = None   # None: DEVICE_DEFAULTS
+    images: int = 48
+    eval_images: int = 8
+    device: str | None = None

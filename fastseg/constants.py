@@ -16,6 +16,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 STRIDE = 32
 """Total downsampling of the VGG16 encoder (five 2x2 poolings): padded sizes are multiples of it."""
 
+DEFAULT_CROP = 320
+"""The SegNet seed's random training crop."""
+
 MIN_SIZE = 32
 """Smallest input side the models accept: one pixel left after five poolings."""
 
@@ -37,3 +40,9 @@ def voc_palette() -> list[int]:
             i >>= 3
         palette += [r, g, b]
     return palette
+
+
+DEFAULT_TILE = 512     # tiles of 512×512 px: one VOC image fits in a single tile
+
+
+DEFAULT_OVERLAP = 128  # pixels shared by neighbouring tiles; their probabilities are blended

@@ -4,7 +4,8 @@ import shutil
 
 import pytest
 
-from fastseg.data.synthetic import SynthConfig, generate
+from fastseg.config import SynthConfig
+from fastseg.data.synthetic import generate
 
 SMALL = SynthConfig(n_train=12, n_val=12, n_sbd_only=10, size=72, seed=3)
 

@@ -1,6 +1,7 @@
 import re
 
-from fastseg.bench import BenchConfig, run_bench
+from fastseg.config import BenchConfig
+from fastseg.tools.bench import run_bench
 
 TINY = BenchConfig(arch_size=64, batch=2, width=0.0625, steps=1, images=4, eval_images=2, device="cpu")
 

@@ -68,13 +68,13 @@ def test_missing_voc_folder_is_one_sentence(tmp_path):
 
 
 def test_show_batch_writes_both_grids(synth_root, tmp_path, monkeypatch):
-    import fastseg.plots
-    drawn, draw = {}, fastseg.plots.plot_batch
+    import fastseg.evaluate.figures
+    drawn, draw = {}, fastseg.evaluate.figures.plot_batch
 
     def record(x, y, path, title):
         drawn[path.name] = (x.shape, y.shape)
         return draw(x, y, path, title)
-    monkeypatch.setattr(fastseg.plots, "plot_batch", record)
+    monkeypatch.setattr(fastseg.evaluate.figures, "plot_batch", record)
     data = ["--voc", str(synth_root / "VOCdevkit"), "--sbd", str(synth_root / "benchmark_RELEASE")]
     result = runner.invoke(app, ["show-batch", *data, "--crop", "64", "--n", "4", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output

@@ -20,9 +20,9 @@ def data_args(root):
 @pytest.fixture
 def learners(monkeypatch):
     """Every Learner `fit` builds, in order."""
-    import fastseg.training
-    built, build = [], fastseg.training.build_learner
-    monkeypatch.setattr(fastseg.training, "build_learner", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
+    import fastseg.train.fit
+    built, build = [], fastseg.train.fit.build_learner
+    monkeypatch.setattr(fastseg.train.fit, "build_learner", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
     return built
 
 
@@ -47,7 +47,7 @@ def test_data_and_loader_options_reach_the_learner(synth_copy, tmp_path, learner
 
 
 def test_device_cpu_wins_over_cuda(monkeypatch):
-    from fastseg.training import pick_device
+    from fastseg.devices.select import pick_device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert pick_device("cpu") == torch.device("cpu") and pick_device(None) == torch.device("cuda")
 
@@ -65,8 +65,8 @@ def test_find_lr_command(synth_root, tmp_path):
 
 @pytest.fixture(scope="module")
 def evaluated_run(synth_root, tmp_path_factory):
-    from fastseg.evaluation import evaluate_run
-    from fastseg.training import fit
+    from fastseg.evaluate.scoring import evaluate_run
+    from fastseg.train.fit import fit
     from tests.test_training import tiny_config
     run, _ = fit(tiny_config(synth_root, tmp_path_factory.mktemp("runs"), "e", epochs=1))
     evaluate_run(run)
@@ -84,7 +84,7 @@ def test_report_command_rewrites_the_run_card(evaluated_run):
 
 def test_export_command_writes_an_onnx_model_that_matches(evaluated_run, tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    from fastseg.models.io import load_model
+    from fastseg.models.weights import load_model
     out = tmp_path / "m.onnx"
     result = runner.invoke(app, ["export", str(evaluated_run / "best.safetensors"), "--out", str(out)])
     assert result.exit_code == 0 and f"Wrote {out}" in result.output

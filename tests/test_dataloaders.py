@@ -4,7 +4,8 @@ from dataclasses import replace
 import torch
 from fastai.torch_core import set_seed
 
-from fastseg.data.dataloaders import DataConfig, build_dataloaders
+from fastseg.config import DataConfig
+from fastseg.data.dataloaders import build_dataloaders
 
 
 def _loaders(root, cache: bool):

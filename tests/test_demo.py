@@ -5,16 +5,16 @@ import pytest
 from typer.testing import CliRunner
 
 from fastseg.cli import app
-from fastseg.demo import DemoConfig, run_demo, run_sweep
-from fastseg.runs import read_metrics_csv
+from fastseg.io.runs import read_metrics_csv
+from fastseg.tools.demo import DemoConfig, run_demo, run_sweep
 
 
 def test_a_tiny_fit_learns(synth_root, tmp_path):
     """The fast suite's learning check (the 8-epoch demo, which must beat predicting background
     everywhere, is in the slow set): three epochs on the tiny synthetic tree cut the training loss
     by a tenth and end above the untrained model; a fit whose steps do nothing fails here."""
-    from fastseg.demo import untrained_miou
-    from fastseg.training import fit
+    from fastseg.tools.demo import untrained_miou
+    from fastseg.train.fit import fit
     from tests.test_training import tiny_config
     cfg = tiny_config(synth_root, tmp_path, "learn", epochs=3)
     _, rows = fit(cfg)
@@ -41,7 +41,7 @@ def test_short_demo_learns_far_above_predicting_background_everywhere(tmp_path):
 
 
 def test_sweep_runs_each_seed_on_shared_data_and_writes_its_table(tmp_path, monkeypatch):
-    import fastseg.demo as demo
+    import fastseg.tools.demo as demo
     calls = []
 
     def fake_demo(out, cfg, data_root=None):

@@ -9,11 +9,11 @@ import torch
 from fastai.data.load import DataLoader
 
 from fastseg.data.splits import DataRoots
-from fastseg.distributed import GlooSafeDistributedDL, duplicate_mask
-from fastseg.evaluation import evaluate_run, shard_batches
+from fastseg.devices.distributed import GlooSafeDistributedDL, duplicate_mask
+from fastseg.evaluate.scoring import evaluate_run, shard_batches
+from fastseg.io.runs import read_metrics_csv
 from fastseg.models import create_model
-from fastseg.models.io import model_metadata, save_model
-from fastseg.runs import read_metrics_csv
+from fastseg.models.weights import model_metadata, save_model
 
 
 def torchrun(*args, timeout=600):

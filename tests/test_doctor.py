@@ -4,7 +4,7 @@ import torch
 from typer.testing import CliRunner
 
 from fastseg.cli import app
-from fastseg.doctor import COLUMNS, DoctorConfig, check_against_fp32, run_doctor, table_rows
+from fastseg.tools.doctor import COLUMNS, DoctorConfig, check_against_fp32, run_doctor, table_rows
 
 TINY = DoctorConfig(size=32, width=0.0625, batch=2, steps=1, compile=False, matmul=128, device="cpu")
 

@@ -11,11 +11,11 @@ from torch import nn
 from fastseg.constants import voc_palette
 from fastseg.data.masks import read_mask
 from fastseg.data.splits import build_split
-from fastseg.evaluation import evaluate_run, evaluate_samples
-from fastseg.metrics import confusion_matrix
+from fastseg.evaluate.metrics import confusion_matrix
+from fastseg.evaluate.predict import predict_files, predict_image, tile_starts
+from fastseg.evaluate.scoring import evaluate_run, evaluate_samples
 from fastseg.models import create_model
-from fastseg.predict import predict_files, predict_image, tile_starts
-from fastseg.training import fit
+from fastseg.train.fit import fit
 from tests.test_training import tiny_config
 
 
@@ -201,7 +201,7 @@ class ColumnModel(nn.Module):
 
 
 def test_flip_tta_averages_the_flipped_back_prediction(roots):
-    from fastseg.tta import tta_probabilities
+    from fastseg.evaluate.tta import tta_probabilities
     model, x = ColumnModel(), torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
     plain = model(x).softmax(1)
     expected = (plain + model(x.flip(-1)).softmax(1).flip(-1)) / 2
@@ -214,7 +214,7 @@ def test_flip_tta_averages_the_flipped_back_prediction(roots):
 def test_tta_scales_average_each_rescaled_prediction_at_the_input_size():
     import torch.nn.functional as F
 
-    from fastseg.tta import tta_probabilities
+    from fastseg.evaluate.tta import tta_probabilities
     model, x = LocalModel(), torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(0))
     half = F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)
     back = F.interpolate(model(half).softmax(1), size=(32, 48), mode="bilinear", align_corners=False)
@@ -270,7 +270,7 @@ def cli_predict(weights, *args):
 
 @pytest.fixture
 def tiny_weights(tmp_path):
-    from fastseg.models.io import model_metadata, save_model
+    from fastseg.models.weights import model_metadata, save_model
     torch.manual_seed(0)
     return save_model(create_model("segnet", width=0.0625), tmp_path / "w.safetensors",
                       model_metadata("segnet", 21, 0.0625))
@@ -314,7 +314,7 @@ def test_predict_mirrors_folders_and_keeps_names_distinct(photos, tiny_weights, 
 def test_tiled_prediction_keeps_one_band_of_rows(monkeypatch):
     import warnings
 
-    import fastseg.predict as predict
+    import fastseg.evaluate.predict as predict
     rows = []
     real = predict._band
     monkeypatch.setattr(predict, "_band", lambda c, n, w, d: rows.append(n) or real(c, n, w, d))

@@ -9,8 +9,9 @@ import torch
 from fastai.callback.core import Callback
 from fastai.callback.schedule import combined_cos
 
-from fastseg.runs import read_metrics_csv
-from fastseg.training import POLY_POWER, fit
+from fastseg.io.runs import read_metrics_csv
+from fastseg.train.fit import fit
+from fastseg.train.schedule import POLY_POWER
 from tests.test_training import tiny_config
 
 
@@ -94,7 +95,7 @@ def test_bf16_trains_under_cpu_autocast_with_fp32_weights(synth_root, tmp_path):
     assert seen.seen == {(True, torch.bfloat16)}
     assert np.mean(seen.batch_losses[-3:]) < np.mean(seen.batch_losses[:3])
     assert json.loads((run / "config.json").read_text())["amp"] == "bf16"
-    from fastseg.serialize import load_state
+    from fastseg.io.serialize import load_state
     assert {v.dtype for v in load_state(run / "last.safetensors")["model"].values() if v.is_floating_point()} \
         == {torch.float32}
 
@@ -117,9 +118,9 @@ def test_fp16_on_cpu_is_refused(synth_root, tmp_path):
 
 
 def test_bf16_on_a_cpu_without_bf16_instructions_warns(synth_root, tmp_path, monkeypatch):
-    import fastseg.precision
+    import fastseg.devices.precision
     from tests.test_training import cli_fit
-    monkeypatch.setattr(fastseg.precision, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(fastseg.devices.precision, "cpu_has_bf16", lambda: False)
     result = cli_fit(synth_root, tmp_path, "--amp", "bf16", "--device", "cpu", "--name", "w")
     assert result.exit_code == 0, result.output
     warning = [line for line in result.output.splitlines() if line.startswith("Warning:")]
@@ -128,7 +129,7 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(synth_root, tmp_path, mon
 
 
 def test_cpu_bf16_detection_reads_the_cpu_flags(tmp_path):
-    from fastseg.precision import cpu_has_bf16
+    from fastseg.devices.precision import cpu_has_bf16
     info = tmp_path / "cpuinfo"
     info.write_text("flags\t\t: fpu sse avx2 avx512f\n")
     assert not cpu_has_bf16(info)
@@ -155,10 +156,10 @@ class FinalPredictions(Callback):
 def fit_then_load_everywhere(synth_root, tmp_path, **options):
     """Fit one epoch with `options`; evaluate, predict and export its weights; returns (argmax of the
     trained model, argmax of the eagerly loaded weights) on one fixed batch."""
-    from fastseg.evaluation import evaluate_run
-    from fastseg.export import export_onnx
-    from fastseg.models.io import load_model
-    from fastseg.predict import predict_files
+    from fastseg.evaluate.export import export_onnx
+    from fastseg.evaluate.predict import predict_files
+    from fastseg.evaluate.scoring import evaluate_run
+    from fastseg.models.weights import load_model
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     final = FinalPredictions(x)
     run, _ = fit(tiny_config(synth_root, tmp_path, "r", epochs=1, device="cpu", **options), extra_cbs=[final])
@@ -189,7 +190,7 @@ def test_compiled_run_loads_everywhere_and_agrees_with_eager(synth_root, tmp_pat
 
 
 def test_bare_model_unwraps_compile_and_ddp():
-    from fastseg.callbacks import bare_model
+    from fastseg.train.callbacks import bare_model
     model = torch.nn.Conv2d(3, 4, 1)
     compiled = torch.compile(model)
     assert bare_model(compiled) is model
@@ -208,7 +209,7 @@ def write_lr_find(folder, arch, valley):
 
 
 def test_lr_auto_prefers_the_run_folder_then_the_newest_of_the_same_arch(tmp_path):
-    from fastseg.training import resolve_lr
+    from fastseg.train.lr_find import resolve_lr
     cfg = tiny_config(tmp_path, tmp_path / "runs", "mine", lr="auto")
     write_lr_find(tmp_path / "runs" / "old", "segnet", 1e-3)
     write_lr_find(tmp_path / "runs" / "other-arch", "skip", 2e-3)
@@ -219,7 +220,7 @@ def test_lr_auto_prefers_the_run_folder_then_the_newest_of_the_same_arch(tmp_pat
 
 def test_lr_auto_says_where_it_looked(tmp_path):
     from fastseg.errors import FastsegError
-    from fastseg.training import resolve_lr
+    from fastseg.train.lr_find import resolve_lr
     runs = tmp_path / "runs"
     write_lr_find(runs / "other-arch", "skip", 2e-3)
     with pytest.raises(FastsegError) as err:
@@ -233,11 +234,11 @@ def test_lr_auto_says_where_it_looked(tmp_path):
 def test_median_frequency_cache_lies_beside_the_data(synth_copy, tmp_path, voc):
     from dataclasses import replace
 
-    from fastseg.training import class_weights
+    from fastseg.data.stats import median_frequency_weights, training_class_pixels
+    from fastseg.train.learner import class_weights
     cfg = tiny_config(synth_copy, tmp_path / "runs", "cw", class_weights="median-freq")
     cfg = replace(cfg, data=replace(cfg.data, voc=str(synth_copy / voc)))
-    weights = class_weights(cfg)
-    from fastseg.losses import median_frequency_weights
+    weights = class_weights(cfg, training_class_pixels(cfg.data))
     caches = list((synth_copy / "VOCdevkit" / "fastseg-cache").glob("class-pixels-*.json"))
     assert len(caches) == 1
     saved = json.loads(caches[0].read_text())
@@ -247,7 +248,7 @@ def test_median_frequency_cache_lies_beside_the_data(synth_copy, tmp_path, voc):
 
 
 def test_class_weights_scale_each_pixel_loss():
-    from fastseg.losses import segmentation_loss
+    from fastseg.train.losses import segmentation_loss
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]]).T.reshape(1, 2, 1, 3)  # N×C×H×W, 3 pixels
     target = torch.tensor([[[0, 1, 255]]])  # the third pixel is void
     per_pixel = torch.nn.functional.cross_entropy(logits, target, ignore_index=255, reduction="none")[0, 0]
@@ -260,7 +261,7 @@ def test_class_weights_scale_each_pixel_loss():
 @pytest.mark.parametrize("form", ["median-freq", "file"])
 def test_class_weights_reach_the_learners_loss(synth_copy, tmp_path, form):
     from fastseg.data.dataloaders import build_dataloaders
-    from fastseg.training import build_learner
+    from fastseg.train.learner import build_learner
     expected = np.linspace(0.5, 2.5, 21)
     if form == "file":
         (tmp_path / "w.txt").write_text("\n".join(str(v) for v in expected))
@@ -270,10 +271,11 @@ def test_class_weights_reach_the_learners_loss(synth_copy, tmp_path, form):
     cfg = tiny_config(synth_copy, tmp_path, "cw", class_weights=option)  # the cache is written beside it
     if form == "median-freq":
         from fastseg.data.splits import build_split
-        from fastseg.losses import class_pixel_counts, median_frequency_weights
+        from fastseg.data.stats import class_pixel_counts, median_frequency_weights
         expected = median_frequency_weights(*class_pixel_counts(build_split(cfg.data.train_split, cfg.data.roots)))
+    from fastseg.data.stats import training_class_pixels
     dls = build_dataloaders(cfg.data, device="cpu", log=lambda _: None)
-    learn = build_learner(cfg, dls, tmp_path, torch.device("cpu"))
+    learn = build_learner(cfg, dls, tmp_path, torch.device("cpu"), training_class_pixels(cfg.data))
     assert learn.loss_func.func.weight.tolist() == pytest.approx(expected.tolist())
 
 
@@ -318,10 +320,10 @@ def test_lr_min_gives_the_encoder_group_its_own_rate(frozen_run):
 
 
 def test_patience_stops_after_that_many_epochs_without_a_better_miou(synth_root, tmp_path, monkeypatch):
-    import fastseg.recorder
+    import fastseg.train.recorder
     scripted = iter([0.1, 0.3, 0.2, 0.25, 0.9, 0.95])  # best at epoch 2; epochs 3 and 4 are worse
-    original = fastseg.recorder.RunRecorder.epoch_row
-    monkeypatch.setattr(fastseg.recorder.RunRecorder, "epoch_row", lambda self: {**original(self),
+    original = fastseg.train.recorder.RunRecorder.epoch_row
+    monkeypatch.setattr(fastseg.train.recorder.RunRecorder, "epoch_row", lambda self: {**original(self),
                                                                                 "miou": next(scripted)})
     run, rows = fit(tiny_config(synth_root, tmp_path, "p", epochs=6, patience=2, sched="flat"))
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]

@@ -3,8 +3,7 @@ import pytest
 from PIL import Image
 
 from fastseg.constants import voc_palette
-from fastseg.data import read_mask
-from fastseg.data.masks import write_palette_png, write_sbd_mat
+from fastseg.data.masks import read_mask, write_palette_png, write_sbd_mat
 from fastseg.errors import FastsegError
 
 

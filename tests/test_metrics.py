@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastseg.metrics import ConfusionState, confusion_matrix, scores, seg_metrics
+from fastseg.evaluate.metrics import ConfusionState, confusion_matrix, scores, seg_metrics
 
 
 def test_hand_computed_tiny_case():

@@ -12,13 +12,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import fastseg.serialize as serialize
+import fastseg.io.serialize as serialize
 from fastseg.cli import app
 from fastseg.errors import EXIT_INTERRUPTED, EXIT_IO, FastsegError
+from fastseg.io.runs import LOCK, read_metrics_csv, run_lock
+from fastseg.io.serialize import load_state, save_state
 from fastseg.models import create_model
-from fastseg.models.io import model_metadata, save_model
-from fastseg.runs import LOCK, read_metrics_csv, run_lock
-from fastseg.serialize import load_state, save_state
+from fastseg.models.weights import model_metadata, save_model
 
 runner = CliRunner()
 
@@ -144,7 +144,7 @@ def test_disk_full_is_one_sentence_with_the_resume_command(synth_root, tmp_path,
 
 
 def test_interrupted_fit_exits_130_and_prints_the_resume_command(synth_root, tmp_path, monkeypatch):
-    import fastseg.training as training
+    import fastseg.train.fit as training
     monkeypatch.setattr(training, "SeedEpochs", _seed_and_stop)  # a callback every fit has, sending SIGINT
     result = runner.invoke(app, fit_args(synth_root, tmp_path, "--name", "cut", "--epochs", "3"))
     assert result.exit_code == EXIT_INTERRUPTED == 130
@@ -154,7 +154,7 @@ def test_interrupted_fit_exits_130_and_prints_the_resume_command(synth_root, tmp
 
 
 def _seed_and_stop(seed):
-    from fastseg.callbacks import SeedEpochs
+    from fastseg.train.callbacks import SeedEpochs
 
     class SeedAndStop(SeedEpochs):
         def after_loss(self):
@@ -282,7 +282,7 @@ def test_evaluate_refuses_a_mask_value_it_would_have_counted_as_void(synth_copy,
 
 
 def test_metrics_csv_keeps_integer_epochs_through_a_resume(tmp_path):
-    from fastseg.runs import write_metrics_csv
+    from fastseg.io.runs import write_metrics_csv
     path = tmp_path / "metrics.csv"
     write_metrics_csv(path, [{"epoch": 1, "miou": 0.5}])
     rows = read_metrics_csv(path)  # what a resumed run starts from

@@ -40,8 +40,9 @@ def test_images_are_saved_near_lossless_with_full_colour_resolution(tmp_path):
 
 
 def test_generated_files_do_not_depend_on_the_number_of_worker_processes(tmp_path):
+    from fastseg.config import SynthConfig
     from fastseg.data.masks import read_mask
-    from fastseg.data.synthetic import SynthConfig, generate
+    from fastseg.data.synthetic import generate
     cfg = SynthConfig(n_train=4, n_val=3, n_sbd_only=3, size=48, seed=5)
     one, two = generate(tmp_path / "one", cfg, workers=0), generate(tmp_path / "two", cfg, workers=2)
     files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())

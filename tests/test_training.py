@@ -10,13 +10,13 @@ from fastai.callback.core import Callback
 from typer.testing import CliRunner
 
 from fastseg.cli import app
-from fastseg.config import FitConfig
-from fastseg.data.dataloaders import DataConfig
+from fastseg.config import DataConfig, FitConfig
+from fastseg.data.stats import median_frequency_weights
 from fastseg.errors import FastsegError, Interrupted
-from fastseg.losses import median_frequency_weights
-from fastseg.runs import read_metrics_csv
-from fastseg.serialize import load_state
-from fastseg.training import find_lr, fit, resume_fit
+from fastseg.io.runs import read_metrics_csv
+from fastseg.io.serialize import load_state
+from fastseg.train.fit import fit, resume_fit
+from fastseg.train.lr_find import find_lr
 
 runner = CliRunner()
 
@@ -60,7 +60,7 @@ def test_fit_writes_a_complete_run_folder(synth_root, tmp_path):
 @pytest.mark.parametrize("every_s, drawn", [(0.0, [1, 2, 3]), (math.inf, [1, 3])])
 def test_curves_are_drawn_first_then_at_most_every_few_seconds_and_at_the_end(synth_root, tmp_path, monkeypatch,
                                                                                every_s, drawn):
-    import fastseg.recorder as recorder
+    import fastseg.train.recorder as recorder
     epochs_drawn = []
     monkeypatch.setattr(recorder, "CURVES_EVERY_S", every_s)
     monkeypatch.setattr(recorder, "plot_curves", lambda rows, path: epochs_drawn.append(len(rows)))
@@ -189,12 +189,14 @@ def test_resume_needs_a_checkpoint(tmp_path):
 
 def test_learners_split_encoder_and_decoder(synth_root, tmp_path):
     from fastseg.data.dataloaders import build_dataloaders
-    from fastseg.learner import segnet_learner, skip_learner
+    from fastseg.train.learner import seg_learner
     dls = build_dataloaders(tiny_config(synth_root, tmp_path, "x").data, device="cpu", log=lambda _: None)
-    learn = skip_learner(dls, width=0.0625)
+    learn = seg_learner(dls, "skip", width=0.0625)
     groups = learn.splitter(learn.model)
     assert len(groups) == 2 and len(groups[0]) == len(list(learn.model.encoder.parameters()))
-    learn = segnet_learner(dls, width=0.0625)
+    learn = seg_learner(dls, "colour-control")  # no decoder: its head is the second group
+    assert [len(g) for g in learn.splitter(learn.model)] == [len(list(learn.model.encoder.parameters())), 2]
+    learn = seg_learner(dls, "segnet", width=0.0625)
     learn.create_opt()
     learn.freeze()
     conv = learn.model.encoder.features[0]
@@ -206,7 +208,7 @@ def test_learners_split_encoder_and_decoder(synth_root, tmp_path):
 def test_l1_penalty_adds_to_the_backpropagated_loss_only():
     from types import SimpleNamespace
 
-    from fastseg.losses import L1Penalty
+    from fastseg.train.callbacks import L1Penalty
     model = torch.nn.Linear(2, 1)
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[1.0, -2.0]]))

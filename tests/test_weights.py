@@ -9,10 +9,10 @@ import torchvision
 from safetensors.torch import save_file
 
 from fastseg.errors import FastsegError
-from fastseg.export import export_onnx
+from fastseg.evaluate.export import export_onnx
 from fastseg.models import create_model
-from fastseg.models.io import load_model, model_metadata, save_model
 from fastseg.models.pretrained import IMAGENET_FILE
+from fastseg.models.weights import load_model, model_metadata, save_model
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,9 @@ import time
 import numpy as np
 import torch
 
+from fastseg.constants import DEFAULT_TILE
+from fastseg.evaluate.predict import predict_image
 from fastseg.models import create_model
-from fastseg.predict import DEFAULT_TILE, predict_image
 
 
 def rss_mib() -> float:

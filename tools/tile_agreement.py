@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fastseg.constants import DEFAULT_OVERLAP
 from fastseg.data.splits import DataRoots, build_split
-from fastseg.models.io import load_model
-from fastseg.predict import DEFAULT_OVERLAP, predict_image, tile_starts
+from fastseg.evaluate.predict import predict_image, tile_starts
+from fastseg.models.weights import load_model
 
 MOSAIC = (1100, 1500)  # H, W
 

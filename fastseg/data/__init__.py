@@ -1,5 +1,8 @@
-"""VOC / SBD data: readers, named splits, augmentation, the fastai DataBlock, synthetic data, downloads."""
+"""The data wing: VOC / SBD readers and mask formats (voc, sbd, masks, samples), the named splits
+and their leakage check (splits), file checks (checks), training-split statistics such as class
+pixel counts and median-frequency weights (stats), albumentations presets (transforms), the fastai
+DataBlock (dataloaders), the synthetic dataset (synthetic) and the official downloads (download).
 
-from fastseg.data.masks import read_mask
-
-__all__ = ["read_mask"]
+May import: fastseg's base modules (config, console, constants, errors) and fastseg.io. Never
+models, train or evaluate.
+"""

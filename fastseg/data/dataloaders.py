@@ -1,6 +1,6 @@
 """The fastai DataBlock over named splits: training crops, validation at native resolution."""
 
-from dataclasses import dataclass
+import os
 from pathlib import Path
 
 from fastai.vision.all import (
@@ -16,46 +16,13 @@ from fastai.vision.all import (
 )
 from PIL import Image
 
-from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, MIN_SIZE, VOC_CLASSES
+from fastseg.config import DataConfig
+from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES
 from fastseg.data.masks import read_mask
 from fastseg.data.samples import Sample
-from fastseg.data.splits import DataRoots, LeakageReport, build_split, check_leakage
-from fastseg.data.transforms import DEFAULT_CROP, AlbumentationsTransform, build_augmentation, pad_batch, padded_size
+from fastseg.data.splits import build_split, check_leakage
+from fastseg.data.transforms import AlbumentationsTransform, build_augmentation, pad_batch, padded_size
 from fastseg.errors import FastsegError
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """What to load and how; saved into every run directory."""
-
-    voc: str
-    sbd: str | None = None
-    voc11: str | None = None
-    train_split: str = "train-aug"   # the SegNet seed's training set
-    valid_split: str = "seg11valid"  # the SegNet seed's validation set
-    crop: int = DEFAULT_CROP
-    augment: str = "light"
-    bs: int = 32
-    val_bs: int | None = None        # None: same as bs
-    num_workers: int = 0
-    cache: bool = False              # keep decoded images and masks in memory after their first read
-    skip_bad: bool = False           # leave out samples whose files fail the preflight (with a warning)
-
-    def validate(self) -> None:
-        """Raises FastsegError naming the first option out of range."""
-        checks = [(self.crop >= MIN_SIZE, f"--crop {self.crop} is too small; use at least {MIN_SIZE} pixels."),
-                  (self.bs >= 1, f"--bs {self.bs} must be at least 1."),
-                  (self.val_bs is None or self.val_bs >= 1, f"--bs {self.val_bs} must be at least 1."),
-                  (self.num_workers >= 0, f"--workers {self.num_workers} must be 0 (load in the main process) "
-                                          "or more.")]
-        for ok, message in checks:
-            if not ok:
-                raise FastsegError(message)
-
-    @property
-    def roots(self) -> DataRoots:
-        return DataRoots(Path(self.voc), Path(self.sbd) if self.sbd else None,
-                         Path(self.voc11) if self.voc11 else None)
 
 
 def sample_image(sample: Sample):
@@ -98,16 +65,15 @@ def segmentation_block(crop: int, augment: str, splitter, cache: bool = False) -
     )
 
 
-def paired_splits(cfg: DataConfig, log=print) -> tuple[list[Sample], list[Sample], LeakageReport]:
+def paired_splits(cfg: DataConfig, log=print) -> tuple[list[Sample], list[Sample]]:
     """Build the training and validation splits, run (and print) the leakage check, then the preflight
     of every file they name; the validation samples come sorted by padded size (see `by_padded_size`)."""
     from fastseg.data.checks import preflight
     train = build_split(cfg.train_split, cfg.roots)
     valid = build_split(cfg.valid_split, cfg.roots)
-    report = check_leakage(train, valid, cfg.train_split, cfg.valid_split)
-    log(report.summary())
+    log(check_leakage(train, valid, cfg.train_split, cfg.valid_split).summary())
     splits = preflight({cfg.train_split: train, cfg.valid_split: valid}, cfg.roots, cfg.skip_bad, log)
-    return splits[cfg.train_split], by_padded_size(splits[cfg.valid_split]), report
+    return splits[cfg.train_split], by_padded_size(splits[cfg.valid_split])
 
 
 def header_size(path: Path) -> tuple[int, int]:
@@ -149,20 +115,27 @@ class SizeGroupedDL(TfmdDL):
         return size_groups(b, self.bs)
 
 
+def loader_workers(cfg: DataConfig, cuda: bool) -> int:
+    """cfg.num_workers, or for None: min(8, CPU count) loader processes on CUDA, 0 (the main process) on the CPU."""
+    if cfg.num_workers is not None:
+        return cfg.num_workers
+    return min(8, os.cpu_count() or 1) if cuda else 0
+
+
 def build_dataloaders(cfg: DataConfig, device=None, log=print) -> DataLoaders:
     """fastai DataLoaders: shuffled training crops; validation batches of equal padded size (each image
     padded to its own next multiple of 32), so validation scores do not depend on the batch size.
 
     Batches: images N×3×H×W float (ImageNet-normalised), masks N×H×W long with 255 for void.
     """
-    cfg.validate()
-    train, valid, _ = paired_splits(cfg, log)
+    train, valid = paired_splits(cfg, log)
     if cfg.bs > len(train):
         raise FastsegError(f"--bs {cfg.bs} is larger than the training split {cfg.train_split} "
                            f"({len(train)} images); use a batch size of at most {len(train)}.")
     block = segmentation_block(cfg.crop, cfg.augment, IndexSplitter(list(range(len(train), len(train) + len(valid)))),
                                cfg.cache)
     pin = device is not None and str(device).startswith("cuda")
+    workers = loader_workers(cfg, pin)
     return block.dataloaders(train + valid, bs=cfg.bs, val_bs=cfg.val_bs or cfg.bs,
-                             num_workers=cfg.num_workers, before_batch=pad_batch, device=device, dl_type=SizeGroupedDL,
-                             drop_last=True, pin_memory=pin, persistent_workers=cfg.num_workers > 0)
+                             num_workers=workers, before_batch=pad_batch, device=device, dl_type=SizeGroupedDL,
+                             drop_last=True, pin_memory=pin, persistent_workers=workers > 0)

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from fastseg.config import SynthConfig
 from fastseg.constants import IGNORE_INDEX
 from fastseg.data.masks import label_edges, write_palette_png, write_sbd_mat
 
@@ -42,17 +43,6 @@ resolution, and at quality 92 it blurred the 2-pixel textures enough that a SegN
 in a plain loop (650 steps of 32) reached 0.27 mIoU instead of 0.53; quality 98 at 4:4:4 gave 0.53."""
 
 
-@dataclass(frozen=True)
-class SynthConfig:
-    """Counts and sizes. Id sets mirror the real ones: SBD shares ids with VOC train and val,
-    VOC2011 val is a part of VOC2012 val, and some of it is in SBD train."""
-
-    n_train: int = 40       # VOC2012 seg train ids
-    n_val: int = 24         # VOC2012 seg val ids
-    n_sbd_only: int = 40    # ids annotated by SBD alone
-    size: int = 112         # longest image side; the other side and this one vary, most not ×32
-    band: int = 2           # width in pixels of the void (255) band along object outlines
-    seed: int = 0
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,9 @@ import numpy as np
 import torch
 from fastai.vision.all import ItemTransform, TensorImage, TensorMask
 
-from fastseg.constants import IGNORE_INDEX, STRIDE
+from fastseg.config import PRESETS
+from fastseg.constants import DEFAULT_CROP, IGNORE_INDEX, STRIDE
 from fastseg.errors import FastsegError
-
-PRESETS = ("light", "heavy", "none")
-DEFAULT_CROP = 320  # the SegNet seed's random crop
 
 
 def _pad_and_crop(crop: int) -> list:

@@ -1,9 +1,16 @@
-"""Model registry: `create_model(arch, ...)` is the only way the rest of fastseg builds a model."""
+"""The models wing: SegNet (segnet), the VGG16-BN skip model (vgg_unet), their shared encoder and
+blocks, the demo's colour-only control (colour_control), ImageNet encoder weights (pretrained) and
+weights files as safetensors + JSON (weights). `create_model(arch, ...)` is the only way the rest
+of fastseg builds a model.
+
+May import: fastseg's base modules (config, console, constants, errors) and fastseg.io.
+"""
 
 from pathlib import Path
 
 from torch import nn
 
+from fastseg.config import Arch
 from fastseg.constants import NUM_CLASSES
 from fastseg.models.blocks import he_init
 from fastseg.models.colour_control import ColourControl
@@ -11,10 +18,10 @@ from fastseg.models.pretrained import load_encoder_weights
 from fastseg.models.segnet import SegNet
 from fastseg.models.vgg_unet import VGGUNet
 
-MODELS: dict[str, type[nn.Module]] = {"segnet": SegNet, "skip": VGGUNet}
+MODELS: dict[str, type[nn.Module]] = {Arch.SEGNET: SegNet, Arch.SKIP: VGGUNet}
 """CLI name → model class; the CLI's --arch choices come from here."""
 
-BASELINES: dict[str, type[nn.Module]] = {"colour-control": ColourControl}
+BASELINES: dict[str, type[nn.Module]] = {Arch.COLOUR_CONTROL: ColourControl}
 """Reference models for experiments (the demo's colour-only control); not offered by the CLI."""
 
 

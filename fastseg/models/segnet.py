@@ -4,6 +4,7 @@ encoder's own pooling indices. 29.46 M parameters with 21 classes."""
 import torch
 from torch import nn
 
+from fastseg.constants import NUM_CLASSES
 from fastseg.models.blocks import Unpool, conv_bn_relu, scaled
 from fastseg.models.encoder import VGG16_STAGES, VGG16BNEncoder
 
@@ -40,7 +41,7 @@ def decoder_channels(width: float) -> list[list[int]]:
 class SegNet(nn.Module):
     """SegNet over any H×W ≥ 32: each unpool restores its stage's exact pre-pool size."""
 
-    def __init__(self, num_classes: int = 21, width: float = 1.0):
+    def __init__(self, num_classes: int = NUM_CLASSES, width: float = 1.0):
         super().__init__()
         self.encoder = VGG16BNEncoder(width)
         self.decoder = nn.ModuleList(SegNetDecoderStage(c) for c in decoder_channels(width))

@@ -4,6 +4,7 @@ upsamples ×2, concatenates the encoder features of that scale and applies two c
 import torch
 from torch import nn
 
+from fastseg.constants import NUM_CLASSES
 from fastseg.models.blocks import conv_bn_relu, resize_to, scaled
 from fastseg.models.encoder import VGG16BNEncoder, stage_channels
 
@@ -25,7 +26,7 @@ class SkipStage(nn.Module):
 class VGGUNet(nn.Module):
     """Encoder-decoder with skip connections over any H×W ≥ 32."""
 
-    def __init__(self, num_classes: int = 21, width: float = 1.0):
+    def __init__(self, num_classes: int = NUM_CLASSES, width: float = 1.0):
         super().__init__()
         self.encoder = VGG16BNEncoder(width)
         skips = stage_channels(width)[::-1]

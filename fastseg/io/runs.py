@@ -7,8 +7,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from fastseg.atomic import atomic_write
 from fastseg.errors import FastsegError
+from fastseg.io.atomic import atomic_write
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"

@@ -1,24 +1,35 @@
-"""Cross-entropy that ignores void pixels, median-frequency class weights, and the L1 penalty."""
+"""Statistics of a training split: per-class pixel counts (cached beside the data), the
+median-frequency class weights built from them, and class-weight files."""
 
 import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
-import torch
-from fastai.callback.core import Callback
-from fastai.losses import CrossEntropyLossFlat
 
-from fastseg.atomic import atomic_write
+from fastseg.config import DataConfig
+from fastseg.console import progress_bar
 from fastseg.constants import IGNORE_INDEX, NUM_CLASSES
 from fastseg.data.masks import read_mask
 from fastseg.data.samples import Sample
+from fastseg.data.splits import build_split
+from fastseg.data.voc import resolve_voc_root
 from fastseg.errors import FastsegError
+from fastseg.io.atomic import atomic_write
 
 
-def segmentation_loss(weights: torch.Tensor | None = None):
-    """fastai cross-entropy over the class axis of N×C×H×W logits, ignoring 255 in N×H×W targets."""
-    return CrossEntropyLossFlat(axis=1, weight=weights, ignore_index=IGNORE_INDEX)
+def training_class_pixels(data: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per class of the training split: its pixels and the pixels of the images holding it, two
+    int64 arrays of length NUM_CLASSES (one pass over the masks, then cached beside the data)."""
+    samples = build_split(data.train_split, data.roots)
+    with progress_bar("class frequencies", total=len(samples)) as advance:
+        return cached_class_pixels(samples, class_stats_dir(data), progress=advance)
+
+
+def class_stats_dir(data: DataConfig) -> Path:
+    """Where the class-statistics cache lives: beside the data, in the folder holding the resolved
+    VOC2012 root (`VOCdevkit/fastseg-cache`), whatever --voc pointed at."""
+    return resolve_voc_root(data.voc).parent / "fastseg-cache"
 
 
 def class_pixel_counts(samples: list[Sample], num_classes: int = NUM_CLASSES, progress=None):
@@ -78,19 +89,3 @@ def read_weights_file(path: Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
         raise FastsegError(f"Class weights file {path} has {weights.size} values; give {num_classes} "
                            "non-negative numbers, one per class.")
     return weights
-
-
-class L1Penalty(Callback):
-    """Adds coef × Σ|w| over all trainable weights to the loss that is back-propagated (the
-    logged loss stays the data loss)."""
-
-    order = 5
-
-    def __init__(self, coef: float):
-        self.coef = coef
-
-    def after_loss(self):
-        if not self.training or self.coef == 0:
-            return
-        params = [p for p in self.learn.model.parameters() if p.requires_grad]
-        self.learn.loss_grad = self.learn.loss_grad + self.coef * sum(p.abs().sum() for p in params)

@@ -119,7 +119,7 @@ class ConfusionState:
 def without_duplicates(dl, target: torch.Tensor) -> torch.Tensor:
     """`target` (N×H×W) with the samples that only pad a DDP shard set to void, so every image is
     counted exactly once across processes."""
-    from fastseg.distributed import duplicate_mask
+    from fastseg.devices.distributed import duplicate_mask
     dup = duplicate_mask(dl, len(target))
     if dup is None or not dup.any():
         return target

@@ -7,22 +7,22 @@ from pathlib import Path
 
 from fastai.callback.core import Callback, CancelFitException
 
-from fastseg.callbacks import bare_model, run_state
 from fastseg.console import log
 from fastseg.constants import VOC_CLASSES
-from fastseg.distributed import is_main
-from fastseg.models.io import save_model
-from fastseg.plots import plot_curves
-from fastseg.runs import BEST, LAST, METRICS, write_metrics_csv
-from fastseg.serialize import save_state
+from fastseg.devices.distributed import is_main
+from fastseg.evaluate.metrics import SCORE_KEYS
+from fastseg.io.runs import BEST, LAST, METRICS, write_metrics_csv
+from fastseg.io.serialize import save_state
+from fastseg.models.weights import save_model
+from fastseg.train.callbacks import bare_model, run_state
+from fastseg.train.plots import plot_curves
 
 CURVES_EVERY_S = 10.0
 """curves.png is drawn after the first epoch, then after an epoch once this many seconds have passed
 since the last drawing, and always at the end of the fit: every epoch of a real run, every few of the demo's short ones
 (a drawing takes ~0.3 s on a CPU core)."""
 
-TABLE_COLUMNS = ("epoch", "train_loss", "valid_loss", "miou", "fg_miou", "pixel_acc", "mean_acc", "fw_iou",
-                 "lr", "seconds")
+TABLE_COLUMNS = ("epoch", "train_loss", "valid_loss", *SCORE_KEYS, "lr", "seconds")
 
 
 def format_row(row: dict) -> str:

@@ -12,14 +12,14 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from fastseg.bench import PRECISION_MODES, machine_line, model_flops, sync, time_call
+from fastseg.constants import NUM_CLASSES
 from fastseg.models import create_model
+from fastseg.tools.bench import PRECISION_MODES, machine_line, model_flops, sync, time_call
 
 LOSS_RTOL = 0.05     # bf16 keeps ~3 significant digits; the first-step loss agrees far better than this
 MIN_AGREEMENT = 0.3  # share of pixels whose argmax matches fp32's. Far above chance (1/21), far below 1:
 # at initial weights most pixels are near-ties, and SegNet's unpooling indices follow max-pool
 # argmaxes that bf16 rounding flips, so ~50 % agree on the CPU; a layout or NaN bug gives ~5 %
-NUM_CLASSES = 21
 
 
 @dataclass
@@ -114,7 +114,7 @@ def peak_memory(device: torch.device) -> float | None:
 
 def run_doctor(cfg: DoctorConfig) -> dict:
     """Every precision mode's row plus the device's measured peaks: {"config", "peaks", "rows"}."""
-    from fastseg.training import pick_device
+    from fastseg.devices.select import pick_device
     device = pick_device(cfg.device)
     cfg = for_device(cfg, device)
     x, y = fixed_batch(cfg, device)

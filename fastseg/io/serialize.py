@@ -13,8 +13,8 @@ from fastcore.foundation import L
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from fastseg.atomic import atomic_write
 from fastseg.errors import FastsegError
+from fastseg.io.atomic import atomic_write
 
 
 def flatten(obj, tensors: dict[str, torch.Tensor]):

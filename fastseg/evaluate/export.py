@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from fastseg.atomic import atomic_write
 from fastseg.errors import FastsegError
-from fastseg.models.io import load_model
+from fastseg.io.atomic import atomic_write
+from fastseg.models.weights import load_model
 
 MIN_OPSET = 11  # ScatterElements and dynamic Resize
 

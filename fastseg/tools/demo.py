@@ -14,17 +14,17 @@ from pathlib import Path
 
 import torch
 
-from fastseg.atomic import atomic_write
-from fastseg.config import FitConfig
+from fastseg.config import DataConfig, FitConfig, SynthConfig
 from fastseg.console import log
-from fastseg.data.dataloaders import DataConfig
 from fastseg.data.masks import read_mask
 from fastseg.data.splits import build_split
-from fastseg.data.synthetic import SynthConfig, generate
-from fastseg.evaluation import evaluate_run, evaluate_samples
-from fastseg.metrics import confusion_matrix, scores
+from fastseg.data.synthetic import generate
+from fastseg.evaluate.metrics import confusion_matrix, scores
+from fastseg.evaluate.scoring import evaluate_run, evaluate_samples
+from fastseg.io.atomic import atomic_write
 from fastseg.models import create_model
-from fastseg.training import find_lr, fit
+from fastseg.train.fit import fit
+from fastseg.train.lr_find import find_lr
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,24 +16,15 @@ from fastai.callback.core import Callback
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from fastseg.atomic import atomic_write
+from fastseg.config import DEVICE_DEFAULTS, BenchConfig
+from fastseg.constants import IGNORE_INDEX, NUM_CLASSES
+from fastseg.io.atomic import atomic_write
 from fastseg.models import MODELS, create_model
 
 VOC_SIZE = 500  # VOC's longer side; synth draws the other side at 60-100 % of it
-DEVICE_DEFAULTS = {"cuda": (32, 20), "cpu": (4, 2)}
-"""(batch, timed steps) by device type: the issue's batch 32 on CUDA; a CPU run kept to minutes."""
 LR, MOMENTUM, WD = 1e-3, 0.9, 5e-4  # the one SGD every timed training loop here uses
 
 
-@dataclass
-class BenchConfig:
-    arch_size: int = 320
-    batch: int | None = None   # None: DEVICE_DEFAULTS
-    width: float = 1.0
-    steps: int | None = None   # None: DEVICE_DEFAULTS
-    images: int = 48
-    eval_images: int = 8
-    device: str | None = None
 
 
 def for_device(cfg: BenchConfig, device: torch.device) -> BenchConfig:
@@ -131,7 +122,7 @@ def _training_step(arch: str, cfg: BenchConfig, device: torch.device, dtype, cha
     run_model = torch.compile(model) if compiled else model
     opt = plain_sgd(model)
     x = torch.randn(cfg.batch, 3, cfg.arch_size, cfg.arch_size, device=device).to(memory_format=fmt)
-    y = torch.randint(0, 21, (cfg.batch, cfg.arch_size, cfg.arch_size), device=device)
+    y = torch.randint(0, NUM_CLASSES, (cfg.batch, cfg.arch_size, cfg.arch_size), device=device)
 
     def step():
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -145,7 +136,8 @@ def _training_step(arch: str, cfg: BenchConfig, device: torch.device, dtype, cha
 def bench_data(voc: Path, sbd: Path, n: int) -> dict:
     """Images/s of JPEG decode alone and of the full training item pipeline (decode, mask read,
     light augmentation, crop 320), both in one process (= per worker)."""
-    from fastseg.data.dataloaders import DataConfig, build_dataloaders
+    from fastseg.config import DataConfig
+    from fastseg.data.dataloaders import build_dataloaders
     jpegs = sorted((voc / "JPEGImages").glob("*.jpg"))[:n]
     decode = _rate(lambda: [np.asarray(Image.open(p).convert("RGB")) for p in jpegs], len(jpegs))
     data = DataConfig(voc=str(voc), sbd=str(sbd), train_split="voc12-train", valid_split="voc12-val",
@@ -162,13 +154,13 @@ def bench_learner_vs_plain(arch: str, cfg: BenchConfig, device: torch.device) ->
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
 
-    from fastseg.callbacks import NaNGuard
-    from fastseg.fastpath import install_device_losses
-    from fastseg.learner import make_opt_func
-    from fastseg.losses import segmentation_loss
-    from fastseg.metrics import seg_metrics
+    from fastseg.evaluate.metrics import seg_metrics
+    from fastseg.train.callbacks import NaNGuard
+    from fastseg.train.fastpath import install_device_losses
+    from fastseg.train.learner import make_opt_func
+    from fastseg.train.losses import segmentation_loss
     batches = [(torch.randn(cfg.batch, 3, cfg.arch_size, cfg.arch_size, device=device),
-                torch.randint(0, 21, (cfg.batch, cfg.arch_size, cfg.arch_size), device=device))
+                torch.randint(0, NUM_CLASSES, (cfg.batch, cfg.arch_size, cfg.arch_size), device=device))
                for _ in range(cfg.steps)]
     plain = _plain_loop_seconds(create_model(arch, width=cfg.width).to(device), batches, device)
     from fastai.learner import Learner
@@ -189,7 +181,7 @@ def _plain_loop_seconds(model, batches, device) -> float:
 
     def epoch():
         for x, y in batches:
-            loss = torch.nn.functional.cross_entropy(model(x), y, ignore_index=255)
+            loss = torch.nn.functional.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)
             loss.backward()
             opt.step()
             opt.zero_grad()
@@ -216,7 +208,7 @@ class _TrainTimer(Callback):
 def bench_evaluation(arch: str, cfg: BenchConfig, voc: Path, sbd: Path, device: torch.device) -> float:
     """Evaluation images/s at native VOC sizes (500×375-like), batch of cfg.batch."""
     from fastseg.data.splits import DataRoots, build_split
-    from fastseg.evaluation import evaluate_samples
+    from fastseg.evaluate.scoring import evaluate_samples
     samples = build_split("voc12-train", DataRoots(voc, sbd))[: cfg.eval_images]
     model = create_model(arch, width=cfg.width)
     start = time.perf_counter()
@@ -231,9 +223,10 @@ def bench_metric(device: torch.device, batches: int = 5, size: int = 320, bs: in
 
     from fastai.metrics import JaccardCoeffMulti
 
-    from fastseg.metrics import seg_metrics
-    data = [SimpleNamespace(pred=torch.randn(bs, 21, size, size, device=device),
-                            y=torch.randint(0, 21, (bs, size, size), device=device), dl=None) for _ in range(batches)]
+    from fastseg.evaluate.metrics import seg_metrics
+    data = [SimpleNamespace(pred=torch.randn(bs, NUM_CLASSES, size, size, device=device),
+                            y=torch.randint(0, NUM_CLASSES, (bs, size, size), device=device), dl=None)
+            for _ in range(batches)]
     for d in data:
         d.yb = (d.y,)
     ours, theirs = seg_metrics(), JaccardCoeffMulti()
@@ -278,7 +271,7 @@ def markdown(cfg: BenchConfig, device: torch.device, r: dict, command: str) -> s
               "", "### (c) Evaluation at native VOC sizes", "", "| arch | images/s |", "|---|---|"]
     lines += [f"| {arch} | {rate:.2f} |" for arch, rate in r["evaluation"].items()]
     met = r["metric"]
-    lines += ["", "### (d) Metric accumulation per batch (8×21×320×320 logits)", "",
+    lines += ["", f"### (d) Metric accumulation per batch (8×{NUM_CLASSES}×320×320 logits)", "",
               "| fastseg confusion matrix (ms) | fastai JaccardCoeffMulti (ms) | speed-up (target ≥ 10×) |",
               "|---|---|---|", f"| {met['ours_ms']:.1f} | {met['fastai_ms']:.1f} | {met['speedup']:.1f}× |", ""]
     if "precision" not in r:
@@ -299,8 +292,9 @@ def _percent(value: float | None) -> str:
 
 def run_bench(cfg: BenchConfig, out: Path | None, command: str) -> str:
     """Run every benchmark, append the section to `out` (if given) and return it."""
-    from fastseg.data.synthetic import SynthConfig, generate
-    from fastseg.training import pick_device
+    from fastseg.config import SynthConfig
+    from fastseg.data.synthetic import generate
+    from fastseg.devices.select import pick_device
     device = pick_device(cfg.device)
     cfg = for_device(cfg, device)
     folder = Path(tempfile.mkdtemp(prefix="fastseg-bench-"))

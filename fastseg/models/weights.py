@@ -9,9 +9,9 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from fastseg import __version__
-from fastseg.atomic import atomic_write
 from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES
 from fastseg.errors import FastsegError
+from fastseg.io.atomic import atomic_write
 
 
 def sidecar_path(weights: Path) -> Path:
@@ -72,7 +72,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     except (SafetensorError, OSError, ValueError):
         raise FastsegError(f"Weights file {path} is not a safetensors file; pass the .safetensors "
                            "file that fastseg wrote (fastseg never loads pickled files).") from None
-    model = create_model(meta["arch"], meta["num_classes"], width=meta["width"])
+    try:
+        model = create_model(meta["arch"], meta["num_classes"], width=meta["width"])
+    except (ValueError, TypeError) as err:
+        raise FastsegError(f"Metadata file {sidecar_path(path)} names a model fastseg cannot build ({err}); "
+                           "restore the .json that fastseg wrote beside the weights.") from None
     try:
         model.load_state_dict(state)
     except RuntimeError:

@@ -16,14 +16,14 @@ import torch.nn.functional as F
 from rich.progress import track
 
 from fastseg.console import console
-from fastseg.constants import IGNORE_INDEX, MIN_SIZE, VOC_CLASSES
+from fastseg.constants import DEFAULT_CROP, IGNORE_INDEX, MIN_SIZE, VOC_CLASSES
 from fastseg.data.dataloaders import SizeGroupedDL, header_size, segmentation_block
 from fastseg.data.samples import Sample
-from fastseg.data.transforms import DEFAULT_CROP, pad_batch, padded_size
-from fastseg.distributed import init_from_env, is_main, rank, world_size
+from fastseg.data.transforms import pad_batch, padded_size
+from fastseg.devices.distributed import is_main, rank, world_size
 from fastseg.errors import FastsegError
-from fastseg.metrics import all_reduced, class_iou, confusion_matrix, scores, truth_shares
-from fastseg.tta import predict_classes, uses_tta
+from fastseg.evaluate.metrics import SCORE_KEYS, all_reduced, class_iou, confusion_matrix, scores, truth_shares
+from fastseg.evaluate.tta import predict_classes, uses_tta
 
 BOOTSTRAP_SAMPLES = 1000
 BOUNDARY_BAND = 5  # pixels either side of a true boundary, VOC's void band width
@@ -203,7 +203,7 @@ def check_scales(sizes: list[tuple[int, int]], scales: tuple[float, ...]) -> Non
 
 
 def _offer(gallery: Gallery, batch_indices: list[int], sizes: list, x, y, pred, image_mious):
-    from fastseg.plots import denormalize
+    from fastseg.evaluate.figures import denormalize
     for i, score in enumerate(image_mious.tolist()):
         index = batch_indices[i]
         if gallery.wants(index, score):
@@ -216,7 +216,7 @@ def result_json(result: EvalResult, split: str, weights: str, tta: dict) -> dict
     """The metrics.json content: headline numbers, interval, per-class table, error analysis."""
     s = result.scores
     out = {"split": split, "weights": weights, "images": len(result.ids), "tta": tta,
-           **{k: s[k] for k in ("miou", "fg_miou", "pixel_acc", "mean_acc", "fw_iou")},
+           **{k: s[k] for k in SCORE_KEYS},
            "miou_ci95": list(result.ci), "bootstrap_samples": BOOTSTRAP_SAMPLES,
            "per_class": {name: {"iou": s["iou"][i], "acc": s["acc"][i]} for i, name in enumerate(VOC_CLASSES)},
            "confused_pairs": confused_pairs(result.cm),
@@ -230,7 +230,7 @@ def result_json(result: EvalResult, split: str, weights: str, tta: dict) -> dict
 
 def write_figures(result: EvalResult, folder: Path) -> list[Path]:
     """confusion_matrix.png and predictions_{random,best,worst}.png in `folder`."""
-    from fastseg.report_figures import plot_confusion, plot_gallery
+    from fastseg.evaluate.figures import plot_confusion, plot_gallery
     g = result.gallery
     return [plot_confusion(result.cm, folder / "confusion_matrix.png"),
             plot_gallery(sorted(g.random, key=lambda e: e[1]), folder / "predictions_random.png", "Random images"),
@@ -246,14 +246,14 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
     its content)."""
     import json
 
-    from fastseg.atomic import atomic_write
     from fastseg.config import load_config
     from fastseg.console import log
     from fastseg.data.checks import preflight
     from fastseg.data.splits import build_split
-    from fastseg.models.io import load_model
-    from fastseg.runs import BEST, CONFIG
-    from fastseg.training import pick_device
+    from fastseg.devices.select import run_device
+    from fastseg.io.atomic import atomic_write
+    from fastseg.io.runs import BEST, CONFIG
+    from fastseg.models.weights import load_model
     weights = source / BEST if source.is_dir() else source
     folder = weights.parent
     cfg = load_config(folder / CONFIG) if (folder / CONFIG).is_file() else None
@@ -267,7 +267,7 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
     if bs is not None and bs < 1:
         raise FastsegError(f"--bs {bs} must be at least 1.")
     bs = bs or (cfg.data.val_bs or cfg.data.bs if cfg else 8)
-    device = init_from_env() or pick_device(device)
+    device = run_device(device)
     samples = preflight({split: build_split(split, roots)}, roots, skip_bad, log)[split]
     model, _ = load_model(weights, device)
     result = evaluate_samples(model, samples, device, bs=bs, flip=flip, scales=scales)
@@ -278,7 +278,7 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(content, indent=2)))
     write_figures(result, folder)
     if (folder / CONFIG).is_file():  # a run folder: fit already drew curves.png; add the run card
-        from fastseg.report import write_report
+        from fastseg.evaluate.report import write_report
         write_report(folder, roots)
     return path, content
 

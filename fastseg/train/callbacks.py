@@ -4,13 +4,12 @@ import random
 import signal
 import threading
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from fastai.callback.core import Callback, CancelEpochException, CancelFitException
-from fastai.torch_core import to_device
+from fastai.torch_core import set_seed, to_device
 
-from fastseg.distributed import collective_device, world_size
+from fastseg.devices.distributed import collective_device, world_size
 from fastseg.errors import FastsegError
 
 HOST_CHECK_EVERY = 16  # batches between host reads of device-side flags (NaN, stop under DDP)
@@ -18,12 +17,6 @@ HOST_CHECK_EVERY = 16  # batches between host reads of device-side flags (NaN, s
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % 2**32
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class SeedEpochs(Callback):
@@ -38,7 +31,7 @@ class SeedEpochs(Callback):
 
     def before_epoch(self):
         seed = epoch_seed(self.seed, self.epoch)
-        seed_everything(seed)
+        set_seed(seed)  # python, numpy, torch (and CUDA)
         self.dls.train.rng = random.Random(seed)
 
 
@@ -49,22 +42,16 @@ def bare_model(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "_orig_mod", model)     # torch.compile's OptimizedModule
 
 
-def rng_states() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
 def run_state(learn, epoch: int, batch: int, tracker: dict) -> dict:
     """Everything a resume needs: model, optimizer, position (epoch, batch within it), tracker,
-    smoothed loss, grad scaler and RNG states."""
+    smoothed loss and grad scaler. No RNG state: SeedEpochs reseeds every generator from (seed,
+    epoch) at each epoch start, and Resume replays the skipped batches' draws."""
     smooth = learn.recorder.smooth_loss
     scaler = getattr(learn, "scaler", None)
     return {"epoch": epoch, "batch": batch, "model": bare_model(learn.model).state_dict(),
             "opt": learn.opt.state_dict(), "tracker": tracker,
             "smooth_loss": {"val": smooth.val, "count": smooth.count},
-            "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_states()}
+            "scaler": scaler.state_dict() if scaler is not None else None}
 
 
 class SkipBatches:
@@ -196,3 +183,31 @@ class NaNGuard(Callback):
         if batch >= 0:
             raise FastsegError(f"The training loss became NaN at epoch {self.epoch + 1}, batch {batch + 1}; "
                                "lower --lr or set --clip, then resume from the last checkpoint.", exit_code=1)
+
+
+class FreezeEncoder(Callback):
+    """Trains the decoder alone for the first `epochs` epochs, then everything."""
+
+    order = 16
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def before_epoch(self):
+        self.learn.opt.freeze_to(-1 if self.epoch < self.epochs else 0)
+
+
+class L1Penalty(Callback):
+    """Adds coef × Σ|w| over all trainable weights to the loss that is back-propagated (the
+    logged loss stays the data loss)."""
+
+    order = 5
+
+    def __init__(self, coef: float):
+        self.coef = coef
+
+    def after_loss(self):
+        if not self.training or self.coef == 0:
+            return
+        params = [p for p in self.learn.model.parameters() if p.requires_grad]
+        self.learn.loss_grad = self.learn.loss_grad + self.coef * sum(p.abs().sum() for p in params)

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import torch
 
-from fastseg.atomic import atomic_write
 from fastseg.config import load_config
 from fastseg.data.splits import build_split, check_leakage
 from fastseg.errors import FastsegError
-from fastseg.runs import CONFIG, LR_FIND
+from fastseg.io.atomic import atomic_write
+from fastseg.io.runs import CONFIG, LR_FIND
 
-REFERENCES = [  # the seeds' published numbers (shared/DATASETS.md)
+REFERENCES = [  # the seeds' published numbers (README, Reference results)
     ("SegNet seed", "train-aug / seg11valid", "60.3 mIoU, 89.9 % pixel accuracy"),
     ("VGG16-BN skip seed", "voc12-train / voc12-val-b (half of VOC12 val)", "87.95 % pixel accuracy"),
 ]
@@ -80,7 +80,7 @@ def _num(value) -> str:
 
 
 def _config_rows(cfg) -> list[tuple[str, str]]:
-    flat = {k: v for k, v in vars(cfg).items() if k not in ("data", "extra")} | vars(cfg.data)
+    flat = {k: v for k, v in vars(cfg).items() if k != "data"} | vars(cfg.data)
     return [(k, str(v)) for k, v in flat.items()]
 
 

@@ -21,17 +21,15 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from rich.progress import track
 
-from fastseg.atomic import atomic_write
 from fastseg.console import console
-from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, STRIDE
+from fastseg.constants import DEFAULT_OVERLAP, DEFAULT_TILE, IMAGENET_MEAN, IMAGENET_STD, STRIDE
 from fastseg.data.masks import write_palette_png
 from fastseg.data.transforms import padded_size
 from fastseg.errors import FastsegError
-from fastseg.plots import overlay
+from fastseg.evaluate.figures import overlay
+from fastseg.io.atomic import atomic_write
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-DEFAULT_TILE = 512     # tiles of 512×512 px: one VOC image fits in a single tile
-DEFAULT_OVERLAP = 128  # pixels shared by neighbouring tiles; their probabilities are blended
 TAPER_SIGMA = 0.125    # Gaussian taper: sigma as a fraction of the tile side (0.25 and flat weights disagree more)
 MANIFEST = ".fastseg-predict.json"  # in --out: every file predict wrote there, with size and mtime
 OVERLAY_ROWS = 1024    # rows blended at a time, so the overlay needs no float copy of the whole image

@@ -1,0 +1,152 @@
+"""`fastseg fit`: train a run from a FitConfig, or resume one, with the run folder written as it goes."""
+
+from contextlib import ExitStack
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from fastai.torch_core import set_seed
+
+from fastseg.config import DataConfig, FitConfig, load_config, save_config
+from fastseg.console import console, log
+from fastseg.constants import NUM_CLASSES
+from fastseg.data.dataloaders import build_dataloaders
+from fastseg.data.stats import training_class_pixels
+from fastseg.devices.distributed import broadcast_object, distributed, is_main, world_size
+from fastseg.devices.precision import amp_warning
+from fastseg.devices.select import run_device
+from fastseg.errors import FastsegError, Interrupted, io_error
+from fastseg.io.runs import (
+    CONFIG,
+    LAST,
+    METRICS,
+    check_new_run,
+    default_run_name,
+    ensure_writable,
+    read_metrics_csv,
+    run_lock,
+)
+from fastseg.io.serialize import load_state
+from fastseg.models.weights import model_metadata
+from fastseg.train.callbacks import FreezeEncoder, Interrupt, Resume, SeedEpochs
+from fastseg.train.learner import build_learner, needs_class_pixels, resolve_run_options
+from fastseg.train.lr_find import resolve_lr
+from fastseg.train.recorder import RunRecorder
+from fastseg.train.schedule import schedule_fit
+
+
+def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = None) -> tuple[Path, list[dict]]:
+    """Train (or resume) a run; returns (run folder, metrics rows). Writes config.json,
+    metrics.csv, curves.png, best.safetensors/json and last.safetensors/json.
+
+    The run folder and config.json appear only once options, data (the preflight), the checkpoint
+    and the pretrained weights have passed their checks, so a failed start leaves nothing behind.
+
+    Raises:
+        FastsegError: bad options, data or files (exit 2); an I/O fault while writing (exit 74).
+        Interrupted: Ctrl-C or SIGTERM stopped the fit after saving a checkpoint (exit 130).
+    """
+    device = run_device(cfg.device)  # under torchrun: this process's device
+    name = broadcast_object(cfg.name or default_run_name(cfg.arch))
+    run_dir = resume or check_new_run(Path(cfg.runs_dir) / name)
+    with ExitStack() as lock:
+        if resume and is_main():
+            lock.enter_context(run_lock(run_dir))
+        state = load_state(run_dir / LAST) if resume else None
+        if state and state["epoch"] > cfg.epochs:
+            raise FastsegError(f"--epochs {cfg.epochs} is fewer than the {state['epoch']} epochs run {run_dir} has "
+                               f"done; pass --epochs {state['epoch']} or more.")
+        lr = resolve_lr(cfg, run_dir)
+        set_seed(cfg.seed)
+        dls = build_dataloaders(cfg.data, device=device, log=log)  # the preflight: data checked before writing
+        warning = amp_warning(cfg.amp, device)
+        if warning and is_main():
+            log(warning)
+        resolved = replace(resolve_run_options(cfg, device), lr=lr, name=run_dir.name)  # what repeats this run
+        pixels = training_class_pixels(cfg.data) if needs_class_pixels(cfg) else None
+        learn = build_learner(resolved, dls, run_dir, device, pixels)  # reads the pretrained weights
+        if is_main():
+            if not resume:
+                lock.enter_context(run_lock(ensure_writable(run_dir)))
+                check_new_run(run_dir)  # another process may have started this run meanwhile
+            save_config(resolved, run_dir / CONFIG)
+        return _train(cfg, learn, run_dir, state, lr, resolved, extra_cbs)
+
+
+def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, resolved: FitConfig,
+           extra_cbs: list | None) -> tuple[Path, list[dict]]:
+    """The fit itself, from `state` (a checkpoint) or the start, with the run's callbacks (`resolved`:
+    the options as this run uses them)."""
+    start = state["epoch"] if state else 0
+    rows = [r for r in read_metrics_csv(run_dir / METRICS) if r["epoch"] <= start] if state else []
+    tracker = state["tracker"] if state else {"best": -1.0, "best_epoch": 0, "wait": 0}
+    meta = model_metadata(cfg.arch, NUM_CLASSES, cfg.width, config=asdict(resolved))
+    recorder = RunRecorder(run_dir, meta, rows, tracker, start, cfg.patience, learn.metrics[0].state)
+    interrupt = Interrupt(recorder.save_interrupted)
+    cbs = [SeedEpochs(cfg.seed), recorder, interrupt, *(extra_cbs or [])]
+    if cfg.freeze_epochs:
+        cbs.append(FreezeEncoder(cfg.freeze_epochs))
+    if state:
+        cbs.append(Resume(state))
+    if console.is_terminal and is_main():
+        from fastseg.train.progress import RichProgress
+        cbs.append(RichProgress())
+    log(f"Run folder: {run_dir}" + (f" ({world_size()} processes)" if world_size() > 1 else ""))
+    try:
+        with distributed(learn):
+            schedule_fit(learn, resolved, lr, cbs)
+    except OSError as err:
+        raise io_error(err, f"free space and resume with `fastseg fit --resume {run_dir}`") from None
+    finally:
+        interrupt.after_fit()
+    if interrupt.requested:
+        raise Interrupted(f"Stopped by {interrupt.requested} with the checkpoint saved; continue with "
+                          f"`fastseg fit --resume {run_dir}`.", recorder.rows)
+    return run_dir, recorder.rows
+
+
+def resume_fit(run_dir: Path, extra_cbs: list | None = None, voc: Path | None = None, sbd: Path | None = None,
+               voc11: Path | None = None, epochs: int | None = None) -> tuple[Path, list[dict]]:
+    """Continue the run in `run_dir` from its last checkpoint, on the same schedule.
+
+    `voc`, `sbd` and `voc11` relocate the data, `epochs` extends (or shortens, not below the epochs
+    done) the run; each change is logged and saved into config.json. Relative data paths saved in
+    config.json are resolved by `locate_data`.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / LAST).is_file():
+        raise FastsegError(f"Run folder {run_dir} has no checkpoint ({LAST}); pass a folder written by "
+                           "`fastseg fit`.")
+    cfg = load_config(run_dir / CONFIG)
+    moved = {k: str(v) for k, v in (("voc", voc), ("sbd", sbd), ("voc11", voc11)) if v is not None}
+    for key, value in moved.items():
+        log(f"Resuming with --{key} {value} (the run was started with {getattr(cfg.data, key)}).")
+    data = locate_data(replace(cfg.data, **moved), run_dir)
+    if epochs is not None and epochs != cfg.epochs:
+        log(f"Resuming with --epochs {epochs} (the run was started with {cfg.epochs}); the learning-rate "
+            "schedule is stretched to the new length from here on.")
+    return fit(replace(cfg, data=data, epochs=epochs or cfg.epochs), resume=run_dir, extra_cbs=extra_cbs)
+
+
+def locate_data(data: DataConfig, run_dir: Path) -> DataConfig:
+    """The run's data folders, a relative one resolved against the current folder first, then
+    against the folder holding the runs folder (where `fit` was most likely started).
+
+    Raises:
+        FastsegError: a data folder is found nowhere (names it and suggests --voc/--sbd/--voc11).
+    """
+    base = run_dir.resolve().parent.parent
+    found = {}
+    for key in ("voc", "sbd", "voc11"):
+        value = getattr(data, key)
+        if value is None or Path(value).exists():
+            continue
+        if Path(value).is_absolute() or not (base / value).exists():
+            where = "" if Path(value).is_absolute() else f" here or in {base}"
+            raise FastsegError(f"The run's --{key} folder {value} does not exist{where}; pass --{key} DIR with "
+                               "--resume to say where the data is now.")
+        found[key] = str(base / value)
+    return replace(data, **found)
+
+
+
+

@@ -1,0 +1,11 @@
+"""The training loss: cross-entropy that ignores void pixels, optionally class-weighted."""
+
+import torch
+from fastai.losses import CrossEntropyLossFlat
+
+from fastseg.constants import IGNORE_INDEX
+
+
+def segmentation_loss(weights: torch.Tensor | None = None):
+    """fastai cross-entropy over the class axis of N×C×H×W logits, ignoring 255 in N×H×W targets."""
+    return CrossEntropyLossFlat(axis=1, weight=weights, ignore_index=IGNORE_INDEX)
