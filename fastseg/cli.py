@@ -31,6 +31,7 @@ from fastseg.config import (
 )
 from fastseg.console import console, log, progress_bar
 from fastseg.constants import DEFAULT_OVERLAP, DEFAULT_TILE, MIN_SIZE
+from fastseg.data.splits import DataRoots
 from fastseg.errors import EXIT_INTERRUPTED, FastsegError, Interrupted, io_error
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -150,7 +151,8 @@ def synth(out: Annotated[Path, typer.Option(help="Folder to write the dataset in
     total = len(set(sets.voc_train + sets.voc_val + sets.sbd_train + sets.sbd_val))
     with progress_bar("synth", total=total) as advance:
         generate(out, cfg, progress=lambda _: advance())
-    log(f"Synthetic dataset written to {out}: --voc {out}/VOCdevkit/VOC2012 --sbd {out}/benchmark_RELEASE/dataset")
+    roots = DataRoots.under(out)
+    log(f"Synthetic dataset written to {out}: --voc {roots.voc} --sbd {roots.sbd}")
 
 
 @app.command()
@@ -168,7 +170,6 @@ def check_data(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None):
     """Split counts, leakage check and every problem found in the files; exit 1 on a problem."""
 
     from fastseg.data.checks import check_dataset
-    from fastseg.data.splits import DataRoots
     roots = DataRoots(voc, sbd, voc11)
     with progress_bar("checking files") as advance:
         report = check_dataset(roots, progress=advance)
@@ -356,7 +357,6 @@ def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .
              bs: Annotated[int | None, typer.Option("--bs", help="Batch size (default: the run's).")] = None,
              runs_dir: RunsOpt = RUNS, device: DeviceOpt = None, skip_bad: SkipBadOpt = False):
     """Score at native resolution: per-class table, mIoU with a bootstrap 95 % interval, metrics.json, figures."""
-    from fastseg.data.splits import DataRoots
     from fastseg.evaluate.scoring import evaluate_run
     from fastseg.io.runs import latest_run
     if tta not in ("none", "flip"):
@@ -550,7 +550,6 @@ def report(run: Annotated[Path | None, typer.Argument(help="Run folder (default:
            sbd: SbdOpt = None, voc11: Voc11Opt = None):
     """Write report.md and a self-contained report.html (the run card) from a run's files."""
     from fastseg.config import load_config
-    from fastseg.data.splits import DataRoots
     from fastseg.evaluate.report import write_report
     from fastseg.evaluate.scoring import data_roots
     from fastseg.io.runs import CONFIG, latest_run

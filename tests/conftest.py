@@ -1,11 +1,17 @@
-"""Shared fixtures: a small synthetic VOC/SBD tree, built once per test session."""
+"""Shared fixtures and helpers: a small synthetic VOC/SBD tree built once per test session, the tiny
+FitConfig most training tests use, and the CLI's data options for that tree."""
 
 import shutil
 
 import pytest
+from typer.testing import CliRunner
 
-from fastseg.config import SynthConfig
+from fastseg.cli import app
+from fastseg.config import DataConfig, FitConfig, SynthConfig
+from fastseg.data.splits import DataRoots
 from fastseg.data.synthetic import generate
+
+runner = CliRunner()
 
 SMALL = SynthConfig(n_train=12, n_val=12, n_sbd_only=10, size=72, seed=3)
 
@@ -26,3 +32,23 @@ def synth_copy(synth_root, tmp_path):
 def roots(synth_root):
     from fastseg.data.splits import DataRoots
     return DataRoots(synth_root / "VOCdevkit" / "VOC2012", synth_root / "benchmark_RELEASE" / "dataset")
+
+
+def data_args(root) -> list[str]:
+    """--voc and --sbd for a synthetic tree, as the parent folders a user would type."""
+    return ["--voc", str(root / "VOCdevkit"), "--sbd", str(root / "benchmark_RELEASE")]
+
+
+def tiny_config(root, runs, name, **kw):
+    """A 3-epoch Adam run of a 1/16-width SegNet on 48-px crops of the synthetic tree at `root`."""
+    roots = DataRoots.under(root)
+    data = DataConfig(voc=str(roots.voc), sbd=str(roots.sbd), crop=48, bs=4, val_bs=4, augment="light")
+    defaults = dict(width=0.0625, pretrained="none", epochs=3, lr=1e-2, opt="adam", wd=1e-4, seed=7,
+                    runs_dir=str(runs), name=name)
+    return FitConfig(data=data, **(defaults | kw))
+
+
+def cli_fit(root, runs, *extra):
+    """`fastseg fit` of one epoch of a 1/16-width SegNet on the synthetic tree at `root`."""
+    return runner.invoke(app, ["fit", *data_args(root), "--runs-dir", str(runs), "--width", "0.0625",
+                               "--pretrained", "none", "--epochs", "1", "--crop", "48", "--bs", "4", *extra])

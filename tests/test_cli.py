@@ -8,13 +8,9 @@ import torch
 from typer.testing import CliRunner
 
 from fastseg.cli import app
-from tests.test_training import cli_fit
+from tests.conftest import cli_fit, data_args
 
 runner = CliRunner()
-
-
-def data_args(root):
-    return ["--voc", str(root / "VOCdevkit"), "--sbd", str(root / "benchmark_RELEASE")]
 
 
 @pytest.fixture
@@ -42,7 +38,7 @@ def test_data_and_loader_options_reach_the_learner(synth_copy, tmp_path, learner
     assert next(learn.model.parameters()).device.type == "cpu"
     config = json.loads((tmp_path / "runs" / "o" / "config.json").read_text())
     assert (config["arch"], config["opt"], config["device"]) == ("skip", "sgd", "cpu")
-    assert (config["data"]["num_workers"], config["data"]["cache"]) == (1, True)  # --cache: tests/test_dataloaders.py
+    assert (config["data"]["num_workers"], config["data"]["cache"]) == (1, True)  # --cache: data/test_dataloaders.py
     assert json.loads((tmp_path / "runs" / "o" / "best.json").read_text())["arch"] == "skip"
 
 
@@ -67,7 +63,7 @@ def test_find_lr_command(synth_root, tmp_path):
 def evaluated_run(synth_root, tmp_path_factory):
     from fastseg.evaluate.scoring import evaluate_run
     from fastseg.train.fit import fit
-    from tests.test_training import tiny_config
+    from tests.conftest import tiny_config
     run, _ = fit(tiny_config(synth_root, tmp_path_factory.mktemp("runs"), "e", epochs=1))
     evaluate_run(run)
     return run

@@ -19,12 +19,9 @@ from fastseg.io.runs import LOCK, read_metrics_csv, run_lock
 from fastseg.io.serialize import load_state, save_state
 from fastseg.models import create_model
 from fastseg.models.weights import model_metadata, save_model
+from tests.conftest import data_args
 
 runner = CliRunner()
-
-
-def data_args(root):
-    return ["--voc", str(root / "VOCdevkit"), "--sbd", str(root / "benchmark_RELEASE")]
 
 
 def fit_args(root, runs, *extra):
@@ -241,6 +238,13 @@ def test_resume_relocates_relative_data_and_extends_epochs(synth_root, tmp_path,
     output = " ".join(result.output.split())
     assert f"Resuming with --voc moved/VOCdevkit (the run was started with {work / 'data/VOCdevkit'})." in output
     assert json.loads((work / "runs/rel/config.json").read_text())["data"]["voc"] == "moved/VOCdevkit"
+
+
+def test_the_cli_imports_no_torch_nor_fastai_until_a_command_runs():
+    # what keeps `fastseg --help` fast (BENCHMARKS.md has the timing): torch alone takes seconds to import
+    code = "import sys, fastseg.cli; print(sorted(m for m in ('torch', 'fastai', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stderr[-2000:]
 
 
 def test_cli_prints_no_torch_jit_warnings():

@@ -28,6 +28,14 @@ class DataRoots:
     sbd: Path | None = None
     voc11: Path | None = None
 
+    @classmethod
+    def under(cls, root: str | Path) -> "DataRoots":
+        """The official layout extracted under one folder, as `fastseg download` and `fastseg synth`
+        write it: VOCdevkit/VOC2012, benchmark_RELEASE/dataset and VOCdevkit/VOC2011."""
+        root = Path(root)
+        voc = root / "VOCdevkit"
+        return cls(voc / "VOC2012", root / "benchmark_RELEASE" / "dataset", voc / "VOC2011")
+
 
 @dataclass(frozen=True)
 class LeakageReport:

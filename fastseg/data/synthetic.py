@@ -10,7 +10,7 @@ only texture and shape tell the classes apart. The background clutter uses the s
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from scipy import ndimage
 from fastseg.config import SynthConfig
 from fastseg.constants import IGNORE_INDEX
 from fastseg.data.masks import label_edges, write_palette_png, write_sbd_mat
+from fastseg.data.splits import DataRoots
 
 OBJECTS = (1, 3)         # objects per image, inclusive
 RADIUS = (0.25, 0.4)     # object half-size as a fraction of the image's shorter side
@@ -197,8 +198,7 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress=None, w
     """
     out = Path(out)
     sets = make_id_sets(cfg)
-    voc, voc11 = out / "VOCdevkit" / "VOC2012", out / "VOCdevkit" / "VOC2011"
-    sbd = out / "benchmark_RELEASE" / "dataset"
+    voc, sbd, voc11 = astuple(DataRoots.under(out))
     for folder in (voc / "JPEGImages", voc / "SegmentationClass", voc / "ImageSets" / "Segmentation",
                    voc11 / "ImageSets" / "Segmentation", sbd / "img", sbd / "cls"):
         folder.mkdir(parents=True, exist_ok=True)

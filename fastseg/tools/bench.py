@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fastseg.config import DEVICE_DEFAULTS, BenchConfig
 from fastseg.constants import IGNORE_INDEX, NUM_CLASSES
+from fastseg.data.splits import DataRoots
 from fastseg.io.atomic import atomic_write
 from fastseg.models import MODELS, create_model
 
@@ -207,7 +208,7 @@ class _TrainTimer(Callback):
 
 def bench_evaluation(arch: str, cfg: BenchConfig, voc: Path, sbd: Path, device: torch.device) -> float:
     """Evaluation images/s at native VOC sizes (500×375-like), batch of cfg.batch."""
-    from fastseg.data.splits import DataRoots, build_split
+    from fastseg.data.splits import build_split
     from fastseg.evaluate.scoring import evaluate_samples
     samples = build_split("voc12-train", DataRoots(voc, sbd))[: cfg.eval_images]
     model = create_model(arch, width=cfg.width)
@@ -301,7 +302,7 @@ def run_bench(cfg: BenchConfig, out: Path | None, command: str) -> str:
     try:
         generate(folder, SynthConfig(n_train=max(cfg.images, cfg.eval_images), n_val=4, n_sbd_only=2,
                                      size=VOC_SIZE, seed=1))
-        voc, sbd = folder / "VOCdevkit" / "VOC2012", folder / "benchmark_RELEASE" / "dataset"
+        voc, sbd = DataRoots.under(folder).voc, DataRoots.under(folder).sbd
         results = {"models": [bench_model(arch, cfg, device) for arch in MODELS],
                    "learner": [bench_learner_vs_plain(arch, cfg, device) for arch in MODELS],
                    "data": bench_data(voc, sbd, cfg.images),

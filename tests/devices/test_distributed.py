@@ -14,6 +14,7 @@ from fastseg.evaluate.scoring import evaluate_run, shard_batches
 from fastseg.io.runs import read_metrics_csv
 from fastseg.models import create_model
 from fastseg.models.weights import model_metadata, save_model
+from tests.conftest import data_args
 
 
 def torchrun(*args, timeout=600):
@@ -22,10 +23,6 @@ def torchrun(*args, timeout=600):
     cmd = [*launcher, "-m", "fastseg", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def data_args(root):
-    return ["--voc", str(root / "VOCdevkit"), "--sbd", str(root / "benchmark_RELEASE")]
 
 
 def test_duplicate_mask_marks_only_the_padding_of_the_last_shard():

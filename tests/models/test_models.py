@@ -37,7 +37,8 @@ def test_full_width_parameter_count_and_forward(arch, expected):
 
 
 def test_segnet_parameter_count_matches_paper():
-    assert 29.4e6 <= SEGNET_PARAMS <= 29.5e6
+    # the SegNet paper reports 29.5 M parameters for the VGG16 SegNet (with BN: 29.46 M for 21 classes)
+    assert round(n_params(create_model("segnet")) / 1e6, 1) == 29.5
 
 
 @settings(max_examples=25, deadline=None)

@@ -92,6 +92,16 @@ def test_load_refuses_pickle_and_missing_sidecar(tmp_path):
         load_model(tmp_path / "m.safetensors")
 
 
+def test_unknown_arch_in_the_sidecar_is_one_sentence(tmp_path):
+    model = create_model("segnet", width=0.125)
+    save_model(model, tmp_path / "m.safetensors", model_metadata("unet", 21, 0.125))
+    with pytest.raises(FastsegError) as err:
+        load_model(tmp_path / "m.safetensors")
+    assert str(err.value) == (f"Metadata file {tmp_path / 'm.json'} names a model fastseg cannot build (Unknown arch "
+                              "'unet'; choose one of: segnet, skip.); restore the .json that fastseg wrote beside "
+                              "the weights.")
+
+
 @pytest.mark.parametrize("arch", ["segnet", "skip"])
 def test_onnx_matches_pytorch_on_two_sizes(tmp_path, arch):
     torch.manual_seed(0)

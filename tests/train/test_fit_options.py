@@ -12,7 +12,7 @@ from fastai.callback.schedule import combined_cos
 from fastseg.io.runs import read_metrics_csv
 from fastseg.train.fit import fit
 from fastseg.train.schedule import POLY_POWER
-from tests.test_training import tiny_config
+from tests.conftest import tiny_config
 
 
 class BatchCount(Callback):
@@ -109,7 +109,7 @@ def test_auto_precision_on_cpu_is_fp32_and_recorded_as_off(synth_root, tmp_path)
 
 
 def test_fp16_on_cpu_is_refused(synth_root, tmp_path):
-    from tests.test_training import cli_fit
+    from tests.conftest import cli_fit
     result = cli_fit(synth_root, tmp_path, "--amp", "fp16", "--device", "cpu")
     assert result.exit_code == 2
     assert ("Error: --amp fp16 needs a CUDA device (its gradient scaler is CUDA-only); on cpu use --amp bf16 "
@@ -119,7 +119,7 @@ def test_fp16_on_cpu_is_refused(synth_root, tmp_path):
 
 def test_bf16_on_a_cpu_without_bf16_instructions_warns(synth_root, tmp_path, monkeypatch):
     import fastseg.devices.precision
-    from tests.test_training import cli_fit
+    from tests.conftest import cli_fit
     monkeypatch.setattr(fastseg.devices.precision, "cpu_has_bf16", lambda: False)
     result = cli_fit(synth_root, tmp_path, "--amp", "bf16", "--device", "cpu", "--name", "w")
     assert result.exit_code == 0, result.output

@@ -15,7 +15,7 @@ def test_a_tiny_fit_learns(synth_root, tmp_path):
     by a tenth and end above the untrained model; a fit whose steps do nothing fails here."""
     from fastseg.tools.demo import untrained_miou
     from fastseg.train.fit import fit
-    from tests.test_training import tiny_config
+    from tests.conftest import tiny_config
     cfg = tiny_config(synth_root, tmp_path, "learn", epochs=3)
     _, rows = fit(cfg)
     assert rows[-1]["train_loss"] < 0.9 * rows[0]["train_loss"], [r["train_loss"] for r in rows]

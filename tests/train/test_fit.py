@@ -10,23 +10,15 @@ from fastai.callback.core import Callback
 from typer.testing import CliRunner
 
 from fastseg.cli import app
-from fastseg.config import DataConfig, FitConfig
 from fastseg.data.stats import median_frequency_weights
 from fastseg.errors import FastsegError, Interrupted
 from fastseg.io.runs import read_metrics_csv
 from fastseg.io.serialize import load_state
 from fastseg.train.fit import fit, resume_fit
 from fastseg.train.lr_find import find_lr
+from tests.conftest import cli_fit, tiny_config
 
 runner = CliRunner()
-
-
-def tiny_config(root, runs, name, **kw):
-    data = DataConfig(voc=str(root / "VOCdevkit" / "VOC2012"), sbd=str(root / "benchmark_RELEASE" / "dataset"),
-                      crop=48, bs=4, val_bs=4, augment="light")
-    defaults = dict(width=0.0625, pretrained="none", epochs=3, lr=1e-2, opt="adam", wd=1e-4, seed=7,
-                    runs_dir=str(runs), name=name)
-    return FitConfig(data=data, **(defaults | kw))
 
 
 class SendSignal(Callback):
@@ -138,12 +130,6 @@ def test_median_frequency_weights():
     assert weights[3] == 0
 
 
-def cli_fit(root, runs, *extra):
-    return runner.invoke(app, ["fit", "--voc", str(root / "VOCdevkit"), "--sbd", str(root / "benchmark_RELEASE"),
-                               "--runs-dir", str(runs), "--width", "0.0625", "--pretrained", "none",
-                               "--epochs", "1", "--crop", "48", "--bs", "4", *extra])
-
-
 @pytest.mark.parametrize("args,message", [
     (["--arch", "unet"], "Invalid value for '--arch'"),
     (["--crop", "16"], "Error: --crop 16 is too small; use at least 32 pixels."),
@@ -203,6 +189,13 @@ def test_learners_split_encoder_and_decoder(synth_root, tmp_path):
     assert not conv.weight.requires_grad and learn.model.head.weight.requires_grad
     learn.unfreeze()
     assert conv.weight.requires_grad
+
+
+def test_an_unknown_optimizer_is_refused():
+    from fastseg.train.learner import make_opt_func
+    with pytest.raises(FastsegError) as err:
+        make_opt_func("rmsprop")
+    assert str(err.value) == "Unknown --opt 'rmsprop'; choose one of: sgd, adam."
 
 
 def test_l1_penalty_adds_to_the_backpropagated_loss_only():

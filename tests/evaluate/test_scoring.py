@@ -16,7 +16,7 @@ from fastseg.evaluate.predict import predict_files, predict_image, tile_starts
 from fastseg.evaluate.scoring import evaluate_run, evaluate_samples
 from fastseg.models import create_model
 from fastseg.train.fit import fit
-from tests.test_training import tiny_config
+from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
