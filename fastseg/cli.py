@@ -132,7 +132,7 @@ def fit_config(**options) -> FitConfig:
     return FitConfig(data=data, **{k: _plain(v) for k, v in options.items()})
 
 
-@app.command()
+@app.command(epilog="Example: fastseg synth --out data/synthetic --n-train 400 --n-val 60")
 @friendly
 def synth(out: Annotated[Path, typer.Option(help="Folder to write the dataset into.")] = Path("data/synthetic"),
           n_train: Annotated[int, typer.Option(help="VOC2012 seg train ids.")] = SYNTH["n_train"],
@@ -155,7 +155,7 @@ def synth(out: Annotated[Path, typer.Option(help="Folder to write the dataset in
     log(f"Synthetic dataset written to {out}: --voc {roots.voc} --sbd {roots.sbd}")
 
 
-@app.command()
+@app.command(epilog="Example: fastseg download voc2012 --root data")
 @friendly
 def download(name: Annotated[str, typer.Argument(help="voc2012, voc2011 or sbd.")],
              root: Annotated[Path, typer.Option(help="Folder to download and extract into.")] = Path("data")):
@@ -164,7 +164,7 @@ def download(name: Annotated[str, typer.Argument(help="voc2012, voc2011 or sbd."
     download_dataset(name, root)
 
 
-@app.command("check-data")
+@app.command("check-data", epilog="Example: fastseg check-data --voc data --sbd data")
 @friendly
 def check_data(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None):
     """Split counts, leakage check and every problem found in the files; exit 1 on a problem."""
@@ -204,7 +204,7 @@ def _print_data_report(report) -> None:
     log("0 problem(s) found.")
 
 
-@app.command("show-batch")
+@app.command("show-batch", epilog="Example: fastseg show-batch --voc data --sbd data --out figures")
 @friendly
 def show_batch(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
                train: TrainOpt = TrainSplit(DATA["train_split"]), valid: ValidOpt = EvalSplit(DATA["valid_split"]),
@@ -332,7 +332,7 @@ def _summarise_fit(run_dir: Path, rows: list[dict]) -> None:
     log(f"Run folder: {run_dir}")
 
 
-@app.command()
+@app.command(epilog="Example: fastseg export runs/segnet-voc/best.safetensors --format onnx")
 @friendly
 def export(weights: Annotated[Path, typer.Argument(help="A .safetensors file written by fastseg.")],
            format: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
@@ -346,7 +346,7 @@ def export(weights: Annotated[Path, typer.Argument(help="A .safetensors file wri
     log(f"Wrote {path}")
 
 
-@app.command()
+@app.command(epilog="Example: fastseg evaluate runs/segnet-voc --split seg11valid --tta flip")
 @friendly
 def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .safetensors (or latest).")] = None,
              split: Annotated[EvalSplit | None, typer.Option("--split", help="Split (default: the run's).")] = None,
@@ -399,7 +399,7 @@ def _print_metrics(m: dict) -> None:
         log(f"TTA gain: {m['tta_gain']:+.4f} mIoU over {m['miou_without_tta']:.4f} without TTA")
 
 
-@app.command()
+@app.command(epilog="Example: fastseg predict photos/ --weights runs/segnet-voc --out masks")
 @friendly
 def predict(inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
             weights: Annotated[Path, typer.Option(help="A .safetensors file (or run folder) written by fastseg.")],
@@ -425,7 +425,7 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="Image files or fo
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(epilog="Example: fastseg bench --out BENCHMARKS.md")
 @friendly
 def bench(out: Annotated[Path | None, typer.Option(help="Markdown file to append the results to.")] = None,
           size: Annotated[int, typer.Option(help="Model input side in pixels.")] = BENCH["arch_size"],
@@ -444,7 +444,7 @@ def bench(out: Annotated[Path | None, typer.Option(help="Markdown file to append
     console.print(section, markup=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(epilog="Example: fastseg doctor --out BENCHMARKS.md")
 @friendly
 def doctor(size: Annotated[int | None, typer.Option(help="Input side (default: 320 on CUDA, 64 on CPU).")] = None,
            width: Annotated[float | None, typer.Option(help="SegNet width (default: 1.0 on CUDA, 0.125 on CPU).")]
@@ -489,7 +489,7 @@ def doctor(size: Annotated[int | None, typer.Option(help="Input side (default: 3
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(epilog="Example: fastseg demo --out demo --seeds 0,1,2,3,4 --threads 2")
 @friendly
 def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data, runs and summary.")] = Path("demo"),
          epochs: Annotated[int | None, typer.Option(help="Override the demo's epochs.")] = None,
@@ -542,7 +542,7 @@ def _print_sweep(sweep: dict) -> None:
         f"colour control at most {sweep['control_max']:.3f}.")
 
 
-@app.command()
+@app.command(epilog="Example: fastseg report runs/segnet-voc")
 @friendly
 def report(run: Annotated[Path | None, typer.Argument(help="Run folder (default: latest run).")] = None,
            runs_dir: RunsOpt = RUNS,

@@ -97,3 +97,16 @@ def test_evaluate_tta_options_are_applied_and_recorded(evaluated_run):
     assert metrics["tta"] == {"flip": True, "scales": [0.5, 1.0]}
     assert metrics["tta_gain"] == pytest.approx(metrics["miou"] - metrics["miou_without_tta"])
     assert "TTA gain" in result.output
+
+
+def test_every_command_help_ends_with_an_example_and_fit_groups_its_options():
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert len(names) >= 13
+    for name in names:
+        result = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        assert result.output.rsplit("╯", 1)[1].strip().startswith("Example"), name  # below the last panel
+    fit_help = runner.invoke(app, ["fit", "--help"], env={"COLUMNS": "200"}).output
+    panels = ["Data", "Model", "Optimisation and schedule", "Precision and speed", "Run folder"]
+    assert all(f"─ {panel} ─" in fit_help for panel in panels)
+    assert fit_help.index("--crop") < fit_help.index("─ Model ─") < fit_help.index("--width")  # options in their panels
