@@ -16,9 +16,18 @@ def log(message: str) -> None:
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None = None):
-    """A transient rich progress bar, shown only on a terminal; yields `advance()` (one step)."""
+def progress_bar(description: str, total: int | None = None, completed: int = 0, columns: tuple = ()):
+    """The one progress bar of fastseg: rich, transient, shown only on a terminal (logs and pipes get
+    none). Yields `advance(steps=1)`; `columns` replace rich's default columns."""
     from rich.progress import Progress
-    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda: bar.advance(task)
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(description, total=total, completed=completed)
+        yield lambda steps=1: bar.advance(task, steps)
+
+
+def tracked(items, description: str):
+    """Yield the items of a sized iterable under `progress_bar`."""
+    with progress_bar(description, total=len(items)) as advance:
+        for item in items:
+            yield item
+            advance()

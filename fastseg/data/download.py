@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
-from fastseg.console import console, log
+from fastseg.console import log, progress_bar
 from fastseg.errors import FastsegError
 
 CHUNK = 1 << 20
@@ -95,13 +95,11 @@ def fetch(url: str, path: Path) -> None:
 
 
 def _stream(response, part: Path, done: int, total: int | None, label: str) -> None:
-    with part.open("ab" if done else "wb") as out, Progress(
-            *Progress.get_default_columns()[:3], DownloadColumn(), TransferSpeedColumn(),
-            console=console, transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task(label, total=total, completed=done)
+    columns = (*Progress.get_default_columns()[:3], DownloadColumn(), TransferSpeedColumn())
+    with part.open("ab" if done else "wb") as out, progress_bar(label, total, done, columns) as advance:
         while chunk := response.read(CHUNK):
             out.write(chunk)
-            bar.advance(task, len(chunk))
+            advance(len(chunk))
     if total is not None and part.stat().st_size < total:
         raise ConnectionError("transfer cut short")
 

@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from rich.progress import track
 
-from fastseg.console import console
+from fastseg.console import tracked
 from fastseg.constants import DEFAULT_OVERLAP, DEFAULT_TILE, IMAGENET_MEAN, IMAGENET_STD, STRIDE
 from fastseg.data.masks import write_palette_png
 from fastseg.data.transforms import padded_size
@@ -214,7 +213,7 @@ def predict_files(model, inputs: list[Path], out: Path, device, tile: int = DEFA
     manifest = check_out(inputs, out, list(names.values()))
     report = PredictReport([], [])
     model = model.to(device).eval()
-    for path, _ in track(images, description="predict", console=console, disable=not console.is_terminal):
+    for path, _ in tracked(images, "predict"):
         try:
             with Image.open(path) as img:
                 image = np.asarray(img.convert("RGB"))

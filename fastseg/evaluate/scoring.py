@@ -13,9 +13,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from rich.progress import track
 
-from fastseg.console import console
+from fastseg.console import tracked
 from fastseg.constants import DEFAULT_CROP, IGNORE_INDEX, MIN_SIZE, VOC_CLASSES
 from fastseg.data.dataloaders import SizeGroupedDL, header_size, segmentation_block
 from fastseg.data.samples import Sample
@@ -174,7 +173,7 @@ def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bo
     dl = eval_dataloader(local, bs, device, num_workers) if local else []
     start = 0
     with torch.no_grad():
-        for x, y in track(dl, description="evaluate", console=console, disable=not console.is_terminal):
+        for x, y in tracked(dl, "evaluate"):
             x, y = torch.Tensor(x).as_subclass(torch.Tensor), y.as_subclass(torch.Tensor)
             pred = predict_classes(model, x, flip, scales)
             cms = confusion_matrix(pred, y, c, per_sample=True)
