@@ -14,7 +14,7 @@ from fastseg.data.splits import DataRoots, build_split
 
 
 def main(root: Path, train: str = "train-aug", valid: str = "voc12-val") -> None:
-    roots = DataRoots(root / "VOCdevkit" / "VOC2012", root / "benchmark_RELEASE" / "dataset")
+    roots = DataRoots.under(root)
     splits = {name: build_split(name, roots) for name in (train, valid)}
     files = 2 * len({s.image for ss in splits.values() for s in ss})
     shutil.rmtree(root / "VOCdevkit" / CACHE_DIR, ignore_errors=True)
