@@ -28,7 +28,7 @@ def time_help(args: list[str], runs: int) -> tuple[float, float]:
 
 
 def main(runs: int = 5) -> None:
-    print("| command | median of %d (s) | peak RSS (MiB) |\n|---|---|---|" % runs)
+    print(f"| command | median of {runs} (s) | peak RSS (MiB) |\n|---|---|---|")
     for args in COMMANDS:
         median, peak = time_help(args, runs)
         print(f"| `fastseg {' '.join(args + ['--help'])}` | {median:.2f} | {peak:.0f} |")
