@@ -283,8 +283,11 @@ def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (
                                              rich_help_panel=OPT_PANEL)] = FIT["sched"],
         freeze_epochs: Annotated[int, typer.Option(help="Epochs training the decoder alone first.",
                                                    rich_help_panel=OPT_PANEL)] = FIT["freeze_epochs"],
-        patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without better mIoU.",
-                                                     rich_help_panel=OPT_PANEL)] = None,
+        monitor: Annotated[str, typer.Option(help="The validation metric best.safetensors and --patience follow: "
+                                             "miou, fg_miou, pixel_acc or iou:CLASS (e.g. iou:cat).",
+                                             rich_help_panel=OPT_PANEL)] = FIT["monitor"],
+        patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without a better monitored "
+                                                     "metric.", rich_help_panel=OPT_PANEL)] = None,
         clip: Annotated[float | None, typer.Option(help="Gradient norm clipping.", rich_help_panel=OPT_PANEL)] = None,
         class_weights: Annotated[str, typer.Option(help="none, median-freq, or a file of 21 weights.",
                                                    rich_help_panel=OPT_PANEL)] = FIT["class_weights"],
@@ -326,9 +329,15 @@ def _lr(text: str) -> float | str:
 
 
 def _summarise_fit(run_dir: Path, rows: list[dict]) -> None:
-    if rows:
-        best = max(rows, key=lambda r: r["miou"])
-        log(f"Best mIoU {best['miou']:.4f} (pixel acc {best['pixel_acc']:.4f}) at epoch {int(best['epoch'])}.")
+    import json
+
+    from fastseg.io.runs import BEST
+    best = run_dir / BEST.replace(".safetensors", ".json")
+    if rows and best.is_file():
+        meta = json.loads(best.read_text())
+        monitor, m = meta.get("monitor", "miou"), meta["metrics"]
+        log(f"Best {monitor} at epoch {meta['epoch']} (mIoU {m['miou']:.4f}, pixel acc {m['pixel_acc']:.4f}): "
+            f"{run_dir / BEST}.")
     log(f"Run folder: {run_dir}")
 
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from pathlib import Path
 
-from fastseg.constants import DEFAULT_CROP, MIN_SIZE
+from fastseg.constants import DEFAULT_CROP, MIN_SIZE, VOC_CLASSES
 from fastseg.data.splits import EVAL_SPLITS, SPLITS, TRAIN_SPLITS, DataRoots
 from fastseg.errors import FastsegError
 
@@ -58,6 +58,18 @@ OPTIMIZERS = tuple(Opt)
 SCHEDULES = tuple(Sched)
 AMP_MODES = tuple(Amp)
 PRESETS = tuple(Preset)
+
+
+MONITORS = ("miou", "fg_miou", "pixel_acc")
+"""`fit --monitor` choices besides iou:CLASS: validation metrics (higher is better)."""
+
+
+def monitor_key(monitor: str) -> str | None:
+    """The metrics.csv column a --monitor value names ("iou:cat" -> "iou_cat"), or None if it names none."""
+    if monitor in MONITORS:
+        return monitor
+    kind, _, name = monitor.partition(":")
+    return f"iou_{name}" if kind == "iou" and name in VOC_CLASSES else None
 
 
 def _set_choice(cfg, name: str, choices: type[StrEnum], option: str) -> None:
@@ -129,7 +141,8 @@ class FitConfig:
     wd: float = 5e-4                 # L2 weight decay for SGD (as torch.optim.SGD), decoupled for Adam
     sched: Sched = Sched.ONE_CYCLE
     freeze_epochs: int = 0           # epochs training the decoder alone first (pretrained encoder)
-    patience: int | None = None      # early stopping on mIoU; None: never stop early
+    monitor: str = "miou"            # the metric best.safetensors and --patience follow (see MONITORS)
+    patience: int | None = None      # early stopping on the monitored metric; None: never stop early
     clip: float | None = None        # gradient norm clipping
     seed: int = 42
     class_weights: str = "none"      # none | median-freq | path to a weights file
@@ -158,6 +171,8 @@ class FitConfig:
             (0 <= self.mom < 1, f"--mom {self.mom} must be at least 0 and below 1."),
             (self.freeze_epochs >= 0, f"--freeze-epochs {self.freeze_epochs} must be 0 or more."),
             (self.patience is None or self.patience >= 1, f"--patience {self.patience} must be at least 1."),
+            (monitor_key(self.monitor) is not None, f"Unknown --monitor '{self.monitor}'; choose one of: "
+             f"{', '.join(MONITORS)} or iou:CLASS with CLASS one of {', '.join(VOC_CLASSES)}."),
             (self.clip is None or self.clip > 0, f"--clip {self.clip} must be positive."),
             (self.l1 >= 0, f"--l1 {self.l1} must be 0 or positive."),
         ])

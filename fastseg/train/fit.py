@@ -80,7 +80,7 @@ def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, 
     rows = [r for r in read_metrics_csv(run_dir / METRICS) if r["epoch"] <= start] if state else []
     tracker = state["tracker"] if state else {"best": -1.0, "best_epoch": 0, "wait": 0}
     meta = model_metadata(cfg.arch, NUM_CLASSES, cfg.width, config=asdict(resolved))
-    recorder = RunRecorder(run_dir, meta, rows, tracker, start, cfg.patience, learn.metrics[0].state)
+    recorder = RunRecorder(run_dir, meta, rows, tracker, start, cfg.patience, learn.metrics[0].state, cfg.monitor)
     interrupt = Interrupt(recorder.save_interrupted)
     cbs = [SeedEpochs(cfg.seed), recorder, interrupt, *(extra_cbs or [])]
     if cfg.freeze_epochs:

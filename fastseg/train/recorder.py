@@ -1,5 +1,6 @@
-"""RunRecorder: after each epoch, writes metrics.csv, the best model and a full checkpoint, redraws
-the curves, prints one table row, and stops early when mIoU has not improved for `patience` epochs."""
+"""RunRecorder: after each epoch, writes metrics.csv, the best model by the monitored metric
+(`--monitor`, mIoU by default) and a full checkpoint, redraws the curves, prints one table row, and
+stops early when the monitored metric has not improved for `patience` epochs."""
 
 import math
 import time
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from fastai.callback.core import Callback, CancelFitException
 
+from fastseg.config import monitor_key
 from fastseg.console import log
 from fastseg.constants import VOC_CLASSES
 from fastseg.devices.distributed import is_main
@@ -38,15 +40,27 @@ def table_header() -> str:
     return " ".join(f"{c:>5}" if c == "epoch" else f"{c:>10}" for c in TABLE_COLUMNS)
 
 
+def track_best(tracker: dict, row: dict, monitor: str) -> bool:
+    """Update `tracker` (best, best_epoch, wait) with an epoch's metrics row; True when the monitored
+    metric (a --monitor value, e.g. "miou" or "iou:cat") improved, so best.safetensors is this epoch's.
+    A NaN (a class absent from the validation split) never improves."""
+    score = row[monitor_key(monitor)]
+    if not math.isnan(score) and score > tracker["best"]:
+        tracker.update(best=score, best_epoch=row["epoch"], wait=0)
+        return True
+    tracker["wait"] += 1
+    return False
+
+
 class RunRecorder(Callback):
     """Runs after fastai's Recorder (order 50), whose `log` then holds the epoch's numbers."""
 
     order = 60
 
     def __init__(self, run_dir: Path, meta: dict, rows: list[dict], tracker: dict, start_epoch: int,
-                 patience: int | None, confusion):
+                 patience: int | None, confusion, monitor: str = "miou"):
         self.run_dir, self.meta, self.rows, self.tracker = run_dir, meta, rows, tracker
-        self.start_epoch, self.patience, self.confusion = start_epoch, patience, confusion
+        self.start_epoch, self.patience, self.confusion, self.monitor = start_epoch, patience, confusion, monitor
         self.drawn_at, self.drawn_rows = -math.inf, 0
 
     def before_fit(self):
@@ -77,7 +91,7 @@ class RunRecorder(Callback):
         self.save_checkpoint(self.epoch + 1, 0)
         log(format_row(row))
         if self.patience is not None and self.tracker["wait"] >= self.patience:
-            log(f"Early stopping: mIoU has not improved for {self.patience} epochs "
+            log(f"Early stopping: {self.monitor} has not improved for {self.patience} epochs "
                 f"(best {self.tracker['best']:.4f} at epoch {self.tracker['best_epoch']}).")
             raise CancelFitException
 
@@ -91,15 +105,10 @@ class RunRecorder(Callback):
         return row
 
     def _track_best(self, row: dict):
-        score = row["miou"]
-        if not math.isnan(score) and score > self.tracker["best"]:
-            self.tracker.update(best=score, best_epoch=row["epoch"], wait=0)
+        if track_best(self.tracker, row, self.monitor) and is_main():
             metrics = {k: v for k, v in row.items() if k != "seconds"}
-            if is_main():
-                save_model(bare_model(self.learn.model), self.run_dir / BEST,
-                           {**self.meta, "epoch": row["epoch"], "metrics": metrics})
-        else:
-            self.tracker["wait"] += 1
+            save_model(bare_model(self.learn.model), self.run_dir / BEST,
+                       {**self.meta, "epoch": row["epoch"], "monitor": self.monitor, "metrics": metrics})
 
     def save_checkpoint(self, epoch: int, batch: int):
         """Full resumable state: `epoch` epochs done plus `batch` batches of the next (rank 0 writes)."""

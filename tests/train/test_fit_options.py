@@ -330,6 +330,42 @@ def test_patience_stops_after_that_many_epochs_without_a_better_miou(synth_root,
     assert json.loads((run / "best.json").read_text())["epoch"] == 2
 
 
+def test_track_best_follows_the_monitored_metric():
+    from fastseg.train.recorder import track_best
+    history = [{"epoch": 1, "miou": 0.1, "iou_cat": 0.5}, {"epoch": 2, "miou": 0.4, "iou_cat": 0.2},
+               {"epoch": 3, "miou": 0.3, "iou_cat": float("nan")}]  # nan: no cat pixel seen, never "best"
+    for monitor, epoch, wait in (("miou", 2, 1), ("iou:cat", 1, 2)):
+        tracker = {"best": -1.0, "best_epoch": 0, "wait": 0}
+        improved = [track_best(tracker, row, monitor) for row in history]
+        assert (tracker["best_epoch"], tracker["wait"]) == (epoch, wait)
+        assert improved == [True, monitor == "miou", False]
+
+
+def test_monitor_picks_best_and_drives_patience_and_survives_resume(synth_root, tmp_path, monkeypatch):
+    import fastseg.train.recorder
+    from fastseg.train.fit import resume_fit
+    miou = iter([0.1, 0.5, 0.2, 0.3, 0.25, 0.2, 0.1])  # by mIoU: best at 2, patience 2 stops after 4
+    cat = iter([0.1, 0.2, 0.6, 0.3, 0.4, 0.7, 0.1])    # by cat IoU: best at 3, stops after 5
+    original = fastseg.train.recorder.RunRecorder.epoch_row
+    monkeypatch.setattr(fastseg.train.recorder.RunRecorder, "epoch_row",
+                        lambda self: {**original(self), "miou": next(miou), "iou_cat": next(cat)})
+    run, rows = fit(tiny_config(synth_root, tmp_path, "m", epochs=7, patience=2, sched="flat", monitor="iou:cat"))
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+    best = json.loads((run / "best.json").read_text())
+    assert (best["epoch"], best["monitor"]) == (3, "iou:cat")
+    assert json.loads((run / "config.json").read_text())["monitor"] == "iou:cat"
+    run, rows = resume_fit(run)  # the checkpoint after epoch 5: cat's 0.7 at epoch 6 is the new best
+    assert json.loads((run / "best.json").read_text())["epoch"] == 6
+
+
+def test_an_unknown_monitor_is_one_sentence(synth_root, tmp_path):
+    from tests.conftest import cli_fit
+    result = cli_fit(synth_root, tmp_path, "--monitor", "iou:unicorn")
+    assert result.exit_code == 2
+    assert " ".join(result.output.split()).startswith("Error: Unknown --monitor 'iou:unicorn'; choose one of: miou, "
+                                                      "fg_miou, pixel_acc or iou:CLASS with CLASS one of background,")
+
+
 class GradNorms(Callback):
     """Total gradient norm at `before_step`, for an `order` before or after GradientClip (11)."""
 
