@@ -551,6 +551,30 @@ def _print_sweep(sweep: dict) -> None:
         f"colour control at most {sweep['control_max']:.3f}.")
 
 
+@app.command("runs", epilog="Example: fastseg runs --runs-dir runs --json")
+@friendly
+def runs_cmd(runs_dir: RunsOpt = RUNS,
+             as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON for scripts.")] = False):
+    """Every run folder in --runs-dir, oldest first: arch, data, epochs, best metric, state, time, size."""
+    import json
+
+    from fastseg.io.runs import format_bytes, format_seconds, list_runs
+    rows = list_runs(runs_dir)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"Runs in {runs_dir}")
+    for column in ("run", "arch", "width", "train / valid", "epochs", "best (metric, epoch)", "state", "time", "size"):
+        table.add_column(column, justify="right" if column in ("width", "epochs", "time", "size") else "left")
+    for r in rows:
+        best = f"{r['best']:.4f} {r['monitor']} @{r['best_epoch']}" if "best" in r else "–"
+        epochs = f"{r['epochs_done']}/{r['epochs']}" if "epochs" in r else "–"
+        state = r["state"] + (f" ({r['reason']})" if "reason" in r else "")
+        table.add_row(r["name"], r.get("arch", "–"), str(r.get("width", "–")), r.get("splits", "–"), epochs, best,
+                      state, format_seconds(r.get("seconds", 0)), format_bytes(r["bytes"]))
+    console.print(table)
+
+
 @app.command(epilog="Example: fastseg report runs/segnet-voc")
 @friendly
 def report(run: Annotated[Path | None, typer.Argument(help="Run folder (default: latest run).")] = None,

@@ -1,21 +1,27 @@
-"""Run directories: `runs/<timestamp>-<arch>/` with config.json, metrics.csv, weights and plots."""
+"""Run directories: `runs/<timestamp>-<arch>/` with config.json, metrics.csv, weights and plots,
+and what `fastseg runs` reads back from them."""
 
 import csv
 import io
+import json
+import math
 import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from fastseg.config import monitor_key
 from fastseg.errors import FastsegError
 from fastseg.io.atomic import atomic_write
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
-BEST = "best.safetensors"        # best model by mIoU (+ best.json)
+BEST = "best.safetensors"        # best model by the monitored metric (+ best.json)
 LAST = "last.safetensors"        # full checkpoint for --resume (+ last.json)
 LR_FIND = "lr_find.json"
 LOCK = ".lock"                   # the PID of the process training in the folder
+FAILED = "failed.json"           # why the fit stopped with an error (the loss became NaN); removed on --resume
+EVALUATION = "metrics.json"      # what `fastseg evaluate` wrote last
 
 
 def default_run_name(arch: str) -> str:
@@ -118,3 +124,89 @@ def _number(text: str):
         return float(text)
     except ValueError:
         return text
+
+
+def mark_failed(run: Path, reason: str) -> None:
+    """Record why the fit in `run` stopped with an error, for `fastseg runs`."""
+    atomic_write(run / FAILED, lambda tmp: tmp.write_text(json.dumps({"error": reason}, indent=2)))
+
+
+def checkpoint_position(run: Path) -> dict:
+    """epoch, batch and tracker (best, best_epoch, wait) of the run's last checkpoint, read from its
+    JSON skeleton alone (io.serialize's format: dicts as "__dict__" pairs), without loading a tensor."""
+    entries = dict(json.loads((run / LAST).with_suffix(".json").read_text())["__dict__"])
+    return {"epoch": entries["epoch"], "batch": entries["batch"], "tracker": dict(entries["tracker"]["__dict__"])}
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def describe_run(run: Path) -> dict:
+    """One row of `fastseg runs`: name, arch, width, data, epochs done / planned, best monitored metric
+    and its epoch, state, wall seconds of training, bytes on disk. Never raises: a folder fastseg did
+    not write is "foreign", one whose files cannot be read is "damaged" with the reason."""
+    row = {"name": run.name, "path": str(run), "modified": run.stat().st_mtime, "bytes": folder_bytes(run)}
+    if not (run / CONFIG).is_file():
+        return row | {"state": "find-lr only" if (run / LR_FIND).is_file() else "foreign"}
+    try:
+        return row | _run_fields(run)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        return row | {"state": "damaged", "reason": f"{type(err).__name__} reading it"}
+
+
+def _run_fields(run: Path) -> dict:
+    cfg = json.loads((run / CONFIG).read_text())
+    rows = read_metrics_csv(run / METRICS)
+    best = json.loads((run / BEST).with_suffix(".json").read_text()) if (run / BEST).is_file() else None
+    data = cfg["data"]
+    fields = {"arch": cfg["arch"], "width": cfg["width"], "voc": data["voc"], "sbd": data.get("sbd"),
+              "splits": f"{data['train_split']} / {data['valid_split']}", "epochs_done": len(rows),
+              "epochs": cfg["epochs"], "monitor": cfg.get("monitor", "miou"),
+              "seconds": sum(r["seconds"] for r in rows if isinstance(r.get("seconds"), float))}
+    if best:
+        fields |= {"best": best["metrics"][monitor_key(fields["monitor"])], "best_epoch": best["epoch"],
+                   "best_miou": best["metrics"]["miou"]}
+    return fields | {"state": run_state_name(run, cfg, len(rows))}
+
+
+def run_state_name(run: Path, cfg: dict, done: int) -> str:
+    """running (its lock's process is alive), failed (failed.json), finished, stopped early (patience),
+    interrupted (resumable from last.safetensors), or incomplete (no checkpoint: it never finished an epoch)."""
+    holder = _lock_holder(run / LOCK)
+    if holder is not None and _alive(holder):
+        return "running"
+    if (run / FAILED).is_file():
+        return "failed"
+    if not (run / LAST).is_file():
+        return "incomplete"
+    position = checkpoint_position(run)
+    if position["epoch"] >= cfg["epochs"] and position["batch"] == 0:
+        return "finished"
+    patience = cfg.get("patience")
+    if patience and position["batch"] == 0 and position["tracker"]["wait"] >= patience:
+        return "stopped early"
+    return "interrupted"
+
+
+def list_runs(runs_dir: Path) -> list[dict]:
+    """`describe_run` of every folder in `runs_dir`, oldest first (by last change)."""
+    if not runs_dir.is_dir():
+        raise FastsegError(f"Runs folder {runs_dir} does not exist; pass --runs-dir DIR, the folder `fastseg fit` "
+                           "wrote its runs into.")
+    rows = [describe_run(p) for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(rows, key=lambda r: (r["modified"], r["name"]))
+
+
+def format_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def format_seconds(s: float) -> str:
+    if not s or math.isnan(s):
+        return "–"
+    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"

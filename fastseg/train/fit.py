@@ -17,11 +17,13 @@ from fastseg.devices.select import run_device
 from fastseg.errors import FastsegError, Interrupted, io_error
 from fastseg.io.runs import (
     CONFIG,
+    FAILED,
     LAST,
     METRICS,
     check_new_run,
     default_run_name,
     ensure_writable,
+    mark_failed,
     read_metrics_csv,
     run_lock,
 )
@@ -91,9 +93,15 @@ def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, 
         from fastseg.train.progress import RichProgress
         cbs.append(RichProgress())
     log(f"Run folder: {run_dir}" + (f" ({world_size()} processes)" if world_size() > 1 else ""))
+    if is_main():
+        (run_dir / FAILED).unlink(missing_ok=True)  # a resumed run is no longer the failed one
     try:
         with distributed(learn):
             schedule_fit(learn, resolved, lr, cbs)
+    except FastsegError as err:
+        if is_main():
+            mark_failed(run_dir, str(err))
+        raise
     except OSError as err:
         raise io_error(err, f"free space and resume with `fastseg fit --resume {run_dir}`") from None
     finally:
