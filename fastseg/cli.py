@@ -551,6 +551,32 @@ def _print_sweep(sweep: dict) -> None:
         f"colour control at most {sweep['control_max']:.3f}.")
 
 
+@app.command(epilog="Example: fastseg evaluate runs/a; fastseg evaluate runs/b; fastseg compare runs/a runs/b")
+@friendly
+def compare(runs: Annotated[list[Path], typer.Argument(help="Run folders evaluated on one split; the first is "
+                                                            "the baseline.")],
+            out: Annotated[Path, typer.Option(help="Folder for compare.md, compare.png and compare.json.")]
+            = Path("compare"),
+            samples: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000):
+    """Side-by-side metrics and per-class IoU, and a paired bootstrap over the validation images saying
+    whether each run's mIoU difference to the first is beyond noise."""
+    from fastseg.evaluate.compare import compare_runs
+    if samples < 100:
+        raise FastsegError(f"--samples {samples} is too few for a 95 % interval; use at least 100.")
+    result = compare_runs(runs, out, samples)
+    names = [Path(r).name for r in result["runs"]]
+    table = Table(title=f"{result['split']} ({result['images']} images)")
+    for column in ("metric", *names):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for row in result["table"]:
+        first, *rest = row["values"]
+        table.add_row(row["metric"], f"{first:.4f}", *(f"{v:.4f} ({v - first:+.4f})" for v in rest))
+    console.print(table)
+    for test in result["tests"]:
+        log(test["verdict"])
+    log(f"Wrote {out / 'compare.md'}, {out / 'compare.png'} and {out / 'compare.json'}.")
+
+
 @app.command("runs", epilog="Example: fastseg runs --runs-dir runs --json")
 @friendly
 def runs_cmd(runs_dir: RunsOpt = RUNS,

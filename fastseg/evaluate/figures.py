@@ -87,3 +87,26 @@ def plot_gallery(entries: list, path: Path, title: str) -> Path:
         ax.axis("off")
     fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def plot_compare(curves: list[list[float]], names: list[str], table: list[dict], path: Path) -> Path:
+    """compare.png: validation mIoU per epoch of every run, overlaid, and each run's per-class IoU
+    difference to the first run as bars (`table` rows as `compare.score_table` gives them)."""
+    fig, (curve_ax, bar_ax) = plt.subplots(1, 2, figsize=(14, 4.5), gridspec_kw={"width_ratios": [1, 2]})
+    for curve, name in zip(curves, names, strict=True):
+        curve_ax.plot(range(1, len(curve) + 1), curve, marker=".", label=name)
+    curve_ax.set(xlabel="epoch", ylabel="validation mIoU", title="Validation mIoU", ylim=(0, 1))
+    curve_ax.grid(alpha=0.3)
+    curve_ax.legend()
+    classes = [row for row in table if row["metric"].startswith("IoU ")]
+    x = np.arange(len(classes))
+    width = 0.8 / max(1, len(names) - 1)
+    for k, name in enumerate(names[1:]):
+        diffs = [np.nan_to_num(row["values"][k + 1] - row["values"][0]) for row in classes]
+        bar_ax.bar(x + k * width, diffs, width, label=f"{name} − {names[0]}")
+    bar_ax.axhline(0, color="black", linewidth=0.8)
+    bar_ax.set_xticks(x + width * (len(names) - 2) / 2, [row["metric"][4:] for row in classes], rotation=60, ha="right")
+    bar_ax.set(ylabel="IoU difference", title=f"Per-class IoU against {names[0]}")
+    bar_ax.grid(alpha=0.3, axis="y")
+    bar_ax.legend()
+    return save_figure(fig, path)

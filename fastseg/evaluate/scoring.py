@@ -58,15 +58,24 @@ def miou_rows(cms: torch.Tensor) -> torch.Tensor:
     return torch.nanmean(class_iou(cms), dim=1)
 
 
-def bootstrap_miou(per_image: torch.Tensor, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0):
-    """95 % interval of mIoU when images are resampled with replacement: (low, high)."""
-    n, c, _ = per_image.shape
+def resample_counts(n: int, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> torch.Tensor:
+    """samples×n float64: how often each of n images is drawn in each bootstrap resample (n draws
+    with replacement), from a seeded generator, so every run scored on them sees the same resamples."""
     gen = torch.Generator().manual_seed(seed)
     picks = torch.randint(0, n, (samples, n), generator=gen)
-    weights = torch.zeros(samples, n, dtype=torch.float64).scatter_add_(
-        1, picks, torch.ones(samples, n, dtype=torch.float64))
-    resampled = (weights @ per_image.view(n, c * c).double()).view(samples, c, c)
-    values = miou_rows(resampled)
+    ones = torch.ones(samples, n, dtype=torch.float64)
+    return torch.zeros(samples, n, dtype=torch.float64).scatter_add_(1, picks, ones)
+
+
+def resampled_mious(per_image: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """mIoU of each resample (length samples): per_image is N×C×C, counts samples×N (`resample_counts`)."""
+    n, c, _ = per_image.shape
+    return miou_rows((counts @ per_image.reshape(n, c * c).double()).view(-1, c, c))
+
+
+def bootstrap_miou(per_image: torch.Tensor, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0):
+    """95 % interval of mIoU when images are resampled with replacement: (low, high)."""
+    values = resampled_mious(per_image, resample_counts(per_image.shape[0], samples, seed))
     return float(values.quantile(0.025)), float(values.quantile(0.975))
 
 
@@ -227,6 +236,28 @@ def result_json(result: EvalResult, split: str, weights: str, tta: dict) -> dict
     return out
 
 
+def save_per_image(result: EvalResult, split: str, path: Path) -> Path:
+    """The per-image confusion matrices (N×C×C int64, tensor "cm") with the split and the image ids
+    (JSON) in the safetensors metadata: what `fastseg compare` resamples."""
+    import json
+
+    from safetensors.torch import save
+
+    from fastseg.io.atomic import atomic_write
+    payload = save({"cm": result.per_image.contiguous()}, {"split": split, "ids": json.dumps(result.ids)})
+    return atomic_write(path, lambda tmp: tmp.write_bytes(payload))
+
+
+def load_per_image(path: Path) -> tuple[str, list[str], torch.Tensor]:
+    """(split, image ids, N×C×C int64) as `save_per_image` wrote them."""
+    import json
+
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        return meta["split"], json.loads(meta["ids"]), f.get_tensor("cm")
+
+
 def write_figures(result: EvalResult, folder: Path) -> list[Path]:
     """confusion_matrix.png and predictions_{random,best,worst}.png in `folder`."""
     from fastseg.evaluate.figures import plot_confusion, plot_gallery
@@ -251,7 +282,7 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
     from fastseg.data.splits import build_split
     from fastseg.devices.select import run_device
     from fastseg.io.atomic import atomic_write
-    from fastseg.io.runs import BEST, CONFIG
+    from fastseg.io.runs import BEST, CONFIG, PER_IMAGE
     from fastseg.models.weights import load_model
     weights = source / BEST if source.is_dir() else source
     folder = weights.parent
@@ -275,6 +306,7 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
     if not is_main():
         return path, content
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(content, indent=2)))
+    save_per_image(result, split, folder / PER_IMAGE)
     write_figures(result, folder)
     if (folder / CONFIG).is_file():  # a run folder: fit already drew curves.png; add the run card
         from fastseg.evaluate.report import write_report

@@ -22,6 +22,7 @@ LR_FIND = "lr_find.json"
 LOCK = ".lock"                   # the PID of the process training in the folder
 FAILED = "failed.json"           # why the fit stopped with an error (the loss became NaN); removed on --resume
 EVALUATION = "metrics.json"      # what `fastseg evaluate` wrote last
+PER_IMAGE = "per_image_cm.safetensors"  # evaluate's N×C×C confusion matrices, one per image (for compare)
 
 
 def default_run_name(arch: str) -> str:
