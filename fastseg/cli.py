@@ -341,16 +341,26 @@ def _summarise_fit(run_dir: Path, rows: list[dict]) -> None:
     log(f"Run folder: {run_dir}")
 
 
-@app.command(epilog="Example: fastseg export runs/segnet-voc/best.safetensors --format onnx")
+@app.command(epilog="Example: fastseg export runs/segnet-voc --format folder --out exports/segnet-voc --onnx")
 @friendly
-def export(weights: Annotated[Path, typer.Argument(help="A .safetensors file written by fastseg.")],
-           format: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
-           out: Annotated[Path | None, typer.Option(help="Output file (default: beside the weights).")] = None,
+def export(weights: Annotated[Path, typer.Argument(help="A .safetensors file written by fastseg (onnx), or a "
+                                                       "run folder (folder).")],
+           format: Annotated[str, typer.Option("--format", help="onnx (one file) or folder (model.safetensors, "
+                                               "config.json and a README.md model card).")] = "onnx",
+           out: Annotated[Path | None, typer.Option(help="Output file or folder (default: beside the weights; "
+                                                         "required for folder).")] = None,
+           onnx: Annotated[bool, typer.Option("--onnx", help="With --format folder: also model.onnx (normalisation "
+                                              "inside) and parity.json against PyTorch.")] = False,
            opset: Annotated[int, typer.Option(help="ONNX opset (at least 11).")] = 17):
-    """Export weights to ONNX with dynamic batch, height and width."""
-    from fastseg.evaluate.export import export_onnx
+    """Export weights to ONNX with dynamic batch, height and width, or a run as a self-describing model folder."""
+    from fastseg.evaluate.export import export_folder, export_onnx
+    if format == "folder":
+        if out is None:
+            raise FastsegError("--format folder needs --out DIR, the folder to write the model into.")
+        log(f"Wrote {export_folder(weights, out, onnx, opset)}")
+        return
     if format != "onnx":
-        raise FastsegError(f"--format {format} is not supported; use onnx.")
+        raise FastsegError(f"--format {format} is not supported; use onnx or folder.")
     path = export_onnx(weights, out or weights.with_suffix(".onnx"), opset=opset)
     log(f"Wrote {path}")
 
@@ -419,13 +429,12 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="Image files or fo
     """VOC-palette PNG masks at each image's size, plus overlays; large images by sliding window."""
     from fastseg.devices.select import pick_device
     from fastseg.evaluate.predict import predict_files
-    from fastseg.io.runs import BEST
-    from fastseg.models.weights import load_model
+    from fastseg.models.weights import load_model, weights_file
     if tile < MIN_SIZE or not 0 <= overlap < tile:
         raise FastsegError(f"--tile {tile} must be at least {MIN_SIZE} and --overlap {overlap} between 0 and "
                            "the tile size.")
     device = pick_device(device)
-    model, _ = load_model(weights / BEST if weights.is_dir() else weights, device)
+    model, _ = load_model(weights_file(weights), device)
     report = predict_files(model, inputs, out, device, tile, overlap)
     log(f"Wrote {len(report.written)} mask(s) and overlay(s) to {out}.")
     for path, reason in report.failed:

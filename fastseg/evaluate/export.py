@@ -1,26 +1,42 @@
-"""ONNX export with dynamic batch, height and width.
+"""`fastseg export`: ONNX with dynamic batch, height and width, and a self-describing model folder.
 
 SegNet's MaxUnpool is exported as a ScatterElements into a zero tensor of the encoder's pre-pool
 size (see models.blocks.Unpool), since the exporter's MaxUnpool takes no runtime output size.
+
+The folder (`--format folder`) holds model.safetensors, config.json (everything needed to build
+and feed the model) and a README.md model card, named as the Hugging Face Hub's PyTorch mixin
+names them; `fastseg.models.load_pretrained(DIR)`, `predict --weights DIR` and `evaluate DIR` load
+it. With `--onnx` it also holds model.onnx, which takes RGB in [0, 1] (the normalisation is inside
+the graph), and parity.json: ONNX Runtime against PyTorch on the run's validation split.
 """
 
+import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch import nn
 
+from fastseg import __version__
+from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, MIN_SIZE, voc_palette
 from fastseg.errors import FastsegError
 from fastseg.io.atomic import atomic_write
-from fastseg.models.weights import load_model
+from fastseg.io.runs import BEST, CONFIG
+from fastseg.models.weights import EXPORT_CONFIG, EXPORT_WEIGHTS, load_model, save_model
 
 MIN_OPSET = 11  # ScatterElements and dynamic Resize
 
 
-def export_onnx(weights: str | Path, out: str | Path, opset: int = 17, sample_size: int = 64) -> Path:
-    """Write `out` (.onnx): input "image" N×3×H×W float32, output "logits" N×C×H×W."""
+def export_onnx(weights: str | Path, out: str | Path, opset: int = 17, sample_size: int = 64,
+                normalise: bool = False) -> Path:
+    """Write `out` (.onnx): input "image" N×3×H×W float32 (normalised, or with `normalise` RGB in
+    [0, 1] and the normalisation in the graph), output "logits" N×C×H×W."""
     if opset < MIN_OPSET:
         raise FastsegError(f"--opset {opset} is too old; use {MIN_OPSET} or newer.")
-    model, _ = load_model(weights)
+    model, meta = load_model(weights)
+    if normalise:
+        model = Normalised(model, meta["mean"], meta["std"]).eval()
     example = torch.randn(1, 3, sample_size, sample_size)
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():
@@ -29,3 +45,100 @@ def export_onnx(weights: str | Path, out: str | Path, opset: int = 17, sample_si
             model, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=["image"],
             output_names=["logits"], dynamic_axes={"image": axes, "logits": axes}))
     return Path(out)
+
+
+EXPORT_FORMAT = "fastseg-model/1"  # config.json's "format": what load_pretrained reads
+CARD, ONNX, PARITY = "README.md", "model.onnx", "parity.json"
+
+
+class Normalised(nn.Module):
+    """The model behind its input normalisation: N×3×H×W RGB in [0, 1] → logits N×C×H×W."""
+
+    def __init__(self, model: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
+
+
+def export_config(meta: dict) -> dict:
+    """config.json of an export folder: the model (arch, width, classes with names and VOC colours),
+    the input contract, and where it came from."""
+    palette = voc_palette()
+    return {"format": EXPORT_FORMAT, "arch": meta["arch"], "num_classes": meta["num_classes"], "width": meta["width"],
+            "classes": [{"id": i, "name": n, "color": palette[3 * i:3 * i + 3]} for i, n in enumerate(meta["classes"])],
+            "void_label": 255, "mean": meta["mean"], "std": meta["std"],
+            "input": {"layout": "N×3×H×W", "dtype": "float32", "colour": "RGB",
+                      "values": "[0, 1], then (x - mean) / std", "min_side": MIN_SIZE, "any_size": True},
+            "output": "logits N×num_classes×H×W", "epoch": meta.get("epoch"), "monitor": meta.get("monitor", "miou"),
+            "fastseg_version": __version__}
+
+
+def check_export_out(out: Path) -> None:
+    """Refuse an --out that holds anything but an earlier export (nothing the user had is overwritten)."""
+    if not out.exists():
+        return
+    mine = {EXPORT_WEIGHTS, EXPORT_CONFIG, CARD, ONNX, PARITY}
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in mine)
+    if foreign or ((out / EXPORT_CONFIG).is_file() and
+                   json.loads((out / EXPORT_CONFIG).read_text()).get("format") != EXPORT_FORMAT):
+        raise FastsegError(f"--out {out} already holds other files ({', '.join(foreign) or EXPORT_CONFIG}); "
+                           "export into a new or empty folder.")
+
+
+def export_folder(run: Path, out: Path, onnx: bool = False, opset: int = 17) -> Path:
+    """Write the model folder of a run's best.safetensors into `out` (see the module docstring)."""
+    if not (run / BEST).is_file() or not (run / CONFIG).is_file():
+        raise FastsegError(f"{run} is not a run folder with {BEST}; pass a folder written by `fastseg fit`.")
+    check_export_out(out)
+    model, meta = load_model(run / BEST)
+    out.mkdir(parents=True, exist_ok=True)
+    config = export_config(meta)
+    save_model(model, out / EXPORT_WEIGHTS, config)
+    if onnx:
+        export_onnx(out / EXPORT_WEIGHTS, out / ONNX, opset=opset, normalise=True)
+        parity = onnx_parity(model, out / ONNX, run)
+        atomic_write(out / PARITY, lambda tmp: tmp.write_text(json.dumps(parity, indent=2)))
+    from fastseg.evaluate.report import model_card
+    card = model_card(run, config, json.loads((out / PARITY).read_text()) if onnx else None)
+    atomic_write(out / CARD, lambda tmp: tmp.write_text(card))
+    return out
+
+
+def onnx_parity(model: nn.Module, onnx_path: Path, run: Path) -> dict:
+    """ONNX Runtime against PyTorch on the run's validation split at native size: the share of pixels
+    whose class agrees, the largest logit difference, and both mIoUs against the masks."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    from fastseg.config import load_config
+    from fastseg.data.masks import read_mask
+    from fastseg.data.splits import build_split
+    from fastseg.evaluate.metrics import confusion_matrix, scores
+    cfg = load_config(run / CONFIG)
+    samples = build_split(cfg.data.valid_split, cfg.data.roots)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    wrapped = Normalised(model).eval()
+    agree = total = 0
+    worst = 0.0
+    cms = {"pytorch": 0, "onnxruntime": 0}
+    for sample in samples:
+        with Image.open(sample.image) as img:
+            x = torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            ref = wrapped(x)
+        got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+        worst = max(worst, float((got - ref).abs().max()))
+        target = torch.from_numpy(read_mask(sample.mask)).long()[None]
+        for name, logits in (("pytorch", ref), ("onnxruntime", got)):
+            cms[name] = cms[name] + confusion_matrix(logits.argmax(1), target)
+        agree += int((got.argmax(1) == ref.argmax(1)).sum())
+        total += ref[0, 0].numel()
+    mious = {name: scores(cm)["miou"] for name, cm in cms.items()}
+    return {"split": cfg.data.valid_split, "images": len(samples), "pixel_agreement": agree / total,
+            "max_abs_logit_difference": worst, "miou_pytorch": mious["pytorch"],
+            "miou_onnxruntime": mious["onnxruntime"], "miou_difference": mious["onnxruntime"] - mious["pytorch"],
+            "onnxruntime": ort.__version__, "torch": torch.__version__}

@@ -16,7 +16,7 @@ from fastseg.config import load_config
 from fastseg.data.splits import build_split, check_leakage
 from fastseg.errors import FastsegError
 from fastseg.io.atomic import atomic_write
-from fastseg.io.runs import CONFIG, LR_FIND
+from fastseg.io.runs import BEST, CONFIG, EVALUATION, LR_FIND
 
 REFERENCES = [  # the seeds' published numbers (README, Reference results)
     ("SegNet seed", "train-aug / seg11valid", "60.3 mIoU, 89.9 % pixel accuracy"),
@@ -144,3 +144,60 @@ def write_report(run: Path, roots=None) -> tuple[Path, Path]:
     atomic_write(md, lambda tmp: tmp.write_text(render_markdown(items)))
     atomic_write(page, lambda tmp: tmp.write_text(render_html(items, run)))
     return md, page
+
+
+PROTOCOL = ("Evaluation protocol: every image at its native resolution, padded (bottom and right) only to its own "
+            "next multiple of 32 with the padding void; void pixels (label 255: object outlines, difficult "
+            "regions) are not scored; per-class IoU comes from the confusion matrix summed over the split, and a "
+            "class absent from both the truth and the predictions of the split is left out of the mean (mIoU); the "
+            "95 % interval is a bootstrap over images (1,000 resamples).")
+
+
+def model_card(run: Path, config: dict, parity: dict | None = None) -> str:
+    """The README.md of an export folder: where the model came from (data, splits, recipe), its
+    numbers beside the seeds', the evaluation protocol, per-class IoU and how to load it."""
+    cfg = load_config(run / CONFIG)
+    evaluated = json.loads((run / EVALUATION).read_text()) if (run / EVALUATION).is_file() else None
+    best = json.loads((run / BEST).with_suffix(".json").read_text())
+    items = [("h", f"fastseg {cfg.arch} (width {cfg.width}) from run {run.name}"),
+             ("p", f"A {cfg.arch} model with a VGG16-BN encoder ({cfg.pretrained} initialisation) for "
+                   f"{config['num_classes']} PASCAL VOC classes, trained by fastseg {config['fastseg_version']} on "
+                   f"{cfg.data.train_split} and validated on {cfg.data.valid_split}; these weights are epoch "
+                   f"{best['epoch']} of {cfg.epochs}, the best by {config['monitor']}.")]
+    items += _card_results(cfg, evaluated, best["metrics"])
+    items += [("h2", "How to load"), ("p", "Python: `from fastseg.models import load_pretrained; model, config = "
+                                          "load_pretrained('THIS_FOLDER')`, then feed N×3×H×W RGB in [0, 1] normalised "
+                                          "by config['mean'] and config['std']. Command line: `fastseg predict IMAGES "
+                                          "--weights THIS_FOLDER`, `fastseg evaluate THIS_FOLDER --voc DIR`.")]
+    if parity:
+        agreement, worst = 100 * parity["pixel_agreement"], parity["max_abs_logit_difference"]
+        items += [("h2", "ONNX"), ("p", f"model.onnx takes RGB in [0, 1] (the normalisation is inside the graph). On "
+                                        f"{parity['split']} ({parity['images']} images) ONNX Runtime "
+                                        f"{parity['onnxruntime']} and PyTorch agree on {agreement:.3f} % of pixels "
+                                        f"(largest logit difference {worst:.2e}); mIoU differs by "
+                                        f"{parity['miou_difference']:+.5f} (parity.json).")]
+    items += [("h2", "Recipe"), ("table", (("option", "value"), _config_rows(cfg)))]
+    return render_markdown(items)
+
+
+def _card_results(cfg, evaluated: dict | None, validation: dict) -> list[tuple]:
+    """The card's numbers: the last `fastseg evaluate` (with its interval, protocol and per-class IoU),
+    else the validation metrics recorded during training."""
+    if evaluated is None:
+        return [("h2", "Results"), ("p", f"Validation during training on {cfg.data.valid_split}: mIoU "
+                                         f"{validation['miou']:.4f}, pixel accuracy {validation['pixel_acc']:.4f} "
+                                         "(no `fastseg evaluate` run yet: no interval)."),
+                ("table", (("model", "splits", "result"), REFERENCES))]
+    lo, hi = evaluated["miou_ci95"]
+    tta = evaluated["tta"]
+    used = "none" if not tta["flip"] and tta["scales"] == [1.0] else f"flip {tta['flip']}, scales {tta['scales']}"
+    return [("h2", "Results"),
+            ("p", f"On {evaluated['split']} ({evaluated['images']} images): mIoU {evaluated['miou']:.4f} (95 % "
+                  f"interval {lo:.4f}-{hi:.4f}), foreground mIoU {evaluated['fg_miou']:.4f}, pixel accuracy "
+                  f"{evaluated['pixel_acc']:.4f}; test-time augmentation: {used}."),
+            ("table", (("model", "splits", "result"), REFERENCES + [
+                ("this model", f"{cfg.data.train_split} / {evaluated['split']}",
+                 f"{100 * evaluated['miou']:.1f} mIoU, {100 * evaluated['pixel_acc']:.2f} % pixel accuracy")])),
+            ("p", PROTOCOL),
+            ("h2", "Per-class IoU"), ("table", (("class", "IoU", "accuracy"), [
+                (name, _num(row["iou"]), _num(row["acc"])) for name, row in evaluated["per_class"].items()]))]

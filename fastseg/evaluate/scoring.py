@@ -282,11 +282,12 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
     from fastseg.data.splits import build_split
     from fastseg.devices.select import run_device
     from fastseg.io.atomic import atomic_write
-    from fastseg.io.runs import BEST, CONFIG, PER_IMAGE
-    from fastseg.models.weights import load_model
-    weights = source / BEST if source.is_dir() else source
+    from fastseg.io.runs import CONFIG, PER_IMAGE
+    from fastseg.models.weights import EXPORT_WEIGHTS, load_model, weights_file
+    weights = weights_file(source)
     folder = weights.parent
-    cfg = load_config(folder / CONFIG) if (folder / CONFIG).is_file() else None
+    run = (folder / CONFIG).is_file() and weights.name != EXPORT_WEIGHTS  # an export's config.json is the model's
+    cfg = load_config(folder / CONFIG) if run else None
     if roots is None and cfg is None:
         raise FastsegError(f"{weights} has no run config beside it; pass --voc (and --sbd) to say where "
                            "the data is.")
@@ -308,7 +309,7 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(content, indent=2)))
     save_per_image(result, split, folder / PER_IMAGE)
     write_figures(result, folder)
-    if (folder / CONFIG).is_file():  # a run folder: fit already drew curves.png; add the run card
+    if run:  # a run folder: fit already drew curves.png; add the run card
         from fastseg.evaluate.report import write_report
         write_report(folder, roots)
     return path, content

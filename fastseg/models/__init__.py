@@ -47,3 +47,14 @@ def create_model(arch: str, num_classes: int = NUM_CLASSES, pretrained: str | Pa
     if pretrained not in (None, "none"):
         load_encoder_weights(model.encoder, pretrained, width)
     return model
+
+
+def load_pretrained(folder: str | Path, device="cpu") -> tuple[nn.Module, dict]:
+    """A model exported by `fastseg export RUN --format folder` (model.safetensors + config.json), in
+    eval mode, with its config: nothing of fastseg's run layout is needed. For example:
+
+        model, config = load_pretrained("exports/segnet-voc")
+        logits = model(images)  # N×3×H×W RGB in [0, 1] normalised by config["mean"] and config["std"]
+    """
+    from fastseg.models.weights import EXPORT_WEIGHTS, load_model
+    return load_model(Path(folder) / EXPORT_WEIGHTS, device)

@@ -13,10 +13,24 @@ from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES
 from fastseg.errors import FastsegError
 from fastseg.io.atomic import atomic_write
 
+EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
+"""An exported model folder (`fastseg export RUN --format folder`), named as the Hugging Face Hub's
+PyTorch mixin names them: the weights and, as their sidecar, config.json."""
+
 
 def sidecar_path(weights: Path) -> Path:
-    """The JSON file beside a .safetensors file."""
-    return weights.with_suffix(".json")
+    """The JSON file beside a .safetensors file: `<name>.json`, or config.json for an export folder's
+    model.safetensors."""
+    return weights.with_name(EXPORT_CONFIG) if weights.name == EXPORT_WEIGHTS else weights.with_suffix(".json")
+
+
+def weights_file(source: str | Path, run_best: str = "best.safetensors") -> Path:
+    """The weights a user names: a .safetensors file itself, an export folder's model.safetensors, or
+    a run folder's best model."""
+    source = Path(source)
+    if not source.is_dir():
+        return source
+    return source / EXPORT_WEIGHTS if (source / EXPORT_WEIGHTS).is_file() else source / run_best
 
 
 def model_metadata(arch: str, num_classes: int, width: float, **extra) -> dict:
