@@ -93,13 +93,14 @@ def verdict(name: str, first: str, test: dict) -> str:
     lo, hi = test["ci95"]
     if test["difference"] == 0 and lo == hi == 0:
         return f"{name} and {first} score the same on every resample: no difference."
-    numbers = (f"{test['difference']:+.4f} mIoU (95 % interval {lo:+.4f} to {hi:+.4f}; higher in "
+    d = test["difference"]
+    numbers = (f"mIoU (difference {d:+.4f}, 95 % interval {lo:+.4f} to {hi:+.4f}; higher in "
                f"{test['share_better']:.0%} of {test['samples']} paired resamples)")
     if lo > 0:
-        return f"{name} beats {first} by {numbers}: beyond noise."
+        return f"{name} beats {first} by {d:.4f} {numbers}: beyond noise."
     if hi < 0:
-        return f"{name} trails {first} by {numbers}: beyond noise."
-    return f"{name} − {first}: {numbers}: within noise, no difference shown."
+        return f"{name} trails {first} by {-d:.4f} {numbers}: beyond noise."
+    return f"{name} and {first} differ by {abs(d):.4f} {numbers}: within noise, no difference shown."
 
 
 def score_table(per_images: list[torch.Tensor]) -> list[tuple[str, list[float]]]:

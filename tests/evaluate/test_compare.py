@@ -38,7 +38,7 @@ def test_a_real_gain_is_beyond_noise_and_its_interval_covers_the_true_difference
     assert test["difference"] == pytest.approx(true)
     lo, hi = test["ci95"]
     assert 0 < lo <= true <= hi and test["share_better"] == 1.0
-    assert verdict("b", "a", test).startswith(f"b beats a by {true:+.4f} mIoU (95 % interval")
+    assert verdict("b", "a", test).startswith(f"b beats a by {true:.4f} mIoU (difference {true:+.4f}, 95 % interval")
     assert verdict("b", "a", test).endswith("beyond noise.")
     worse = paired_bootstrap([b, a])[0]
     assert worse["ci95"][1] < 0 and verdict("a", "b", worse).startswith("a trails b by")
