@@ -27,7 +27,7 @@ test-slow: install
 demo: install
 	$(BIN)/fastseg demo --out demo
 
-# The demo once per seed (about 5.5 minutes each): a table of seed, threads, mIoU and seconds, and demo-sweep/demo_sweep.json.
+# The demo once per seed (about 5 minutes each): a table of seed, threads, mIoU and seconds, and demo-sweep/demo_sweep.json.
 demo-sweep: install
 	$(BIN)/fastseg demo --out demo-sweep --seeds 0,1,2,3,4
 
