@@ -253,12 +253,19 @@ def find_lr_cmd(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
 SEGNET_RECIPE = ("fastseg fit --voc data --sbd data --arch segnet --pretrained imagenet --train train-aug "
                  "--valid seg11valid --crop 320 --bs 32 --augment light --opt sgd --lr 5e-3 --mom 0.9 --wd 5e-4 "
                  "--epochs 127")
-"""The SegNet seed's recipe spelt out (every value is fit's default; the README explains each)."""
+"""The SegNet seed's recipe spelt out (every value is fit's default; the README explains each);
+recipes/segnet-voc.toml holds the same."""
+
+SKIP_RECIPE = ("fastseg fit --voc data --arch skip --pretrained imagenet --train voc12-train --valid voc12-val-a "
+               "--augment heavy --opt adam --lr 1e-4 --sched one-cycle --epochs 300 --patience 30 --l1 1e-6 "
+               "--class-weights median-freq")
+"""The VGG16-BN skip seed's recipe (evaluate its best model on voc12-val-b); recipes/skip-voc.toml."""
 
 
 @app.command(epilog=f"Example (the SegNet seed's recipe): {SEGNET_RECIPE}")
 @friendly
-def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (or a parent).",
+def fit(ctx: typer.Context,
+        voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (or a parent).",
                                                  rich_help_panel=DATA_PANEL)] = None,
         sbd: SbdOpt = None, voc11: Voc11Opt = None,
         train: TrainOpt = TrainSplit(DATA["train_split"]), valid: ValidOpt = EvalSplit(DATA["valid_split"]),
@@ -305,18 +312,50 @@ def fit(voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (
         runs_dir: RunsOpt = RUNS, name: NameOpt = None, seed: SeedOpt = FIT["seed"],
         resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder (--voc, --sbd, --voc11 "
                                                          "relocate its data, --epochs extends it).",
+                                                    rich_help_panel=RUN_PANEL)] = None,
+        config: Annotated[Path | None, typer.Option("--config", help="A recipe file (TOML) of these options; options "
+                                                    "given on the command line override it.",
                                                     rich_help_panel=RUN_PANEL)] = None):
     """Train with fastai: best model by mIoU, a full checkpoint every epoch, curves and metrics.csv."""
-    options = {k: v for k, v in locals().items() if k != "resume"}  # the parameters, named as the configs' fields
+    options = {k: v for k, v in locals().items() if k not in ("ctx", "resume", "config")}  # as the configs name them
     from fastseg.train.fit import fit as run_fit
     from fastseg.train.fit import resume_fit
+    if config is not None:
+        options |= recipe_options(config, options, ctx)
     if resume is not None:
         run_dir, rows = resume_fit(resume, voc=voc, sbd=sbd, voc11=voc11, epochs=epochs)
     else:
-        if voc is None:
+        if options["voc"] is None:
             raise FastsegError("fit needs --voc DIR (or --resume RUN_DIR); run `fastseg synth` for a dataset.")
-        run_dir, rows = run_fit(fit_config(**options | {"epochs": epochs or FIT["epochs"], "lr": _lr(lr)}))
+        overrides = {"epochs": options["epochs"] or FIT["epochs"], "lr": _lr(str(options["lr"]))}
+        run_dir, rows = run_fit(fit_config(**options | overrides))
     _summarise_fit(run_dir, rows)
+
+
+def recipe_options(path: Path, options: dict, ctx: typer.Context) -> dict:
+    """The options a recipe file sets (keys named as fit's options, with - or _), except those given on
+    the command line, which win.
+
+    Raises:
+        FastsegError: the file is missing, is not TOML, or names an option fit does not have.
+    """
+    import tomllib
+
+    try:
+        recipe = tomllib.loads(path.read_text())
+    except OSError as err:
+        raise FastsegError(f"Recipe {path} could not be read ({err.strerror or type(err).__name__}); pass a TOML "
+                           "file such as recipes/segnet-voc.toml.") from None
+    except tomllib.TOMLDecodeError as err:
+        raise FastsegError(f"Recipe {path} is not valid TOML ({err}); fix it and run again.") from None
+    chosen = {}
+    for key, value in recipe.items():
+        name = key.replace("-", "_")
+        if name not in options:
+            raise FastsegError(f"Recipe {path} sets '{key}', which is not an option of fit; see `fastseg fit --help`.")
+        if ctx.get_parameter_source(name).name != "COMMANDLINE":  # typer vendors its own click
+            chosen[name] = Path(value) if name in ("voc", "sbd", "voc11", "runs_dir") else value
+    return chosen
 
 
 def _lr(text: str) -> float | str:

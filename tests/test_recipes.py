@@ -1,0 +1,49 @@
+import shlex
+from pathlib import Path
+
+import pytest
+
+import fastseg.train.fit
+from fastseg.cli import SEGNET_RECIPE, SKIP_RECIPE, app
+from tests.conftest import runner
+
+RECIPES = Path(__file__).parents[1] / "recipes"
+
+
+@pytest.fixture
+def resolved(monkeypatch):
+    """The FitConfig each `fastseg fit` invocation would train (the fit itself is not run)."""
+    configs = []
+    monkeypatch.setattr(fastseg.train.fit, "fit", lambda cfg: configs.append(cfg) or (Path("r"), []))
+    return configs
+
+
+@pytest.mark.parametrize("recipe,line", [("segnet-voc.toml", SEGNET_RECIPE), ("skip-voc.toml", SKIP_RECIPE)])
+def test_each_recipe_is_the_documented_command_line(resolved, recipe, line):
+    for args in (["fit", "--config", str(RECIPES / recipe)], shlex.split(line)[1:]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    from_file, from_line = resolved
+    assert from_file == from_line
+
+
+def test_the_command_line_overrides_the_recipe(resolved):
+    result = runner.invoke(app, ["fit", "--config", str(RECIPES / "segnet-voc.toml"), "--epochs", "3", "--bs", "8",
+                                 "--voc", "elsewhere"])
+    assert result.exit_code == 0, result.output
+    cfg = resolved[0]
+    assert (cfg.epochs, cfg.data.bs, cfg.data.voc) == (3, 8, "elsewhere")
+    assert (cfg.arch, cfg.opt, cfg.lr, cfg.data.crop, cfg.data.sbd) == ("segnet", "sgd", 5e-3, 320, "data")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("epochs = 3\nlearning_rate = 1", "Recipe {path} sets 'learning_rate', which is not an option of fit; see "
+                                      "`fastseg fit --help`."),
+    ("epochs = [", "Recipe {path} is not valid TOML"),
+])
+def test_a_bad_recipe_is_one_sentence(resolved, tmp_path, text, message):
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    result = runner.invoke(app, ["fit", "--config", str(path), "--voc", "data"])
+    assert result.exit_code == 2 and not resolved
+    assert " ".join(result.output.split()).startswith("Error: " + message.format(path=path))
