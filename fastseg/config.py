@@ -55,8 +55,6 @@ class Preset(StrEnum):
 TrainSplit = StrEnum("TrainSplit", {s.upper().replace("-", "_"): s for s in TRAIN_SPLITS})
 EvalSplit = StrEnum("EvalSplit", {s.upper().replace("-", "_"): s for s in EVAL_SPLITS})
 OPTIMIZERS = tuple(Opt)
-SCHEDULES = tuple(Sched)
-AMP_MODES = tuple(Amp)
 PRESETS = tuple(Preset)
 
 
