@@ -19,10 +19,10 @@ from fastseg.models.weights import save_model
 from fastseg.train.callbacks import bare_model, run_state
 from fastseg.train.plots import plot_curves
 
-CURVES_EVERY_S = 10.0
+CURVES_EVERY_S = 30.0
 """curves.png is drawn after the first epoch, then after an epoch once this many seconds have passed
-since the last drawing, and always at the end of the fit: every epoch of a real run, every few of the demo's short ones
-(a drawing takes ~0.3 s on a CPU core)."""
+since the last drawing, and always at the end of the fit: every epoch of a real run, every few of the
+demo's short ones (a drawing takes ~0.3 s on a CPU core)."""
 
 TABLE_COLUMNS = ("epoch", "train_loss", "valid_loss", *SCORE_KEYS, "lr", "seconds")
 
