@@ -92,7 +92,8 @@ def run_demo(out: Path, cfg: DemoConfig = DemoConfig(), data_root: Path | None =
     clock.done("data")
     segnet = demo_fit_config(cfg, data_root, runs, "segnet", _fresh_name(runs, "segnet"))
     _, found = find_lr(segnet, num_it=cfg.lr_find_iters)
-    log(f"lr_find suggests valley {found['valley']:.2e}; the demo trains at {cfg.lr:.0e} with one-cycle.")
+    valley = f"{found['valley']:.2e}" if found["valley"] else "none (too few points)"
+    log(f"lr_find suggests valley {valley}; the demo trains at {cfg.lr:.0e} with one-cycle.")
     before = untrained_miou(segnet)
     clock.done("find_lr")
     run_dir, _ = fit(segnet)
