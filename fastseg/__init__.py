@@ -1,8 +1,9 @@
 """fastseg: SegNet and VGG16-BN skip models on PASCAL VOC and SBD with fastai.
 
 The package is grouped by concern. The base modules at the top are imported by every wing and
-import no torch: config (every command's configuration), constants, errors (the exit codes),
-console. The wings, each with a docstring saying what it may import:
+import no torch and no wing: config (every command's configuration, the split names and dataset
+roots), constants, errors (the exit codes), console (its `log` asks devices.distributed, lazily,
+whether this process is rank 0). The wings, each with a docstring saying what it may import:
 
     io/        atomic writes, checkpoint serialisation, run folders
     devices/   device selection, DDP, precision

@@ -656,10 +656,9 @@ def report(run: Annotated[Path | None, typer.Argument(help="Run folder (default:
            voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (default: the run's).")] = None,
            sbd: SbdOpt = None, voc11: Voc11Opt = None):
     """Write report.md and a self-contained report.html (the run card) from a run's files."""
-    from fastseg.config import load_config
     from fastseg.evaluate.report import write_report
     from fastseg.evaluate.scoring import data_roots
-    from fastseg.io.runs import CONFIG, latest_run
+    from fastseg.io.runs import CONFIG, latest_run, load_config
     run = run or latest_run(runs_dir, "metrics.json")
     roots = None
     if voc and (run / CONFIG).is_file():

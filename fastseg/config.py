@@ -1,21 +1,41 @@
 """Every command's configuration, as plain dataclasses with the seeds' defaults: the run (FitConfig,
 DataConfig, saved into every run folder as config.json), the synthetic dataset and the benchmark.
 
-The choices are enums whose values are the CLI's words. Each config checks its values once, in
-`__post_init__`, and raises FastsegError naming the option. This module imports no torch, fastai
-or numpy, so that `fastseg --help` starts fast; it may import errors, constants and data.splits.
+The choices are enums whose values are the CLI's words, and the names of the splits and the
+dataset roots live here too (fastseg.data.splits builds them). Each config checks its values once,
+in `__post_init__`, and raises FastsegError naming the option. This module imports no torch,
+fastai or numpy, so that `fastseg --help` starts fast; it imports only constants and errors.
 """
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from fastseg.constants import DEFAULT_CROP, MIN_SIZE, VOC_CLASSES
-from fastseg.data.splits import EVAL_SPLITS, SPLITS, TRAIN_SPLITS, DataRoots
 from fastseg.errors import FastsegError
 
 RUNS_DIR = "runs"  # where run folders go unless --runs-dir says otherwise
+
+TRAIN_SPLITS = ("train-aug", "voc12-train")
+EVAL_SPLITS = ("seg11valid", "voc12-val", "voc12-val-a", "voc12-val-b")
+SPLITS = TRAIN_SPLITS + EVAL_SPLITS
+
+
+@dataclass(frozen=True)
+class DataRoots:
+    """Where the datasets live: VOC2012 (required), SBD (for train-aug), VOC2011 (for seg11valid)."""
+
+    voc: Path
+    sbd: Path | None = None
+    voc11: Path | None = None
+
+    @classmethod
+    def under(cls, root: str | Path) -> "DataRoots":
+        """The official layout extracted under one folder, as `fastseg download` and `fastseg synth`
+        write it: VOCdevkit/VOC2012, benchmark_RELEASE/dataset and VOCdevkit/VOC2011."""
+        root = Path(root)
+        voc = root / "VOCdevkit"
+        return cls(voc / "VOC2012", root / "benchmark_RELEASE" / "dataset", voc / "VOC2011")
 
 
 class Arch(StrEnum):
@@ -174,25 +194,6 @@ class FitConfig:
             (self.clip is None or self.clip > 0, f"--clip {self.clip} must be positive."),
             (self.l1 >= 0, f"--l1 {self.l1} must be 0 or positive."),
         ])
-
-
-def save_config(cfg: FitConfig, path: Path) -> None:
-    from fastseg.io.atomic import atomic_write
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=2)))
-
-
-def load_config(path: Path) -> FitConfig:
-    """Read a run's config.json back into a FitConfig."""
-    try:
-        raw = json.loads(path.read_text())
-        data = DataConfig(**raw.pop("data"))
-        known = {f.name for f in fields(FitConfig)}
-        return FitConfig(data=data, **{k: v for k, v in raw.items() if k in known})
-    except FastsegError as err:
-        raise FastsegError(f"Run config {path} holds a value fastseg does not know ({err}).") from None
-    except (OSError, ValueError, TypeError, KeyError) as err:
-        raise FastsegError(f"Run config {path} could not be read ({type(err).__name__}); pass a run "
-                           "folder written by `fastseg fit`.") from None
 
 
 @dataclass(frozen=True)

@@ -46,3 +46,10 @@ DEFAULT_TILE = 512     # tiles of 512×512 px: one VOC image fits in a single ti
 
 
 DEFAULT_OVERLAP = 128  # pixels shared by neighbouring tiles; their probabilities are blended
+
+
+def padded_size(sizes: list[tuple[int, int]], stride: int = STRIDE) -> tuple[int, int]:
+    """The smallest (H, W) covering every size, rounded up to a multiple of `stride`."""
+    h = max(s[0] for s in sizes)
+    w = max(s[1] for s in sizes)
+    return -(-h // stride) * stride, -(-w // stride) * stride

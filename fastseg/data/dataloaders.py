@@ -17,11 +17,11 @@ from fastai.vision.all import (
 from PIL import Image
 
 from fastseg.config import DataConfig
-from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES
+from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES, padded_size
 from fastseg.data.masks import read_mask
 from fastseg.data.samples import Sample
 from fastseg.data.splits import build_split, check_leakage
-from fastseg.data.transforms import AlbumentationsTransform, build_augmentation, pad_batch, padded_size
+from fastseg.data.transforms import AlbumentationsTransform, build_augmentation, pad_batch
 from fastseg.errors import FastsegError
 
 

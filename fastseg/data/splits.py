@@ -8,34 +8,13 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastseg.config import EVAL_SPLITS, SPLITS, TRAIN_SPLITS, DataRoots  # noqa: F401 - the names live in config
 from fastseg.data.samples import Sample
 from fastseg.data.sbd import resolve_sbd_root, sbd_ids, sbd_sample
 from fastseg.data.voc import resolve_voc_root, voc_ids, voc_sample
 from fastseg.errors import FastsegError
 
 VAL_HALF_SEED = 0  # fixed so that voc12-val-a / voc12-val-b are the same halves for every user
-
-TRAIN_SPLITS = ("train-aug", "voc12-train")
-EVAL_SPLITS = ("seg11valid", "voc12-val", "voc12-val-a", "voc12-val-b")
-SPLITS = TRAIN_SPLITS + EVAL_SPLITS
-
-
-@dataclass(frozen=True)
-class DataRoots:
-    """Where the datasets live: VOC2012 (required), SBD (for train-aug), VOC2011 (for seg11valid)."""
-
-    voc: Path
-    sbd: Path | None = None
-    voc11: Path | None = None
-
-    @classmethod
-    def under(cls, root: str | Path) -> "DataRoots":
-        """The official layout extracted under one folder, as `fastseg download` and `fastseg synth`
-        write it: VOCdevkit/VOC2012, benchmark_RELEASE/dataset and VOCdevkit/VOC2011."""
-        root = Path(root)
-        voc = root / "VOCdevkit"
-        return cls(voc / "VOC2012", root / "benchmark_RELEASE" / "dataset", voc / "VOC2011")
-
 
 @dataclass(frozen=True)
 class LeakageReport:

@@ -13,7 +13,7 @@ import torch
 from fastai.vision.all import ItemTransform, TensorImage, TensorMask
 
 from fastseg.config import PRESETS
-from fastseg.constants import DEFAULT_CROP, IGNORE_INDEX, STRIDE
+from fastseg.constants import DEFAULT_CROP, IGNORE_INDEX, padded_size
 from fastseg.errors import FastsegError
 
 
@@ -66,13 +66,6 @@ class AlbumentationsTransform(ItemTransform):
         out = self.aug(image=np.asarray(img), mask=np.asarray(mask))
         image = TensorImage(torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1))
         return image, TensorMask(torch.from_numpy(np.ascontiguousarray(out["mask"])))
-
-
-def padded_size(sizes: list[tuple[int, int]], stride: int = STRIDE) -> tuple[int, int]:
-    """The smallest (H, W) covering every size, rounded up to a multiple of `stride`."""
-    h = max(s[0] for s in sizes)
-    w = max(s[1] for s in sizes)
-    return -(-h // stride) * stride, -(-w // stride) * stride
 
 
 def pad_batch(items: list) -> list:

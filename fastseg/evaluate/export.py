@@ -114,10 +114,10 @@ def onnx_parity(model: nn.Module, onnx_path: Path, run: Path) -> dict:
     import onnxruntime as ort
     from PIL import Image
 
-    from fastseg.config import load_config
     from fastseg.data.masks import read_mask
     from fastseg.data.splits import build_split
     from fastseg.evaluate.metrics import confusion_matrix, scores
+    from fastseg.io.runs import load_config
     cfg = load_config(run / CONFIG)
     samples = build_split(cfg.data.valid_split, cfg.data.roots)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

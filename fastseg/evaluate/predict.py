@@ -21,9 +21,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from fastseg.console import tracked
-from fastseg.constants import DEFAULT_OVERLAP, DEFAULT_TILE, IMAGENET_MEAN, IMAGENET_STD, STRIDE
+from fastseg.constants import DEFAULT_OVERLAP, DEFAULT_TILE, IMAGENET_MEAN, IMAGENET_STD, STRIDE, padded_size
 from fastseg.data.masks import write_palette_png
-from fastseg.data.transforms import padded_size
 from fastseg.errors import FastsegError
 from fastseg.evaluate.figures import overlay
 from fastseg.io.atomic import atomic_write

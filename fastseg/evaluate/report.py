@@ -12,11 +12,10 @@ from pathlib import Path
 
 import torch
 
-from fastseg.config import load_config
 from fastseg.data.splits import build_split, check_leakage
 from fastseg.errors import FastsegError
 from fastseg.io.atomic import atomic_write
-from fastseg.io.runs import BEST, CONFIG, EVALUATION, LR_FIND
+from fastseg.io.runs import BEST, CONFIG, EVALUATION, LR_FIND, load_config
 
 REFERENCES = [  # the seeds' published numbers (README, Reference results)
     ("SegNet seed", "train-aug / seg11valid", "60.3 mIoU, 89.9 % pixel accuracy"),

@@ -15,10 +15,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from fastseg.console import tracked
-from fastseg.constants import DEFAULT_CROP, IGNORE_INDEX, MIN_SIZE, VOC_CLASSES
+from fastseg.constants import DEFAULT_CROP, IGNORE_INDEX, MIN_SIZE, VOC_CLASSES, padded_size
 from fastseg.data.dataloaders import SizeGroupedDL, header_size, segmentation_block
 from fastseg.data.samples import Sample
-from fastseg.data.transforms import pad_batch, padded_size
+from fastseg.data.transforms import pad_batch
 from fastseg.devices.distributed import is_main, rank, world_size
 from fastseg.errors import FastsegError
 from fastseg.evaluate.metrics import SCORE_KEYS, all_reduced, class_iou, confusion_matrix, scores, truth_shares
@@ -276,13 +276,12 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
     its content)."""
     import json
 
-    from fastseg.config import load_config
     from fastseg.console import log
     from fastseg.data.checks import preflight
     from fastseg.data.splits import build_split
     from fastseg.devices.select import run_device
     from fastseg.io.atomic import atomic_write
-    from fastseg.io.runs import CONFIG, PER_IMAGE
+    from fastseg.io.runs import CONFIG, PER_IMAGE, load_config
     from fastseg.models.weights import EXPORT_WEIGHTS, load_model, weights_file
     weights = weights_file(source)
     folder = weights.parent

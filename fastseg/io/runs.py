@@ -8,9 +8,10 @@ import math
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import asdict, fields
 from pathlib import Path
 
-from fastseg.config import monitor_key
+from fastseg.config import DataConfig, FitConfig, monitor_key
 from fastseg.errors import FastsegError
 from fastseg.io.atomic import atomic_write
 
@@ -211,3 +212,21 @@ def format_seconds(s: float) -> str:
     if not s or math.isnan(s):
         return "–"
     return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
+
+
+def save_config(cfg: FitConfig, path: Path) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=2)))
+
+
+def load_config(path: Path) -> FitConfig:
+    """Read a run's config.json back into a FitConfig."""
+    try:
+        raw = json.loads(path.read_text())
+        data = DataConfig(**raw.pop("data"))
+        known = {f.name for f in fields(FitConfig)}
+        return FitConfig(data=data, **{k: v for k, v in raw.items() if k in known})
+    except FastsegError as err:
+        raise FastsegError(f"Run config {path} holds a value fastseg does not know ({err}).") from None
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise FastsegError(f"Run config {path} could not be read ({type(err).__name__}); pass a run "
+                           "folder written by `fastseg fit`.") from None

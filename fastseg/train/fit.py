@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastai.torch_core import set_seed
 
-from fastseg.config import DataConfig, FitConfig, load_config, save_config
+from fastseg.config import DataConfig, FitConfig
 from fastseg.console import console, log
 from fastseg.constants import NUM_CLASSES
 from fastseg.data.dataloaders import build_dataloaders
@@ -23,9 +23,11 @@ from fastseg.io.runs import (
     check_new_run,
     default_run_name,
     ensure_writable,
+    load_config,
     mark_failed,
     read_metrics_csv,
     run_lock,
+    save_config,
 )
 from fastseg.io.serialize import load_state
 from fastseg.models.weights import model_metadata

@@ -5,7 +5,8 @@ import pytest
 import torch
 from fastai.vision.all import PILImage, PILMask
 
-from fastseg.data.transforms import PRESETS, AlbumentationsTransform, build_augmentation, pad_batch, padded_size
+from fastseg.constants import padded_size
+from fastseg.data.transforms import PRESETS, AlbumentationsTransform, build_augmentation, pad_batch
 
 
 def checker_pair(h=150, w=130, block=16):
