@@ -320,6 +320,8 @@ def fit(ctx: typer.Context,
     options = {k: v for k, v in locals().items() if k not in ("ctx", "resume", "config")}  # as the configs name them
     from fastseg.train.fit import fit as run_fit
     from fastseg.train.fit import resume_fit
+    if config is not None and resume is not None:
+        raise FastsegError("--config starts a new run and --resume continues one; pass only one of them.")
     if config is not None:
         options |= recipe_options(config, options, ctx)
     if resume is not None:
@@ -353,9 +355,34 @@ def recipe_options(path: Path, options: dict, ctx: typer.Context) -> dict:
         name = key.replace("-", "_")
         if name not in options:
             raise FastsegError(f"Recipe {path} sets '{key}', which is not an option of fit; see `fastseg fit --help`.")
-        if ctx.get_parameter_source(name).name != "COMMANDLINE":  # typer vendors its own click
-            chosen[name] = Path(value) if name in ("voc", "sbd", "voc11", "runs_dir") else value
+        if ctx.get_parameter_source(name).name == "COMMANDLINE":  # typer vendors its own click
+            continue
+        chosen[name] = _recipe_value(path, key, value, options[name], RECIPE_CHOICES.get(name))
     return chosen
+
+
+RECIPE_CHOICES = {"arch": Arch, "train": TrainSplit, "valid": EvalSplit, "opt": Opt, "sched": Sched, "augment": Preset,
+                  "amp": Amp}
+"""The options of fit whose recipe value must be one of the command line's choices."""
+
+
+def _recipe_value(path: Path, key: str, value, default, choices):
+    """A recipe value in the option's own type (that of its default) and among its choices.
+
+    Raises:
+        FastsegError: the value is not of the option's type or not one of its choices.
+    """
+    if choices is not None and value not in {c.value for c in choices}:
+        names = ", ".join(c.value for c in choices)
+        raise FastsegError(f"Recipe {path} sets {key} = {value!r}, which fit refuses; choose one of: {names}.")
+    if isinstance(default, Path) or key in ("voc", "sbd", "voc11"):
+        return Path(value)
+    if isinstance(default, bool) or not isinstance(default, (int, float)) or isinstance(default, Enum):
+        return value
+    try:
+        return type(default)(value)
+    except (TypeError, ValueError):
+        raise FastsegError(f"Recipe {path} sets {key} = {value!r}, which fit refuses: it must be a number.") from None
 
 
 def _lr(text: str) -> float | str:
@@ -612,7 +639,8 @@ def compare(runs: Annotated[list[Path], typer.Argument(help="Run folders evaluat
     if samples < 100:
         raise FastsegError(f"--samples {samples} is too few for a 95 % interval; use at least 100.")
     result = compare_runs(runs, out, samples)
-    names = [Path(r).name for r in result["runs"]]
+    names = [t["run"] for t in result["tests"]]
+    names.insert(0, result["baseline"])
     table = Table(title=f"{result['split']} ({result['images']} images)")
     for column in ("metric", *names):
         table.add_column(column, justify="left" if column == "metric" else "right")

@@ -47,3 +47,22 @@ def test_a_bad_recipe_is_one_sentence(resolved, tmp_path, text, message):
     result = runner.invoke(app, ["fit", "--config", str(path), "--voc", "data"])
     assert result.exit_code == 2 and not resolved
     assert " ".join(result.output.split()).startswith("Error: " + message.format(path=path))
+
+
+def test_every_value_of_a_recipe_reaches_the_config_with_the_options_own_type(resolved, tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('voc = "d"\narch = "skip"\ncrop = 96\nbs = "8"\nopt = "adam"\nlr = 1e-3\nhead-prior = true\n')
+    assert runner.invoke(app, ["fit", "--config", str(path)]).exit_code == 0
+    cfg = resolved[0]
+    expected = ("skip", 96, 8, "adam", 1e-3, True)
+    assert (cfg.arch, cfg.data.crop, cfg.data.bs, cfg.opt, cfg.lr, cfg.head_prior) == expected
+
+
+def test_a_recipe_value_the_command_line_refuses_is_refused(resolved, tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('voc = "d"\narch = "colour-control"\n')
+    result = runner.invoke(app, ["fit", "--config", str(path)])
+    assert result.exit_code == 2 and not resolved
+    assert " ".join(result.output.split()) == (f"Error: Recipe {path} sets arch = 'colour-control', which fit "
+                                               "refuses; choose one of: segnet, skip.")
+    assert runner.invoke(app, ["fit", "--config", str(path), "--resume", "runs/x"]).exit_code == 2

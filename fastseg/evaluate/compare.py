@@ -41,15 +41,28 @@ def load_evaluated(run: Path) -> Evaluated:
     Raises:
         FastsegError: the folder does not exist, or was never evaluated with per-image matrices.
     """
-    folder = run if run.is_dir() else run.parent
-    if not folder.exists():
+    if not run.exists():
         raise FastsegError(f"{run} does not exist; pass run folders written by `fastseg fit`.")
+    if not run.is_dir():
+        raise FastsegError(f"{run} is a file; pass the run folder, whose last `fastseg evaluate` is compared.")
+    folder = run
     if not (folder / EVALUATION).is_file() or not (folder / PER_IMAGE).is_file():
         raise FastsegError(f"Run {folder} has no evaluation to compare (no {PER_IMAGE}); run "
                            f"`fastseg evaluate {folder}` first.")
     split, ids, per_image = load_per_image(folder / PER_IMAGE)
     curve = [r["miou"] for r in read_metrics_csv(folder / METRICS)]
     return Evaluated(folder.name, folder, split, ids, per_image, curve)
+
+
+def display_names(folders: list[Path]) -> list[str]:
+    """One name per run: the last path part where the folders differ (seed-0, seed-1 for
+    demo-sweep/seed-N/runs/segnet-1), else the folder's own name."""
+    parts = [f.resolve().parts for f in folders]
+    for k in range(1, min(len(p) for p in parts) + 1):
+        names = [p[-k] for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [f.name for f in folders]
 
 
 def aligned(runs: list[Evaluated]) -> list[torch.Tensor]:
@@ -116,10 +129,13 @@ def compare_runs(paths: list[Path], out: Path, samples: int = BOOTSTRAP_SAMPLES)
     if len(paths) < 2:
         raise FastsegError("compare needs at least two run folders, e.g. `fastseg compare runs/a runs/b`.")
     runs = [load_evaluated(p) for p in paths]
+    for run, name in zip(runs, display_names([r.folder for r in runs]), strict=True):
+        run.name = name
     per_images = aligned(runs)
     tests = paired_bootstrap(per_images, samples)
     names = [r.name for r in runs]
     result = {"split": runs[0].split, "images": len(runs[0].ids), "runs": [str(r.folder) for r in runs],
+              "baseline": names[0],
               "table": [{"metric": m, "values": v} for m, v in score_table(per_images)],
               "tests": [{"run": n, **t, "verdict": verdict(n, names[0], t)}
                         for n, t in zip(names[1:], tests, strict=True)]}

@@ -83,8 +83,12 @@ def check_export_out(out: Path) -> None:
         return
     mine = {EXPORT_WEIGHTS, EXPORT_CONFIG, CARD, ONNX, PARITY}
     foreign = sorted(p.name for p in out.iterdir() if p.name not in mine)
-    if foreign or ((out / EXPORT_CONFIG).is_file() and
-                   json.loads((out / EXPORT_CONFIG).read_text()).get("format") != EXPORT_FORMAT):
+    try:
+        config = out / EXPORT_CONFIG
+        ours = not config.is_file() or json.loads(config.read_text()).get("format") == EXPORT_FORMAT
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if foreign or not ours:
         raise FastsegError(f"--out {out} already holds other files ({', '.join(foreign) or EXPORT_CONFIG}); "
                            "export into a new or empty folder.")
 
@@ -98,6 +102,8 @@ def export_folder(run: Path, out: Path, onnx: bool = False, opset: int = 17) -> 
     out.mkdir(parents=True, exist_ok=True)
     config = export_config(meta)
     save_model(model, out / EXPORT_WEIGHTS, config)
+    for stale in (ONNX, PARITY, CARD):  # an earlier export's files, which may be of another model
+        (out / stale).unlink(missing_ok=True)
     if onnx:
         export_onnx(out / EXPORT_WEIGHTS, out / ONNX, opset=opset, normalise=True)
         parity = onnx_parity(model, out / ONNX, run)

@@ -157,6 +157,8 @@ def model_card(run: Path, config: dict, parity: dict | None = None) -> str:
     numbers beside the seeds', the evaluation protocol, per-class IoU and how to load it."""
     cfg = load_config(run / CONFIG)
     evaluated = json.loads((run / EVALUATION).read_text()) if (run / EVALUATION).is_file() else None
+    if evaluated and Path(evaluated["weights"]).name != BEST:  # the last evaluation was of other weights
+        evaluated = None
     best = json.loads((run / BEST).with_suffix(".json").read_text())
     items = [("h", f"fastseg {cfg.arch} (width {cfg.width}) from run {run.name}"),
              ("p", f"A {cfg.arch} model with a VGG16-BN encoder ({cfg.pretrained} initialisation) for "

@@ -148,7 +148,11 @@ def describe_run(run: Path) -> dict:
     """One row of `fastseg runs`: name, arch, width, data, epochs done / planned, best monitored metric
     and its epoch, state, wall seconds of training, bytes on disk. Never raises: a folder fastseg did
     not write is "foreign", one whose files cannot be read is "damaged" with the reason."""
-    row = {"name": run.name, "path": str(run), "modified": run.stat().st_mtime, "bytes": folder_bytes(run)}
+    row = {"name": run.name, "path": str(run), "modified": 0.0, "bytes": 0}
+    try:
+        row |= {"modified": run.stat().st_mtime, "bytes": folder_bytes(run)}
+    except OSError as err:
+        return row | {"state": "damaged", "reason": f"{err.strerror or type(err).__name__} reading it"}
     if not (run / CONFIG).is_file():
         return row | {"state": "find-lr only" if (run / LR_FIND).is_file() else "foreign"}
     try:

@@ -12,6 +12,7 @@ from fastseg.config import monitor_key
 from fastseg.console import log
 from fastseg.constants import VOC_CLASSES
 from fastseg.devices.distributed import is_main
+from fastseg.errors import FastsegError
 from fastseg.evaluate.metrics import SCORE_KEYS
 from fastseg.io.runs import BEST, LAST, METRICS, write_metrics_csv
 from fastseg.io.serialize import save_state
@@ -45,6 +46,9 @@ def track_best(tracker: dict, row: dict, monitor: str) -> bool:
     metric (a --monitor value, e.g. "miou" or "iou:cat") improved, so best.safetensors is this epoch's.
     A NaN (a class absent from the validation split) never improves."""
     score = row[monitor_key(monitor)]
+    if math.isnan(score) and tracker["best"] < 0:
+        raise FastsegError(f"--monitor {monitor}: the validation split has no pixel of that class and the model "
+                           "predicts none, so it has no IoU; monitor miou or a class the split holds.")
     if not math.isnan(score) and score > tracker["best"]:
         tracker.update(best=score, best_epoch=row["epoch"], wait=0)
         return True
