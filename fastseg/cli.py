@@ -639,8 +639,7 @@ def compare(runs: Annotated[list[Path], typer.Argument(help="Run folders evaluat
     if samples < 100:
         raise FastsegError(f"--samples {samples} is too few for a 95 % interval; use at least 100.")
     result = compare_runs(runs, out, samples)
-    names = [t["run"] for t in result["tests"]]
-    names.insert(0, result["baseline"])
+    names = result["names"]
     table = Table(title=f"{result['split']} ({result['images']} images)")
     for column in ("metric", *names):
         table.add_column(column, justify="left" if column == "metric" else "right")

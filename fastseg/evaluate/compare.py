@@ -135,7 +135,7 @@ def compare_runs(paths: list[Path], out: Path, samples: int = BOOTSTRAP_SAMPLES)
     tests = paired_bootstrap(per_images, samples)
     names = [r.name for r in runs]
     result = {"split": runs[0].split, "images": len(runs[0].ids), "runs": [str(r.folder) for r in runs],
-              "baseline": names[0],
+              "names": names,
               "table": [{"metric": m, "values": v} for m, v in score_table(per_images)],
               "tests": [{"run": n, **t, "verdict": verdict(n, names[0], t)}
                         for n, t in zip(names[1:], tests, strict=True)]}
