@@ -2,14 +2,16 @@
 
 The package is grouped by concern. The base modules at the top are imported by every wing and
 import no torch and no wing: config (every command's configuration, the split names and dataset
-roots), constants, errors (the exit codes), console (its `log` asks devices.distributed, lazily,
+roots), constants, classes (a dataset's class names and colours, and the classes-file format),
+errors (the exit codes), console (its `log` asks devices.distributed, lazily,
 whether this process is rank 0). The wings, each with a docstring saying what it may import:
 
     io/        atomic writes, checkpoint serialisation, run folders
     devices/   device selection, DDP, precision
-    data/      VOC / SBD readers, splits, checks, statistics, transforms, DataBlock, synthetic data
+    data/      VOC / SBD / folder-dataset readers, splits, checks, statistics, transforms, DataBlock,
+               synthetic data
     models/    SegNet, the VGG16-BN skip model, the colour-only control, weights files
-    train/     fit, find-lr, Learner, losses, schedules, callbacks, recorder
+    train/     fit, find-lr, Learner, losses, schedules, callbacks, recorder, TensorBoard
     evaluate/  metrics, scoring, TTA, predict, export, report, figures
     tools/     demo, bench, doctor
 

@@ -17,20 +17,22 @@ from fastseg import _quiet  # noqa: F401 - first: silences fastai's torch.jit Fu
 from fastseg.config import (
     CLI_ARCHS,
     DEVICE_DEFAULTS,
+    EVAL_SPLITS,
+    FOLDER_SPLITS,
     RUNS_DIR,
+    TRAIN_SPLITS,
     Amp,
     BenchConfig,
     DataConfig,
-    EvalSplit,
     FitConfig,
+    Log,
     Opt,
     Preset,
     Sched,
     SynthConfig,
-    TrainSplit,
 )
 from fastseg.console import console, log, progress_bar
-from fastseg.constants import DEFAULT_OVERLAP, DEFAULT_TILE, MIN_SIZE
+from fastseg.constants import DEFAULT_OVERLAP, DEFAULT_TILE, MIN_SIZE, NUM_CLASSES
 from fastseg.data.splits import DataRoots
 from fastseg.errors import EXIT_INTERRUPTED, FastsegError, Interrupted, io_error
 
@@ -81,14 +83,24 @@ def friendly(func):
 # Options shared by the data, training and evaluation commands, in the help panels of `fit`.
 DATA_PANEL, MODEL_PANEL, OPT_PANEL, SPEED_PANEL, RUN_PANEL = (
     "Data", "Model", "Optimisation and schedule", "Precision and speed", "Run folder")
-VocOpt = Annotated[Path, typer.Option("--voc", help="VOC2012 folder (VOCdevkit/VOC2012 or a parent).",
-                                      rich_help_panel=DATA_PANEL)]
+VocOpt = Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (VOCdevkit/VOC2012 or a parent).",
+                                             rich_help_panel=DATA_PANEL)]
+DataOpt = Annotated[Path | None, typer.Option("--data", help="A folder dataset instead of VOC: DIR/images, DIR/masks "
+                                              "and DIR/classes.txt (README, Your own data).",
+                                              rich_help_panel=DATA_PANEL)]
+ClassesOpt = Annotated[Path | None, typer.Option("--classes", help="Class list for a VOC-layout dataset (one name per "
+                                                 "line, optional R G B; default: VOC's 21).",
+                                                 rich_help_panel=DATA_PANEL)]
 SbdOpt = Annotated[Path | None, typer.Option("--sbd", help="SBD folder (benchmark_RELEASE/dataset or a parent).",
                                              rich_help_panel=DATA_PANEL)]
 Voc11Opt = Annotated[Path | None, typer.Option("--voc11", help="VOC2011 folder (seg11valid).",
                                                rich_help_panel=DATA_PANEL)]
-TrainOpt = Annotated[TrainSplit, typer.Option("--train", help="Training split.", rich_help_panel=DATA_PANEL)]
-ValidOpt = Annotated[EvalSplit, typer.Option("--valid", help="Validation split.", rich_help_panel=DATA_PANEL)]
+TrainOpt = Annotated[str | None, typer.Option("--train", help=f"Training split: {', '.join(TRAIN_SPLITS)} (default "
+                                              f"{TRAIN_SPLITS[0]}), or {FOLDER_SPLITS[0]} with --data.",
+                                              rich_help_panel=DATA_PANEL)]
+ValidOpt = Annotated[str | None, typer.Option("--valid", help=f"Validation split: {', '.join(EVAL_SPLITS)} (default "
+                                              f"{EVAL_SPLITS[0]}), or {FOLDER_SPLITS[1]} with --data.",
+                                              rich_help_panel=DATA_PANEL)]
 CropOpt = Annotated[int, typer.Option(help="Random crop size for training (pixels, at least 32).",
                                       rich_help_panel=DATA_PANEL)]
 BsOpt = Annotated[int, typer.Option("--bs", help="Batch size.", rich_help_panel=DATA_PANEL)]
@@ -113,7 +125,8 @@ SeedOpt = Annotated[int, typer.Option(help="Random seed.", rich_help_panel=RUN_P
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: CUDA when present).",
                                                rich_help_panel=SPEED_PANEL)]
 
-DATA_OPTIONS = {"voc": "voc", "sbd": "sbd", "voc11": "voc11", "train": "train_split", "valid": "valid_split",
+DATA_OPTIONS = {"voc": "voc", "data": "data", "sbd": "sbd", "voc11": "voc11", "classes": "classes",
+                "train": "train_split", "valid": "valid_split",
                 "crop": "crop", "bs": "bs", "augment": "augment", "workers": "num_workers", "cache": "cache",
                 "skip_bad": "skip_bad"}
 """CLI option name → DataConfig field; every other option of find-lr and fit is a FitConfig field."""
@@ -132,21 +145,39 @@ def fit_config(**options) -> FitConfig:
     return FitConfig(data=data, **{k: _plain(v) for k, v in options.items()})
 
 
-@app.command(epilog="Example: fastseg synth --out data/synthetic --n-train 400 --n-val 60")
+@app.command(epilog="Example: fastseg synth --out data/synthetic --n-train 400 --n-val 60; "
+             "fastseg synth --layout folder --classes 5 --colour-masks --out data/shapes")
 @friendly
 def synth(out: Annotated[Path, typer.Option(help="Folder to write the dataset into.")] = Path("data/synthetic"),
-          n_train: Annotated[int, typer.Option(help="VOC2012 seg train ids.")] = SYNTH["n_train"],
-          n_val: Annotated[int, typer.Option(help="VOC2012 seg val ids.")] = SYNTH["n_val"],
+          n_train: Annotated[int, typer.Option(help="VOC2012 seg train ids (folder layout: train images).")]
+          = SYNTH["n_train"],
+          n_val: Annotated[int, typer.Option(help="VOC2012 seg val ids (folder layout: val images).")] = SYNTH["n_val"],
           n_sbd_only: Annotated[int, typer.Option(help="Ids annotated by SBD alone.")] = SYNTH["n_sbd_only"],
           size: Annotated[int, typer.Option(help="Longest image side in pixels.")] = SYNTH["size"],
-          seed: Annotated[int, typer.Option(help="Random seed.")] = SYNTH["seed"]):
-    """Write a seeded synthetic dataset laid out exactly like VOCdevkit/VOC2012, VOC2011 and SBD."""
-
-    from fastseg.data.synthetic import generate, make_id_sets
+          seed: Annotated[int, typer.Option(help="Random seed.")] = SYNTH["seed"],
+          layout: Annotated[str, typer.Option(help="voc (VOCdevkit, VOC2011 and SBD) or folder (images/, masks/, "
+                                              "classes.txt, train.txt, val.txt: the --data layout).")] = "voc",
+          classes: Annotated[int, typer.Option("--classes", help="Classes of the folder layout, background "
+                                               f"included (2 to {NUM_CLASSES}).")] = 5,
+          colour_masks: Annotated[bool, typer.Option("--colour-masks", help="Folder layout: RGB colour masks "
+                                                     "(colours in classes.txt) instead of index PNGs.")] = False):
+    """Write a seeded synthetic dataset laid out exactly like VOCdevkit/VOC2012, VOC2011 and SBD, or as
+    a folder dataset with its own classes."""
+    from fastseg.data.synthetic import generate, generate_folder, make_id_sets
     cfg = SynthConfig(n_train=n_train, n_val=n_val, n_sbd_only=n_sbd_only, size=size, seed=seed)
     if min(n_train, n_val, n_sbd_only) < 2 or size < MIN_SIZE:
         raise FastsegError(f"synth needs --n-train, --n-val and --n-sbd-only of at least 2 and --size of at least "
                            f"{MIN_SIZE}.")
+    if layout not in ("voc", "folder"):
+        raise FastsegError(f"--layout {layout} is not known; use voc or folder.")
+    if layout == "folder":
+        if not 2 <= classes <= NUM_CLASSES:
+            raise FastsegError(f"--classes {classes} is out of range; the synthetic folder dataset has 2 to "
+                               f"{NUM_CLASSES} classes (background included).")
+        with progress_bar("synth", total=n_train + n_val) as advance:
+            generate_folder(out, cfg, classes, colour_masks, progress=lambda _: advance())
+        log(f"Folder dataset with {classes} classes written to {out}: --data {out}")
+        return
     sets = make_id_sets(cfg)
     total = len(set(sets.voc_train + sets.voc_val + sets.sbd_train + sets.sbd_val))
     with progress_bar("synth", total=total) as advance:
@@ -164,13 +195,15 @@ def download(name: Annotated[str, typer.Argument(help="voc2012, voc2011 or sbd."
     download_dataset(name, root)
 
 
-@app.command("check-data", epilog="Example: fastseg check-data --voc data --sbd data")
+@app.command("check-data", epilog="Example: fastseg check-data --voc data --sbd data (or --data DIR)")
 @friendly
-def check_data(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None):
+def check_data(voc: VocOpt = None, sbd: SbdOpt = None, voc11: Voc11Opt = None, data: DataOpt = None,
+               classes: ClassesOpt = None):
     """Split counts, leakage check and every problem found in the files; exit 1 on a problem."""
 
     from fastseg.data.checks import check_dataset
-    roots = DataRoots(voc, sbd, voc11)
+    roots = DataConfig(voc=_plain(voc), data=_plain(data), sbd=_plain(sbd), voc11=_plain(voc11),
+                       classes=_plain(classes)).roots
     with progress_bar("checking files") as advance:
         report = check_dataset(roots, progress=advance)
     _print_data_report(report)
@@ -201,39 +234,44 @@ def _print_data_report(report) -> None:
     for train, evaluation, _ in report.leaks:
         table.add_row(train, evaluation, "0 (ok)")
     console.print(table)
+    classes = report.classes
+    colours = " with colours (RGB masks accepted)" if classes.colours else ""
+    log(f"Classes ({classes.num}{colours}): {', '.join(classes.names)}; void (255): {classes.void}.")
     log("0 problem(s) found.")
 
 
 @app.command("show-batch", epilog="Example: fastseg show-batch --voc data --sbd data --out figures")
 @friendly
-def show_batch(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
-               train: TrainOpt = TrainSplit(DATA["train_split"]), valid: ValidOpt = EvalSplit(DATA["valid_split"]),
+def show_batch(voc: VocOpt = None, sbd: SbdOpt = None, voc11: Voc11Opt = None, data: DataOpt = None,
+               classes: ClassesOpt = None, train: TrainOpt = None, valid: ValidOpt = None,
                crop: CropOpt = DATA["crop"], augment: AugOpt = Preset(DATA["augment"]),
                n: Annotated[int, typer.Option(help="Samples per grid.")] = 8,
                out: Annotated[Path, typer.Option(help="Folder for train_batch.png and valid_batch.png.")] = Path("."),
                seed: Annotated[int, typer.Option(help="Random seed.")] = 0):
-    """PNG grids of augmented training samples and of validation samples, masks in the VOC palette."""
+    """PNG grids of augmented training samples and of validation samples, masks in the dataset's colours."""
     from fastai.torch_core import set_seed
 
     from fastseg.data.dataloaders import build_dataloaders
+    from fastseg.data.splits import dataset_classes
     from fastseg.evaluate.figures import plot_batch
     set_seed(seed)
-    data = DataConfig(voc=str(voc), sbd=_plain(sbd), voc11=_plain(voc11), train_split=train.value,
-                      valid_split=valid.value, crop=crop, bs=n, augment=augment.value, num_workers=0)
-    dls = build_dataloaders(data, device="cpu", log=log)
+    cfg = DataConfig(voc=_plain(voc), data=_plain(data), sbd=_plain(sbd), voc11=_plain(voc11), classes=_plain(classes),
+                     train_split=train, valid_split=valid, crop=crop, bs=n, augment=augment.value, num_workers=0)
+    palette = dataset_classes(cfg.roots).palette()
+    dls = build_dataloaders(cfg, device="cpu", log=log)
     out.mkdir(parents=True, exist_ok=True)
     # the validation grid mixes padded sizes (scoring never does): a shuffled view pads to the largest
     for name, dl in (("train", dls.train), ("valid", dls.valid.new(shuffle=True))):
         x, y = dl.one_batch()
-        path = plot_batch(x, y, out / f"{name}_batch.png", title=f"{name} samples")
+        path = plot_batch(x, y, out / f"{name}_batch.png", title=f"{name} samples", palette=palette)
         log(f"Wrote {path}")
 
 
 @app.command("find-lr", epilog="Example: fastseg find-lr --voc data --sbd data --arch segnet --name segnet-voc, "
              "then fastseg fit --name segnet-voc --lr auto ...")
 @friendly
-def find_lr_cmd(voc: VocOpt, sbd: SbdOpt = None, voc11: Voc11Opt = None,
-                train: TrainOpt = TrainSplit(DATA["train_split"]), valid: ValidOpt = EvalSplit(DATA["valid_split"]),
+def find_lr_cmd(voc: VocOpt = None, sbd: SbdOpt = None, voc11: Voc11Opt = None, data: DataOpt = None,
+                classes: ClassesOpt = None, train: TrainOpt = None, valid: ValidOpt = None,
                 crop: CropOpt = DATA["crop"], bs: BsOpt = DATA["bs"], augment: AugOpt = DATA["augment"],
                 workers: WorkersOpt = None, cache: CacheOpt = DATA["cache"], skip_bad: SkipBadOpt = False,
                 arch: ArchOpt = Arch(FIT["arch"]), width: WidthOpt = FIT["width"],
@@ -265,10 +303,8 @@ SKIP_RECIPE = ("fastseg fit --voc data --arch skip --pretrained imagenet --train
 @app.command(epilog=f"Example (the SegNet seed's recipe): {SEGNET_RECIPE}")
 @friendly
 def fit(ctx: typer.Context,
-        voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (or a parent).",
-                                                 rich_help_panel=DATA_PANEL)] = None,
-        sbd: SbdOpt = None, voc11: Voc11Opt = None,
-        train: TrainOpt = TrainSplit(DATA["train_split"]), valid: ValidOpt = EvalSplit(DATA["valid_split"]),
+        voc: VocOpt = None, sbd: SbdOpt = None, voc11: Voc11Opt = None, data: DataOpt = None,
+        classes: ClassesOpt = None, train: TrainOpt = None, valid: ValidOpt = None,
         crop: CropOpt = DATA["crop"], bs: BsOpt = DATA["bs"], augment: AugOpt = DATA["augment"],
         workers: WorkersOpt = None, cache: CacheOpt = DATA["cache"], skip_bad: SkipBadOpt = False,
         arch: ArchOpt = Arch(FIT["arch"]), width: WidthOpt = FIT["width"],
@@ -310,6 +346,9 @@ def fit(ctx: typer.Context,
                                               rich_help_panel=SPEED_PANEL)] = False,
         device: DeviceOpt = None,
         runs_dir: RunsOpt = RUNS, name: NameOpt = None, seed: SeedOpt = FIT["seed"],
+        log: Annotated[Log, typer.Option("--log", help="Also log to TensorBoard (<run>/tensorboard; needs "
+                                         "pip install 'fastseg[tensorboard]').", rich_help_panel=RUN_PANEL)]
+        = FIT["log"],
         resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder (--voc, --sbd, --voc11 "
                                                          "relocate its data, --epochs extends it).",
                                                     rich_help_panel=RUN_PANEL)] = None,
@@ -325,10 +364,11 @@ def fit(ctx: typer.Context,
     if config is not None:
         options |= recipe_options(config, options, ctx)
     if resume is not None:
-        run_dir, rows = resume_fit(resume, voc=voc, sbd=sbd, voc11=voc11, epochs=epochs)
+        run_dir, rows = resume_fit(resume, voc=voc, sbd=sbd, voc11=voc11, data=data, epochs=epochs)
     else:
-        if options["voc"] is None:
-            raise FastsegError("fit needs --voc DIR (or --resume RUN_DIR); run `fastseg synth` for a dataset.")
+        if options["voc"] is None and options["data"] is None:
+            raise FastsegError("fit needs --voc DIR or --data DIR (or --resume RUN_DIR); run `fastseg synth` for a "
+                               "dataset.")
         overrides = {"epochs": options["epochs"] or FIT["epochs"], "lr": _lr(str(options["lr"]))}
         run_dir, rows = run_fit(fit_config(**options | overrides))
     _summarise_fit(run_dir, rows)
@@ -361,9 +401,9 @@ def recipe_options(path: Path, options: dict, ctx: typer.Context) -> dict:
     return chosen
 
 
-RECIPE_CHOICES = {"arch": Arch, "train": TrainSplit, "valid": EvalSplit, "opt": Opt, "sched": Sched, "augment": Preset,
-                  "amp": Amp}
-"""The options of fit whose recipe value must be one of the command line's choices."""
+RECIPE_CHOICES = {"arch": Arch, "opt": Opt, "sched": Sched, "augment": Preset, "amp": Amp, "log": Log}
+"""The options of fit whose recipe value must be one of the command line's choices (the splits are
+checked by DataConfig, against the dataset's kind)."""
 
 
 def _recipe_value(path: Path, key: str, value, default, choices):
@@ -375,7 +415,7 @@ def _recipe_value(path: Path, key: str, value, default, choices):
     if choices is not None and value not in {c.value for c in choices}:
         names = ", ".join(c.value for c in choices)
         raise FastsegError(f"Recipe {path} sets {key} = {value!r}, which fit refuses; choose one of: {names}.")
-    if isinstance(default, Path) or key in ("voc", "sbd", "voc11"):
+    if isinstance(default, Path) or key in ("voc", "data", "sbd", "voc11", "classes"):
         return Path(value)
     if isinstance(default, bool) or not isinstance(default, (int, float)) or isinstance(default, Enum):
         return value
@@ -434,11 +474,15 @@ def export(weights: Annotated[Path, typer.Argument(help="A .safetensors file wri
 @app.command(epilog="Example: fastseg evaluate runs/segnet-voc --split seg11valid --tta flip")
 @friendly
 def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .safetensors (or latest).")] = None,
-             split: Annotated[EvalSplit | None, typer.Option("--split", help="Split (default: the run's).")] = None,
+             split: Annotated[str | None, typer.Option("--split", help="Split (default: the run's): "
+                                                       f"{', '.join(EVAL_SPLITS + TRAIN_SPLITS)}, or "
+                                                       f"{'/'.join(FOLDER_SPLITS)} of a --data folder.")] = None,
              tta: Annotated[str, typer.Option(help="Test-time augmentation: none or flip.")] = "none",
              tta_scales: Annotated[str, typer.Option(help="Comma-separated scales, e.g. 0.75,1,1.25.")] = "1",
              voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (default: the run's).")] = None,
              sbd: SbdOpt = None, voc11: Voc11Opt = None,
+             data: Annotated[Path | None, typer.Option("--data", help="A folder dataset (default: the run's).")] = None,
+             classes: ClassesOpt = None,
              bs: Annotated[int | None, typer.Option("--bs", help="Batch size (default: the run's).")] = None,
              runs_dir: RunsOpt = RUNS, device: DeviceOpt = None, skip_bad: SkipBadOpt = False):
     """Score at native resolution: per-class table, mIoU with a bootstrap 95 % interval, metrics.json, figures."""
@@ -450,11 +494,19 @@ def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .
     source = source or latest_run(runs_dir)
     if not source.exists():
         raise FastsegError(f"{source} does not exist; pass a run folder or a .safetensors file written by fastseg.")
-    roots = DataRoots(voc, sbd, voc11) if voc else None
-    path, metrics = evaluate_run(source, split.value if split else None, device, bs, tta == "flip", scales, roots,
-                                 skip_bad)
+    roots = given_roots(voc, sbd, voc11, data, classes)
+    path, metrics = evaluate_run(source, split, device, bs, tta == "flip", scales, roots, skip_bad)
     _print_metrics(metrics)  # rank 0 only under torchrun
     log(f"Wrote {path} and figures beside it.")
+
+
+def given_roots(voc, sbd, voc11, data, classes) -> DataRoots | None:
+    """The data a user named on evaluate's or report's command line (None: the run's own)."""
+    if voc and data:
+        raise FastsegError("Pass --voc DIR (a VOC-layout dataset) or --data DIR (a folder dataset), not both.")
+    if not (voc or data or sbd or voc11 or classes):
+        return None
+    return DataRoots(voc, sbd, voc11, data, classes)
 
 
 def _scales(text: str) -> tuple[float, ...]:
@@ -478,8 +530,8 @@ def _print_metrics(m: dict) -> None:
         table.add_row(name, *(f"{row[k]:.4f}" if row[k] == row[k] else "n/a" for k in ("iou", "acc")))
     console.print(table)
     lo, hi = m["miou_ci95"]
-    log(f"mIoU {m['miou']:.4f} (95% CI {lo:.4f}-{hi:.4f}), foreground mIoU {m['fg_miou']:.4f}, "
-        f"pixel acc {m['pixel_acc']:.4f}, mean acc {m['mean_acc']:.4f}")
+    log(f"mIoU {m['miou']:.4f} (95% CI {lo:.4f}-{hi:.4f}), foreground mIoU {m['fg_miou']:.4f} "
+        f"({m['fg_miou_note']}), pixel acc {m['pixel_acc']:.4f}, mean acc {m['mean_acc']:.4f}")
     if "tta_gain" in m:
         log(f"TTA gain: {m['tta_gain']:+.4f} mIoU over {m['miou_without_tta']:.4f} without TTA")
 
@@ -492,16 +544,17 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="Image files or fo
             tile: Annotated[int, typer.Option(help="Images with a longer side above this are tiled.")] = DEFAULT_TILE,
             overlap: Annotated[int, typer.Option(help="Overlap between tiles in pixels.")] = DEFAULT_OVERLAP,
             device: DeviceOpt = None):
-    """VOC-palette PNG masks at each image's size, plus overlays; large images by sliding window."""
+    """Palette PNG masks (the model's class colours) at each image's size, plus overlays; large images by
+    sliding window."""
     from fastseg.devices.select import pick_device
     from fastseg.evaluate.predict import predict_files
-    from fastseg.models.weights import load_model, weights_file
+    from fastseg.models.weights import load_model, model_classes, weights_file
     if tile < MIN_SIZE or not 0 <= overlap < tile:
         raise FastsegError(f"--tile {tile} must be at least {MIN_SIZE} and --overlap {overlap} between 0 and "
                            "the tile size.")
     device = pick_device(device)
-    model, _ = load_model(weights_file(weights), device)
-    report = predict_files(model, inputs, out, device, tile, overlap)
+    model, meta = load_model(weights_file(weights), device)
+    report = predict_files(model, inputs, out, device, tile, overlap, model_classes(meta).palette())
     log(f"Wrote {len(report.written)} mask(s) and overlay(s) to {out}.")
     for path, reason in report.failed:
         log(f"Could not read {path} ({reason}); skipped.")
@@ -681,14 +734,15 @@ def runs_cmd(runs_dir: RunsOpt = RUNS,
 def report(run: Annotated[Path | None, typer.Argument(help="Run folder (default: latest run).")] = None,
            runs_dir: RunsOpt = RUNS,
            voc: Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (default: the run's).")] = None,
-           sbd: SbdOpt = None, voc11: Voc11Opt = None):
+           sbd: SbdOpt = None, voc11: Voc11Opt = None,
+           data: Annotated[Path | None, typer.Option("--data", help="A folder dataset (default: the run's).")] = None):
     """Write report.md and a self-contained report.html (the run card) from a run's files."""
     from fastseg.evaluate.report import write_report
     from fastseg.evaluate.scoring import data_roots
     from fastseg.io.runs import CONFIG, latest_run, load_config
     run = run or latest_run(runs_dir, "metrics.json")
-    roots = None
-    if voc and (run / CONFIG).is_file():
-        roots = data_roots(load_config(run / CONFIG), DataRoots(voc, sbd, voc11))
+    roots, given = None, given_roots(voc, sbd, voc11, data, None)
+    if given and (run / CONFIG).is_file():
+        roots = data_roots(load_config(run / CONFIG), given)
     md, page = write_report(run, roots)
     log(f"Wrote {md} and {page}")

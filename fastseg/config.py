@@ -19,15 +19,31 @@ RUNS_DIR = "runs"  # where run folders go unless --runs-dir says otherwise
 TRAIN_SPLITS = ("train-aug", "voc12-train")
 EVAL_SPLITS = ("seg11valid", "voc12-val", "voc12-val-a", "voc12-val-b")
 SPLITS = TRAIN_SPLITS + EVAL_SPLITS
+VOC_DEFAULT_SPLITS = ("train-aug", "seg11valid")  # the SegNet seed's training and validation sets
+FOLDER_SPLITS = ("train", "val")  # a folder dataset's (DIR/train.txt, DIR/val.txt, else a seeded 90/10 split)
+CLASSES_FILE = "classes.txt"      # a folder dataset's class list (fastseg.classes has the format)
 
 
 @dataclass(frozen=True)
 class DataRoots:
-    """Where the datasets live: VOC2012 (required), SBD (for train-aug), VOC2011 (for seg11valid)."""
+    """Where the datasets live: VOC2012, SBD (for train-aug), VOC2011 (for seg11valid) and a custom
+    classes file for a VOC-layout dataset; or a folder dataset (`folder`: DIR/images, DIR/masks and
+    DIR/classes.txt) instead of VOC."""
 
-    voc: Path
+    voc: Path | None
     sbd: Path | None = None
     voc11: Path | None = None
+    folder: Path | None = None
+    classes: Path | None = None
+
+    @property
+    def classes_file(self) -> Path | None:
+        """The class list to read: the folder dataset's classes.txt, the --classes file, or None (VOC's)."""
+        return self.folder / CLASSES_FILE if self.folder is not None else self.classes
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        return FOLDER_SPLITS if self.folder is not None else SPLITS
 
     @classmethod
     def under(cls, root: str | Path) -> "DataRoots":
@@ -65,6 +81,12 @@ class Amp(StrEnum):
     OFF = "off"
 
 
+class Log(StrEnum):
+    """Where fit logs besides metrics.csv: nowhere else, or TensorBoard (fastseg.train.tensorboard)."""
+    NONE = "none"
+    TENSORBOARD = "tensorboard"
+
+
 class Preset(StrEnum):
     """Augmentation presets (fastseg.data.transforms.build_augmentation)."""
     LIGHT = "light"
@@ -82,12 +104,20 @@ MONITORS = ("miou", "fg_miou", "pixel_acc")
 """`fit --monitor` choices besides iou:CLASS: validation metrics (higher is better)."""
 
 
-def monitor_key(monitor: str) -> str | None:
-    """The metrics.csv column a --monitor value names ("iou:cat" -> "iou_cat"), or None if it names none."""
+def monitor_key(monitor: str, classes: tuple[str, ...] = VOC_CLASSES) -> str | None:
+    """The metrics.csv column a --monitor value names ("iou:cat" -> "iou_cat"), or None if it names
+    none of MONITORS and no class of `classes`."""
     if monitor in MONITORS:
         return monitor
     kind, _, name = monitor.partition(":")
-    return f"iou_{name}" if kind == "iou" and name in VOC_CLASSES else None
+    return f"iou_{name}" if kind == "iou" and name in classes else None
+
+
+def check_monitor(monitor: str, classes: tuple[str, ...]) -> None:
+    """Raises FastsegError unless `monitor` is one of MONITORS or iou:CLASS of the dataset's `classes`."""
+    if monitor_key(monitor, classes) is None:
+        raise FastsegError(f"Unknown --monitor '{monitor}'; choose one of: {', '.join(MONITORS)} or iou:CLASS "
+                           f"with CLASS one of {', '.join(classes)}.")
 
 
 def _set_choice(cfg, name: str, choices: type[StrEnum], option: str) -> None:
@@ -112,11 +142,13 @@ def _check(checks: list[tuple[bool, str]]) -> None:
 class DataConfig:
     """What to load and how; saved into every run directory."""
 
-    voc: str
+    voc: str | None = None           # VOC2012 folder, or
+    data: str | None = None          # a folder dataset (DIR/images, DIR/masks, DIR/classes.txt)
     sbd: str | None = None
     voc11: str | None = None
-    train_split: str = "train-aug"   # the SegNet seed's training set
-    valid_split: str = "seg11valid"  # the SegNet seed's validation set
+    classes: str | None = None       # a classes file for a VOC-layout dataset; None: VOC's 21 classes
+    train_split: str | None = None   # None: train-aug (the SegNet seed's), or train for a folder dataset
+    valid_split: str | None = None   # None: seg11valid (the SegNet seed's), or val for a folder dataset
     crop: int = DEFAULT_CROP
     augment: Preset = Preset.LIGHT
     bs: int = 32
@@ -128,7 +160,12 @@ class DataConfig:
     def __post_init__(self) -> None:
         """Raises FastsegError naming the first option out of range."""
         _set_choice(self, "augment", Preset, "--augment")
-        _check([(split in SPLITS, f"Unknown split '{split}'; choose one of: {', '.join(SPLITS)}.")
+        self._check_source()
+        defaults = FOLDER_SPLITS if self.data else VOC_DEFAULT_SPLITS
+        object.__setattr__(self, "train_split", self.train_split or defaults[0])
+        object.__setattr__(self, "valid_split", self.valid_split or defaults[1])
+        names = self.roots.split_names
+        _check([(split in names, f"Unknown split '{split}'; choose one of: {', '.join(names)}.")
                 for split in (self.train_split, self.valid_split)] + [
             (self.crop >= MIN_SIZE, f"--crop {self.crop} is too small; use at least {MIN_SIZE} pixels."),
             (self.bs >= 1, f"--bs {self.bs} must be at least 1."),
@@ -136,10 +173,20 @@ class DataConfig:
             (self.num_workers is None or self.num_workers >= 0,
              f"--workers {self.num_workers} must be 0 (load in the main process) or more.")])
 
+    def _check_source(self) -> None:
+        """Exactly one dataset: --voc (with SBD, VOC2011 and a classes file as it needs) or --data."""
+        _check([(bool(self.voc) != bool(self.data), "Pass --voc DIR (a VOC-layout dataset) or --data DIR (a folder "
+                 "dataset with images/, masks/ and classes.txt), not both." if self.voc else
+                 "Pass --voc DIR (a VOC-layout dataset) or --data DIR (a folder dataset with images/, masks/ and "
+                 "classes.txt); run `fastseg synth` for one."),
+                (not (self.data and (self.sbd or self.voc11 or self.classes)),
+                 f"--sbd, --voc11 and --classes are for --voc; a folder dataset reads DIR/{CLASSES_FILE}.")])
+
     @property
     def roots(self) -> DataRoots:
-        return DataRoots(Path(self.voc), Path(self.sbd) if self.sbd else None,
-                         Path(self.voc11) if self.voc11 else None)
+        def path(value: str | None) -> Path | None:
+            return Path(value) if value else None
+        return DataRoots(path(self.voc), path(self.sbd), path(self.voc11), path(self.data), path(self.classes))
 
 
 @dataclass
@@ -169,6 +216,7 @@ class FitConfig:
     amp: Amp = Amp.AUTO              # auto: bf16 on CUDA where supported, else fp16; off elsewhere
     channels_last: bool | None = None  # None: on with CUDA (config.json records what was used)
     compile: bool = False            # torch.compile the model
+    log: Log = Log.NONE              # tensorboard: also scalars and a prediction grid in <run>/tensorboard
     device: str | None = None        # None: CUDA when present
     runs_dir: str = RUNS_DIR
     name: str | None = None          # run folder name; None: <timestamp>-<arch>
@@ -177,7 +225,7 @@ class FitConfig:
         if isinstance(self.data, dict):
             self.data = DataConfig(**self.data)
         for name, choices, option in (("arch", Arch, "--arch"), ("opt", Opt, "--opt"), ("sched", Sched, "--sched"),
-                                      ("amp", Amp, "--amp")):
+                                      ("amp", Amp, "--amp"), ("log", Log, "--log")):
             _set_choice(self, name, choices, option)
         _check([
             (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1."),
@@ -189,8 +237,8 @@ class FitConfig:
             (0 <= self.mom < 1, f"--mom {self.mom} must be at least 0 and below 1."),
             (self.freeze_epochs >= 0, f"--freeze-epochs {self.freeze_epochs} must be 0 or more."),
             (self.patience is None or self.patience >= 1, f"--patience {self.patience} must be at least 1."),
-            (monitor_key(self.monitor) is not None, f"Unknown --monitor '{self.monitor}'; choose one of: "
-             f"{', '.join(MONITORS)} or iou:CLASS with CLASS one of {', '.join(VOC_CLASSES)}."),
+            (self.monitor in MONITORS or self.monitor.startswith("iou:"), f"Unknown --monitor '{self.monitor}'; "
+             f"choose one of: {', '.join(MONITORS)} or iou:CLASS with CLASS one of the dataset's classes."),
             (self.clip is None or self.clip > 0, f"--clip {self.clip} must be positive."),
             (self.l1 >= 0, f"--l1 {self.l1} must be 0 or positive."),
         ])

@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 import fastseg.io.serialize as serialize
+from fastseg.classes import VOC
 from fastseg.cli import app
 from fastseg.errors import EXIT_INTERRUPTED, EXIT_IO, FastsegError
 from fastseg.io.runs import LOCK, read_metrics_csv, run_lock
@@ -89,7 +90,7 @@ def test_lr_auto_with_a_null_valley_is_one_sentence(synth_root, tmp_path):
 def weights(tmp_path):
     torch.manual_seed(0)
     return save_model(create_model("skip", width=0.0625), tmp_path / "w.safetensors",
-                      model_metadata("skip", 21, 0.0625))
+                      model_metadata("skip", VOC, 0.0625))
 
 
 @pytest.mark.parametrize("args,message", [
@@ -277,8 +278,8 @@ def test_evaluate_refuses_a_mask_value_it_would_have_counted_as_void(synth_copy,
     write_palette_png(mask, mask_path)
     result = runner.invoke(app, ["evaluate", str(weights), "--split", "voc12-val", *data_args(synth_copy)])
     assert result.exit_code == 2
-    assert one_sentence(result) == (f"Error: {mask_path}: mask has values [77] outside 0..20 and 255; fix or remove "
-                                    "it, or pass --skip-bad to leave bad samples out.")
+    assert one_sentence(result) == (f"Error: {mask_path}: mask has values [77] outside 0..20 and 255 (the dataset "
+                                    "has 21 classes); fix or remove it, or pass --skip-bad to leave bad samples out.")
     result = runner.invoke(app, ["evaluate", str(weights), "--split", "voc12-val", *data_args(synth_copy),
                                  "--skip-bad"])
     assert result.exit_code == 0, result.output

@@ -1,8 +1,9 @@
-"""The data wing: VOC / SBD readers and mask formats (voc, sbd, masks, samples), the named splits
-and their leakage check (splits), file checks (checks), training-split statistics such as class
+"""The data wing: VOC / SBD readers and mask formats (voc, sbd, masks, samples), the folder dataset
+of a user's own images and classes (folder), the named splits, the dataset's classes and their
+leakage check (splits), file checks (checks), training-split statistics such as class
 pixel counts and median-frequency weights (stats), albumentations presets (transforms), the fastai
 DataBlock (dataloaders), the synthetic dataset (synthetic) and the official downloads (download).
 
-May import: fastseg's base modules (config, console, constants, errors) and fastseg.io. Never
+May import: fastseg's base modules (classes, config, console, constants, errors) and fastseg.io. Never
 models, train or evaluate.
 """

@@ -16,18 +16,29 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fastseg.classes import VOC, ClassSet
+from fastseg.config import FOLDER_SPLITS
 from fastseg.console import progress_bar
 from fastseg.constants import IGNORE_INDEX, NUM_CLASSES
+from fastseg.data.folder import folder_samples
 from fastseg.data.masks import read_mask
 from fastseg.data.samples import Sample, list_lines
 from fastseg.data.sbd import resolve_sbd_root
-from fastseg.data.splits import EVAL_SPLITS, SPLITS, TRAIN_SPLITS, DataRoots, build_split, shared_ids, split_lists
+from fastseg.data.splits import (
+    CACHE_DIR,
+    EVAL_SPLITS,
+    TRAIN_SPLITS,
+    DataRoots,
+    build_split,
+    data_dir,
+    dataset_classes,
+    shared_ids,
+    split_lists,
+)
 from fastseg.data.voc import resolve_voc_root
 from fastseg.errors import FastsegError
 
-VALID_VALUES = set(range(NUM_CLASSES)) | {IGNORE_INDEX}
-CHECKS_VERSION = 1  # part of the cache key: a change to the checks invalidates old passes
-CACHE_DIR = "fastseg-cache"  # beside the VOCdevkit/VOC2012 folder, like the class-frequency cache
+CHECKS_VERSION = 2  # part of the cache key: a change to the checks invalidates old passes
 
 
 @dataclass(frozen=True)
@@ -44,12 +55,13 @@ class DataReport:
     counts: dict[str, int | str]          # split → size, or why it could not be built
     leaks: list[tuple[str, str, int]]     # (train split, eval split, shared ids)
     problems: list[Problem]
+    classes: ClassSet = VOC               # the dataset's classes (mask values 0..num-1 are valid)
 
 
 def split_samples(roots: DataRoots) -> tuple[dict[str, list[Sample]], dict[str, str]]:
     """Every split that can be built from `roots`, and the reason for each that cannot."""
     built, missing = {}, {}
-    for name in SPLITS:
+    for name in roots.split_names:
         try:
             built[name] = build_split(name, roots)
         except FastsegError as err:
@@ -81,8 +93,8 @@ def image_size(path: Path) -> tuple[int, int] | str:
         return f"image cannot be read ({type(err).__name__})"
 
 
-def mask_array(path: Path) -> np.ndarray | str:
-    """The mask as H×W uint8 class ids, or what is wrong with the file."""
+def mask_array(path: Path, colours=None) -> np.ndarray | str:
+    """The mask as H×W uint8 class ids (RGB converted with `colours`), or what is wrong with the file."""
     if not path.is_file():
         return "mask is missing"
     if path.stat().st_size == 0:
@@ -90,19 +102,20 @@ def mask_array(path: Path) -> np.ndarray | str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return read_mask(path)
+            return read_mask(path, colours)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return f"mask is larger than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels"
     except FastsegError as err:
         return str(err).removeprefix(f"Mask file {path} ").rstrip(".")
 
 
-def check_sample(sample: Sample) -> list[Problem]:
-    """Problems of one sample: unreadable, empty or missing files, size mismatch, bad mask values."""
+def check_sample(sample: Sample, num_classes: int = NUM_CLASSES) -> list[Problem]:
+    """Problems of one sample: unreadable, empty or missing files, size mismatch, mask values outside
+    0..num_classes-1 and 255."""
     size = image_size(sample.image)
     if isinstance(size, str):
         return [Problem(sample.image, size)]
-    mask = mask_array(sample.mask)
+    mask = mask_array(sample.mask, sample.colours)
     if isinstance(mask, str):
         return [Problem(sample.mask, mask)]
     problems = []
@@ -110,9 +123,10 @@ def check_sample(sample: Sample) -> list[Problem]:
     if mask.shape != (height, width):
         problems.append(Problem(sample.mask, f"mask is {mask.shape[1]}×{mask.shape[0]} but its image is "
                                              f"{width}×{height}"))
-    bad = sorted(set(np.unique(mask).tolist()) - VALID_VALUES)
+    bad = sorted(set(np.unique(mask).tolist()) - set(range(num_classes)) - {IGNORE_INDEX})
     if bad:
-        problems.append(Problem(sample.mask, f"mask has values {bad[:8]} outside 0..20 and 255"))
+        problems.append(Problem(sample.mask, f"mask has values {bad[:8]} outside 0..{num_classes - 1} and 255 "
+                                             f"(the dataset has {num_classes} classes)"))
     return problems
 
 
@@ -135,11 +149,11 @@ def unique_samples(splits: dict[str, list[Sample]]) -> list[Sample]:
     return sorted(unique.values(), key=lambda s: (s.id, str(s.mask)))
 
 
-def check_samples(samples: list[Sample], progress=None) -> list[Problem]:
+def check_samples(samples: list[Sample], num_classes: int = NUM_CLASSES, progress=None) -> list[Problem]:
     """Problems of every sample, each file reported once however many samples share it."""
     problems, reported = [], set()
     for sample in samples:
-        for problem in check_sample(sample):
+        for problem in check_sample(sample, num_classes):
             if problem.path not in reported:
                 reported.add(problem.path)
                 problems.append(problem)
@@ -152,20 +166,26 @@ def check_dataset(roots: DataRoots, progress=None) -> DataReport:
     """Count splits, check leakage for every training × evaluation pair, and check every file once.
 
     Raises:
-        FastsegError: the VOC2012 folder (or a given SBD folder) does not exist.
+        FastsegError: the VOC2012 folder (or a given SBD folder), or the folder dataset's images/ and
+            masks/, do not exist, or its classes file is missing or malformed.
     """
-    resolve_voc_root(roots.voc)
-    if roots.sbd is not None:
-        resolve_sbd_root(roots.sbd)
+    classes = dataset_classes(roots)
+    if roots.folder is not None:
+        folder_samples(roots.folder)
+    else:
+        resolve_voc_root(roots.voc)
+        if roots.sbd is not None:
+            resolve_sbd_root(roots.sbd)
     built, missing = split_samples(roots)
     counts: dict[str, int | str] = {n: len(s) for n, s in built.items()} | missing
+    trains, evals = (FOLDER_SPLITS[:1], FOLDER_SPLITS[1:]) if roots.folder is not None else (TRAIN_SPLITS, EVAL_SPLITS)
     leaks = []
-    for train in (t for t in TRAIN_SPLITS if t in built):
-        for evaluation in (e for e in EVAL_SPLITS if e in built):
+    for train in (t for t in trains if t in built):
+        for evaluation in (e for e in evals if e in built):
             leaks.append((train, evaluation, len(shared_ids(built[train], built[evaluation]))))
     lists = [p for name in built for p in split_lists(name, roots)]
-    problems = check_lists(lists) + check_samples(unique_samples(built), progress)
-    return DataReport(counts, leaks, problems)
+    problems = check_lists(lists) + check_samples(unique_samples(built), classes.num, progress)
+    return DataReport(counts, leaks, problems, classes)
 
 
 def fingerprint(paths: list[Path]) -> str:
@@ -181,7 +201,7 @@ def fingerprint(paths: list[Path]) -> str:
 
 
 def cache_file(roots: DataRoots, key: str) -> Path:
-    return resolve_voc_root(roots.voc).parent / CACHE_DIR / f"preflight-{key[:32]}.ok"
+    return data_dir(roots) / CACHE_DIR / f"preflight-{key[:32]}.ok"
 
 
 def remember_pass(path: Path) -> None:
@@ -211,12 +231,13 @@ def preflight(splits: dict[str, list[Sample]], roots: DataRoots, skip_bad: bool 
     _refuse_empty(splits, roots)
     lists = [p for name in splits for p in split_lists(name, roots)]
     samples = unique_samples(splits)
-    key = fingerprint(lists + [p for s in samples for p in (s.image, s.mask)])
+    classes_file = [roots.classes_file] if roots.classes_file else []  # the valid mask values and colours
+    key = fingerprint(lists + classes_file + [p for s in samples for p in (s.image, s.mask)])
     done = cache_file(roots, key)
     if done.is_file():
         return splits
     with progress_bar("checking files", len(samples)) as advance:
-        problems = check_lists(lists) + check_samples(samples, advance)
+        problems = check_lists(lists) + check_samples(samples, dataset_classes(roots).num, advance)
     if not problems:
         remember_pass(done)
         return splits

@@ -18,9 +18,8 @@ from PIL import Image
 
 from fastseg.config import DataConfig
 from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES, padded_size
-from fastseg.data.masks import read_mask
-from fastseg.data.samples import Sample
-from fastseg.data.splits import build_split, check_leakage
+from fastseg.data.samples import Sample, sample_mask_array
+from fastseg.data.splits import build_split, check_leakage, dataset_classes
 from fastseg.data.transforms import AlbumentationsTransform, build_augmentation, pad_batch
 from fastseg.errors import FastsegError
 
@@ -30,7 +29,7 @@ def sample_image(sample: Sample):
 
 
 def sample_mask(sample: Sample) -> PILMask:
-    return PILMask.create(read_mask(sample.mask))
+    return PILMask.create(sample_mask_array(sample))
 
 
 def decoded_image(sample: Sample) -> PILImage:
@@ -52,12 +51,13 @@ def decoded_once(read):
     return get
 
 
-def segmentation_block(crop: int, augment: str, splitter, cache: bool = False) -> DataBlock:
-    """`ImageBlock` + `MaskBlock(VOC classes)` over Sample lists; `splitter` is a fastai splitter
-    (items → (train indices, valid indices)); only the training split is augmented. With `cache`,
-    each image and mask is decoded once and then served from memory."""
+def segmentation_block(crop: int, augment: str, splitter, cache: bool = False,
+                       codes: tuple[str, ...] = VOC_CLASSES) -> DataBlock:
+    """`ImageBlock` + `MaskBlock(codes)` (the dataset's class names) over Sample lists; `splitter` is a
+    fastai splitter (items → (train indices, valid indices)); only the training split is augmented.
+    With `cache`, each image and mask is decoded once and then served from memory."""
     return DataBlock(
-        blocks=(ImageBlock, MaskBlock(codes=list(VOC_CLASSES))),
+        blocks=(ImageBlock, MaskBlock(codes=list(codes))),
         get_x=decoded_once(decoded_image) if cache else sample_image,
         get_y=decoded_once(sample_mask) if cache else sample_mask, splitter=splitter,
         item_tfms=[AlbumentationsTransform(build_augmentation(augment, crop))],
@@ -133,7 +133,7 @@ def build_dataloaders(cfg: DataConfig, device=None, log=print) -> DataLoaders:
         raise FastsegError(f"--bs {cfg.bs} is larger than the training split {cfg.train_split} "
                            f"({len(train)} images); use a batch size of at most {len(train)}.")
     block = segmentation_block(cfg.crop, cfg.augment, IndexSplitter(list(range(len(train), len(train) + len(valid)))),
-                               cfg.cache)
+                               cfg.cache, dataset_classes(cfg.roots).names)
     pin = device is not None and str(device).startswith("cuda")
     workers = loader_workers(cfg, pin)
     return block.dataloaders(train + valid, bs=cfg.bs, val_bs=cfg.val_bs or cfg.bs,

@@ -8,11 +8,19 @@ from fastseg.errors import FastsegError
 
 @dataclass(frozen=True)
 class Sample:
-    """An image id with the paths of its RGB JPEG and its mask (PNG or SBD .mat)."""
+    """An image id with the paths of its RGB image and its mask (PNG or SBD .mat); `colours` are the
+    ((R, G, B), class id) pairs of a dataset whose masks may be RGB colour images (None: index masks)."""
 
     id: str
     image: Path
     mask: Path
+    colours: tuple[tuple[tuple[int, int, int], int], ...] | None = None
+
+
+def sample_mask_array(sample: Sample):
+    """The sample's mask as H×W uint8 class ids (`fastseg.data.masks.read_mask`, colours converted)."""
+    from fastseg.data.masks import read_mask
+    return read_mask(sample.mask, sample.colours)
 
 
 def read_id_list(path: Path) -> list[str]:

@@ -1,20 +1,24 @@
-"""Named splits (`voc12-train`, `train-aug`, `seg11valid`, ...) and the leakage check.
+"""Named splits (`voc12-train`, `train-aug`, `seg11valid`, ... or a folder dataset's `train` and
+`val`), the dataset's classes, and the leakage check.
 
 Sizes on the real datasets: voc12-train 1,464; voc12-val 1,449; train-aug 10,582;
 seg11valid 736; voc12-val-a 725 and voc12-val-b 724 (a seeded half of voc12-val each).
 """
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from fastseg.classes import VOC, ClassSet, read_classes
 from fastseg.config import EVAL_SPLITS, SPLITS, TRAIN_SPLITS, DataRoots  # noqa: F401 - the names live in config
+from fastseg.data.folder import folder_lists, folder_split
 from fastseg.data.samples import Sample
 from fastseg.data.sbd import resolve_sbd_root, sbd_ids, sbd_sample
 from fastseg.data.voc import resolve_voc_root, voc_ids, voc_sample
 from fastseg.errors import FastsegError
 
 VAL_HALF_SEED = 0  # fixed so that voc12-val-a / voc12-val-b are the same halves for every user
+CACHE_DIR = "fastseg-cache"  # in `data_dir`: the preflight's passes and the class-pixel counts
 
 @dataclass(frozen=True)
 class LeakageReport:
@@ -32,12 +36,37 @@ class LeakageReport:
                 f"({self.n_eval}): {verdict}.")
 
 
+def dataset_classes(roots: DataRoots) -> ClassSet:
+    """The dataset's classes: its classes file's (a folder dataset's classes.txt, or --classes), else VOC's.
+
+    Raises:
+        FastsegError: the classes file is missing or malformed (fastseg.classes names the line).
+    """
+    path = roots.classes_file
+    if path is None:
+        return VOC
+    if not path.is_file():
+        raise FastsegError(f"Classes file {path} does not exist; write one class name per line, class 0 first "
+                           "(an optional R G B colour after each name).")
+    return read_classes(path)
+
+
 def build_split(name: str, roots: DataRoots) -> list[Sample]:
-    """The samples of a named split, sorted by id.
+    """The samples of a named split, sorted by id; with a classes file that gives colours, each sample
+    carries them (RGB colour masks are then converted to class ids).
 
     Raises:
         FastsegError: unknown name, or a dataset the split needs is missing.
     """
+    if roots.folder is not None:
+        samples = folder_split(name, roots.folder)
+    else:
+        samples = _voc_split(name, roots)
+    colours = dataset_classes(roots).colour_ids() if roots.classes_file else None
+    return [replace(s, colours=colours) for s in samples] if colours else samples
+
+
+def _voc_split(name: str, roots: DataRoots) -> list[Sample]:
     builders = {"voc12-train": _voc12_list("train"), "voc12-val": _voc12_list("val"),
                 "voc12-val-a": _val_half(0), "voc12-val-b": _val_half(1),
                 "train-aug": _train_aug, "seg11valid": _seg11valid}
@@ -46,8 +75,16 @@ def build_split(name: str, roots: DataRoots) -> list[Sample]:
     return builders[name](roots)
 
 
+def data_dir(roots: DataRoots) -> Path:
+    """The folder fastseg keeps its caches beside: the folder dataset, or the folder holding the
+    resolved VOC2012 root (VOCdevkit), whatever --voc pointed at."""
+    return roots.folder if roots.folder is not None else resolve_voc_root(roots.voc).parent
+
+
 def split_lists(name: str, roots: DataRoots) -> list[Path]:
     """The id list files a split is built from (those that exist), for the preflight's list checks."""
+    if roots.folder is not None:
+        return folder_lists(name, roots.folder)
     voc = resolve_voc_root(roots.voc)
     voc_list = {n: voc / "ImageSets" / "Segmentation" / f"{n}.txt" for n in ("train", "val")}
     sbd = resolve_sbd_root(roots.sbd) if roots.sbd is not None and name in ("train-aug", "seg11valid") else None

@@ -10,26 +10,24 @@ import numpy as np
 from fastseg.config import DataConfig
 from fastseg.console import progress_bar
 from fastseg.constants import IGNORE_INDEX, NUM_CLASSES
-from fastseg.data.masks import read_mask
-from fastseg.data.samples import Sample
-from fastseg.data.splits import build_split
-from fastseg.data.voc import resolve_voc_root
+from fastseg.data.samples import Sample, sample_mask_array
+from fastseg.data.splits import CACHE_DIR, build_split, data_dir
 from fastseg.errors import FastsegError
 from fastseg.io.atomic import atomic_write
 
 
-def training_class_pixels(data: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+def training_class_pixels(data: DataConfig, num_classes: int = NUM_CLASSES) -> tuple[np.ndarray, np.ndarray]:
     """Per class of the training split: its pixels and the pixels of the images holding it, two
-    int64 arrays of length NUM_CLASSES (one pass over the masks, then cached beside the data)."""
+    int64 arrays of length num_classes (one pass over the masks, then cached beside the data)."""
     samples = build_split(data.train_split, data.roots)
     with progress_bar("class frequencies", total=len(samples)) as advance:
-        return cached_class_pixels(samples, class_stats_dir(data), progress=advance)
+        return cached_class_pixels(samples, class_stats_dir(data), num_classes, progress=advance)
 
 
 def class_stats_dir(data: DataConfig) -> Path:
-    """Where the class-statistics cache lives: beside the data, in the folder holding the resolved
-    VOC2012 root (`VOCdevkit/fastseg-cache`), whatever --voc pointed at."""
-    return resolve_voc_root(data.voc).parent / "fastseg-cache"
+    """Where the class-statistics cache lives: beside the data (`VOCdevkit/fastseg-cache` for VOC,
+    `DIR/fastseg-cache` for a folder dataset)."""
+    return data_dir(data.roots) / CACHE_DIR
 
 
 def class_pixel_counts(samples: list[Sample], num_classes: int = NUM_CLASSES, progress=None):
@@ -40,7 +38,7 @@ def class_pixel_counts(samples: list[Sample], num_classes: int = NUM_CLASSES, pr
     pixels = np.zeros(num_classes, np.int64)
     image_pixels = np.zeros(num_classes, np.int64)
     for sample in samples:
-        mask = read_mask(sample.mask)
+        mask = sample_mask_array(sample)
         counts = np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=num_classes)[:num_classes]
         pixels += counts
         image_pixels += (counts > 0) * int(counts.sum())
@@ -58,15 +56,19 @@ def median_frequency_weights(pixels: np.ndarray, image_pixels: np.ndarray) -> np
     return np.where(freq > 0, median / np.maximum(freq, 1e-12), 0.0)
 
 
-def cached_class_pixels(samples: list[Sample], cache_dir: Path, progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """`class_pixel_counts` of `samples`, computed once per split content and cached as JSON in
-    `cache_dir` (a read-only folder only costs recomputing next time)."""
-    key = hashlib.sha1("\n".join(str(s.mask) for s in samples).encode()).hexdigest()[:16]
+def cached_class_pixels(samples: list[Sample], cache_dir: Path, num_classes: int = NUM_CLASSES,
+                        progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """`class_pixel_counts` of `samples`, computed once per split content and class count and cached
+    as JSON in `cache_dir` (a read-only folder only costs recomputing next time)."""
+    listing = "\n".join(str(s.mask) for s in samples)
+    if num_classes != NUM_CLASSES:  # VOC's key stays as it was, so existing caches still count
+        listing += f"\n{num_classes} classes"
+    key = hashlib.sha1(listing.encode()).hexdigest()[:16]
     cache = cache_dir / f"class-pixels-{key}.json"
     if cache.is_file():
         saved = json.loads(cache.read_text())
         return np.array(saved["pixels"], np.int64), np.array(saved["image_pixels"], np.int64)
-    pixels, image_pixels = class_pixel_counts(samples, progress=progress)
+    pixels, image_pixels = class_pixel_counts(samples, num_classes, progress=progress)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         content = json.dumps({"pixels": pixels.tolist(), "image_pixels": image_pixels.tolist()})

@@ -1,4 +1,6 @@
-"""A seeded synthetic dataset laid out exactly like VOC2012, VOC2011's lists and SBD.
+"""A seeded synthetic dataset laid out exactly like VOC2012, VOC2011's lists and SBD, or as a folder
+dataset (`--layout folder`: images/, masks/, classes.txt, train.txt, val.txt) with 2..21 classes,
+its masks as index PNGs or, with `colour_masks`, as RGB colour images.
 
 Each of the 20 classes has its own texture (pattern kind, orientation and period) and one of five
 shapes. Every object takes a colour from one shared pool at random and draws its pattern in a dark
@@ -10,15 +12,17 @@ only texture and shape tell the classes apart. The background clutter uses the s
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from fastseg.config import SynthConfig
-from fastseg.constants import IGNORE_INDEX
+from fastseg.classes import ClassSet, write_classes
+from fastseg.config import CLASSES_FILE, SynthConfig
+from fastseg.constants import IGNORE_INDEX, NUM_CLASSES
+from fastseg.data.folder import IMAGES, MASKS, list_file
 from fastseg.data.masks import label_edges, write_palette_png, write_sbd_mat
 from fastseg.data.splits import DataRoots
 
@@ -127,15 +131,17 @@ def _line(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.abs(a * (x - rng.uniform(0, w)) + b * (y - rng.uniform(0, h))) < 1.5 * np.hypot(a, b)
 
 
-def draw_image(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """One image and its clean label map.
+def draw_image(rng: np.random.Generator, h: int, w: int,
+               num_classes: int = NUM_CLASSES) -> tuple[np.ndarray, np.ndarray]:
+    """One image and its clean label map, with objects of classes 1..num_classes-1.
 
     Returns:
-        (H×W×3 uint8 RGB image, H×W uint8 class ids 0..20 without a void band).
+        (H×W×3 uint8 RGB image, H×W uint8 class ids 0..num_classes-1 without a void band).
     """
     img = clutter(rng, h, w)
     labels = np.zeros((h, w), np.uint8)
-    for class_id in rng.choice(np.arange(1, 21), size=rng.integers(OBJECTS[0], OBJECTS[1] + 1), replace=False):
+    objects = min(int(rng.integers(OBJECTS[0], OBJECTS[1] + 1)), num_classes - 1)
+    for class_id in rng.choice(np.arange(1, num_classes), size=objects, replace=False):
         shape, texture = class_appearance(int(class_id))
         r = rng.uniform(*RADIUS) * min(h, w)
         region = shape_mask(shape, h, w, rng.uniform(r, h - r), rng.uniform(r, w - r), r)
@@ -198,7 +204,8 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress=None, w
     """
     out = Path(out)
     sets = make_id_sets(cfg)
-    voc, sbd, voc11 = astuple(DataRoots.under(out))
+    roots = DataRoots.under(out)
+    voc, sbd, voc11 = roots.voc, roots.sbd, roots.voc11
     for folder in (voc / "JPEGImages", voc / "SegmentationClass", voc / "ImageSets" / "Segmentation",
                    voc11 / "ImageSets" / "Segmentation", sbd / "img", sbd / "cls"):
         folder.mkdir(parents=True, exist_ok=True)
@@ -239,3 +246,48 @@ def _write_lists(voc: Path, voc11: Path, sbd: Path, sets: IdSets) -> None:
     write(voc11 / "ImageSets" / "Segmentation" / "val.txt", sets.voc11_val)
     write(sbd / "train.txt", sets.sbd_train)
     write(sbd / "val.txt", sets.sbd_val)
+
+
+VOID_COLOUR = (255, 255, 255)  # a folder dataset's void (outline) colour in RGB masks
+
+
+def folder_classes(num_classes: int) -> ClassSet:
+    """The synthetic folder dataset's classes: background, then each class named after its texture
+    and shape (e.g. stripes0-disk), with distinct colours (not VOC's) and a white void outline."""
+    names = ["background"] + [f"{texture[0]}{texture[1]}-{shape}" for shape, texture in
+                              (class_appearance(c) for c in range(1, num_classes))]
+    colours = [(0, 0, 0)] + [((c * 67 + 20) % 256, (c * 131 + 90) % 256, (c * 29 + 160) % 256)
+                             for c in range(1, num_classes)]
+    return ClassSet(tuple(names), tuple(colours), "outline", VOID_COLOUR)
+
+
+def generate_folder(out: str | Path, cfg: SynthConfig, num_classes: int = 5, colour_masks: bool = False,
+                    progress=None) -> Path:
+    """Write a folder dataset under `out`: cfg.n_train + cfg.n_val images (every fifth a PNG, the
+    rest JPEGs), their masks (index PNGs, or RGB colour PNGs with `colour_masks`), classes.txt with
+    colours, train.txt and val.txt. Returns `out`.
+    """
+    out = Path(out)
+    classes = folder_classes(num_classes)
+    for folder in (IMAGES, MASKS):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    stems = [f"img_{i:04d}" for i in range(cfg.n_train + cfg.n_val)]
+    for index, stem in enumerate(stems):
+        rng = np.random.default_rng([cfg.seed, index])
+        img, labels = draw_image(rng, *image_size(rng, cfg.size), num_classes)
+        if index % 5 == 4:
+            Image.fromarray(img).save(out / IMAGES / f"{stem}.png")
+        else:
+            save_jpeg(img, out / IMAGES / f"{stem}.jpg")
+        mask = add_void_band(labels, cfg.band)
+        if colour_masks:
+            colours = np.array(classes.palette(), np.uint8).reshape(256, 3)
+            Image.fromarray(colours[mask]).save(out / MASKS / f"{stem}.png")
+        else:
+            Image.fromarray(mask, mode="L").save(out / MASKS / f"{stem}.png")
+        if progress:
+            progress(stem)
+    write_classes(classes, out / CLASSES_FILE)
+    for name, part in (("train", stems[:cfg.n_train]), ("val", stems[cfg.n_train:])):
+        list_file(out, name).write_text("".join(f"{s}\n" for s in part))
+    return out

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from fastseg.constants import VOC_CLASSES
+from fastseg.classes import VOC, ClassSet
 from fastseg.errors import FastsegError
 from fastseg.evaluate.metrics import scores
 from fastseg.evaluate.scoring import BOOTSTRAP_SAMPLES, load_per_image, resample_counts, resampled_mious
@@ -116,11 +116,25 @@ def verdict(name: str, first: str, test: dict) -> str:
     return f"{name} and {first} differ by {abs(d):.4f} {numbers}: within noise, no difference shown."
 
 
-def score_table(per_images: list[torch.Tensor]) -> list[tuple[str, list[float]]]:
+def score_table(per_images: list[torch.Tensor], classes: ClassSet = VOC) -> list[tuple[str, list[float]]]:
     """(metric, one value per run): the headline metrics, then every class's IoU."""
-    all_scores = [scores(p.sum(0)) for p in per_images]
+    all_scores = [scores(p.sum(0), classes.background) for p in per_images]
     rows = [(key, [s[key] for s in all_scores]) for key in HEADLINE]
-    return rows + [(f"IoU {name}", [s["iou"][i] for s in all_scores]) for i, name in enumerate(VOC_CLASSES)]
+    return rows + [(f"IoU {name}", [s["iou"][i] for s in all_scores]) for i, name in enumerate(classes.names)]
+
+
+def run_classes(runs: list[Evaluated]) -> ClassSet:
+    """The classes the runs were scored with (their metrics.json per-class names), the same for all.
+
+    Raises:
+        FastsegError: two runs name different classes.
+    """
+    named = [tuple(json.loads((r.folder / EVALUATION).read_text())["per_class"]) for r in runs]
+    for run, names in zip(runs[1:], named[1:], strict=True):
+        if names != named[0]:
+            raise FastsegError(f"{run.name} was scored on the classes {', '.join(names)} and {runs[0].name} on "
+                               f"{', '.join(named[0])}; compare runs of one dataset.")
+    return ClassSet(named[0])
 
 
 def compare_runs(paths: list[Path], out: Path, samples: int = BOOTSTRAP_SAMPLES) -> dict:
@@ -131,12 +145,13 @@ def compare_runs(paths: list[Path], out: Path, samples: int = BOOTSTRAP_SAMPLES)
     runs = [load_evaluated(p) for p in paths]
     for run, name in zip(runs, display_names([r.folder for r in runs]), strict=True):
         run.name = name
+    classes = run_classes(runs)
     per_images = aligned(runs)
     tests = paired_bootstrap(per_images, samples)
     names = [r.name for r in runs]
     result = {"split": runs[0].split, "images": len(runs[0].ids), "runs": [str(r.folder) for r in runs],
               "names": names,
-              "table": [{"metric": m, "values": v} for m, v in score_table(per_images)],
+              "table": [{"metric": m, "values": v} for m, v in score_table(per_images, classes)],
               "tests": [{"run": n, **t, "verdict": verdict(n, names[0], t)}
                         for n, t in zip(names[1:], tests, strict=True)]}
     out.mkdir(parents=True, exist_ok=True)

@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from fastseg import __version__
-from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, MIN_SIZE, voc_palette
+from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, MIN_SIZE
 from fastseg.errors import FastsegError
 from fastseg.io.atomic import atomic_write
 from fastseg.io.runs import BEST, CONFIG
-from fastseg.models.weights import EXPORT_CONFIG, EXPORT_WEIGHTS, load_model, save_model
+from fastseg.models.weights import EXPORT_CONFIG, EXPORT_WEIGHTS, load_model, model_classes, save_model
 
 MIN_OPSET = 11  # ScatterElements and dynamic Resize
 
@@ -39,12 +39,27 @@ def export_onnx(weights: str | Path, out: str | Path, opset: int = 17, sample_si
         model = Normalised(model, meta["mean"], meta["std"]).eval()
     example = torch.randn(1, 3, sample_size, sample_size)
     axes = {0: "batch", 2: "height", 3: "width"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        atomic_write(Path(out), lambda tmp: torch.onnx.export(
-            model, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=["image"],
-            output_names=["logits"], dynamic_axes={"image": axes, "logits": axes}))
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=["image"],
+                              output_names=["logits"], dynamic_axes={"image": axes, "logits": axes})
+        add_onnx_metadata(tmp, meta, normalise)
+    atomic_write(Path(out), write)
     return Path(out)
+
+
+def add_onnx_metadata(path: Path, meta: dict, normalised: bool) -> None:
+    """Record in the ONNX file's metadata_props what a consumer needs: the classes (JSON list of
+    {id, name, color}), the void label, arch, width and the input normalisation."""
+    import onnx
+    model = onnx.load(str(path))
+    props = {"fastseg_classes": json.dumps(class_table(meta)), "void_label": "255", "arch": meta["arch"],
+             "width": str(meta["width"]), "mean": json.dumps(meta["mean"]), "std": json.dumps(meta["std"]),
+             "input": "RGB in [0, 1]" if normalised else "RGB in [0, 1], normalised by mean and std",
+             "fastseg_version": __version__}
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(path))
 
 
 EXPORT_FORMAT = "fastseg-model/1"  # config.json's "format": what load_pretrained reads
@@ -64,12 +79,19 @@ class Normalised(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
+def class_table(meta: dict) -> list[dict]:
+    """[{id, name, color}] of a sidecar's classes: their colours, else the VOC colour map's."""
+    classes = model_classes(meta)
+    palette = classes.palette()
+    return [{"id": i, "name": n, "color": palette[3 * i:3 * i + 3]} for i, n in enumerate(classes.names)]
+
+
 def export_config(meta: dict) -> dict:
-    """config.json of an export folder: the model (arch, width, classes with names and VOC colours),
-    the input contract, and where it came from."""
-    palette = voc_palette()
+    """config.json of an export folder: the model (arch, width, classes with names and colours), the
+    input contract, and where it came from."""
+    classes = model_classes(meta)
     return {"format": EXPORT_FORMAT, "arch": meta["arch"], "num_classes": meta["num_classes"], "width": meta["width"],
-            "classes": [{"id": i, "name": n, "color": palette[3 * i:3 * i + 3]} for i, n in enumerate(meta["classes"])],
+            "classes": class_table(meta), **{k: v for k, v in classes.meta().items() if k != "classes"},
             "void_label": 255, "mean": meta["mean"], "std": meta["std"],
             "input": {"layout": "N×3×H×W", "dtype": "float32", "colour": "RGB",
                       "values": "[0, 1], then (x - mean) / std", "min_side": MIN_SIZE, "any_size": True},
@@ -120,8 +142,8 @@ def onnx_parity(model: nn.Module, onnx_path: Path, run: Path) -> dict:
     import onnxruntime as ort
     from PIL import Image
 
-    from fastseg.data.masks import read_mask
-    from fastseg.data.splits import build_split
+    from fastseg.data.samples import sample_mask_array
+    from fastseg.data.splits import build_split, dataset_classes
     from fastseg.evaluate.metrics import confusion_matrix, scores
     from fastseg.io.runs import load_config
     cfg = load_config(run / CONFIG)
@@ -138,12 +160,13 @@ def onnx_parity(model: nn.Module, onnx_path: Path, run: Path) -> dict:
             ref = wrapped(x)
         got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
         worst = max(worst, float((got - ref).abs().max()))
-        target = torch.from_numpy(read_mask(sample.mask)).long()[None]
+        target = torch.from_numpy(sample_mask_array(sample)).long()[None]
         for name, logits in (("pytorch", ref), ("onnxruntime", got)):
-            cms[name] = cms[name] + confusion_matrix(logits.argmax(1), target)
+            cms[name] = cms[name] + confusion_matrix(logits.argmax(1), target, ref.shape[1])
         agree += int((got.argmax(1) == ref.argmax(1)).sum())
         total += ref[0, 0].numel()
-    mious = {name: scores(cm)["miou"] for name, cm in cms.items()}
+    background = dataset_classes(cfg.data.roots).background
+    mious = {name: scores(cm, background)["miou"] for name, cm in cms.items()}
     return {"split": cfg.data.valid_split, "images": len(samples), "pixel_agreement": agree / total,
             "max_abs_logit_difference": worst, "miou_pytorch": mious["pytorch"],
             "miou_onnxruntime": mious["onnxruntime"], "miou_difference": mious["onnxruntime"] - mious["pytorch"],

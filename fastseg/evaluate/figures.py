@@ -10,16 +10,15 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from fastseg.constants import IGNORE_INDEX, VOC_CLASSES  # noqa: E402
+from fastseg.constants import IGNORE_INDEX, VOC_CLASSES, voc_palette  # noqa: E402
 from fastseg.evaluate.metrics import truth_shares  # noqa: E402
 from fastseg.io.atomic import save_figure  # noqa: E402
 
 
-def colorize(mask) -> np.ndarray:
-    """H×W class ids (255 void) → H×W×3 uint8 in the VOC palette."""
-    from fastseg.constants import voc_palette
-    palette = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
-    return palette[np.asarray(mask, dtype=np.uint8)]
+def colorize(mask, palette: list[int] | None = None) -> np.ndarray:
+    """H×W class ids (255 void) → H×W×3 uint8 in `palette` (768 ints, `ClassSet.palette()`; default VOC's)."""
+    table = np.array(palette or voc_palette(), dtype=np.uint8).reshape(256, 3)
+    return table[np.asarray(mask, dtype=np.uint8)]
 
 
 def denormalize(x) -> np.ndarray:
@@ -31,36 +30,37 @@ def denormalize(x) -> np.ndarray:
     return ((x * std + mean).clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).numpy().astype(np.uint8)
 
 
-def overlay(image, mask, alpha: float = 0.5) -> np.ndarray:
-    """H×W×3 uint8 image with the VOC-coloured mask blended over it (void shown in its colour too)."""
-    blend = image.astype(np.float32) * (1 - alpha) + colorize(mask).astype(np.float32) * alpha
+def overlay(image, mask, alpha: float = 0.5, palette: list[int] | None = None) -> np.ndarray:
+    """H×W×3 uint8 image with the mask, coloured in `palette`, blended over it (void in its colour too)."""
+    blend = image.astype(np.float32) * (1 - alpha) + colorize(mask, palette).astype(np.float32) * alpha
     return blend.astype(np.uint8)
 
 
-def plot_batch(x, y, path: Path, title: str) -> Path:
-    """A grid of samples: image | mask overlaid, for a normalised batch x (N×3×H×W) and y (N×H×W)."""
+def plot_batch(x, y, path: Path, title: str, palette: list[int] | None = None) -> Path:
+    """A grid of samples: image | mask overlaid (in `palette`), for a normalised batch x (N×3×H×W)
+    and y (N×H×W)."""
     images, masks = denormalize(x), y.detach().cpu().numpy()
     n = len(images)
     fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.6), squeeze=False)
     for i in range(n):
         axes[0, i].imshow(images[i])
-        axes[1, i].imshow(overlay(images[i], masks[i]))
+        axes[1, i].imshow(overlay(images[i], masks[i], palette=palette))
         for ax in axes[:, i]:
             ax.axis("off")
     axes[0, 0].set_title("image", loc="left")
-    axes[1, 0].set_title("mask (VOC palette)", loc="left")
+    axes[1, 0].set_title("mask", loc="left")
     fig.suptitle(title)
     return save_figure(fig, path)
 
 
-def plot_confusion(cm: torch.Tensor, path: Path) -> Path:
-    """Row-normalised confusion matrix (truth rows, prediction columns)."""
+def plot_confusion(cm: torch.Tensor, path: Path, names: tuple[str, ...] = VOC_CLASSES) -> Path:
+    """Row-normalised confusion matrix (truth rows, prediction columns), labelled with class `names`."""
     rows = truth_shares(cm).numpy()
     fig, ax = plt.subplots(figsize=(9, 8))
     image = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-    ticks = range(len(VOC_CLASSES))
-    ax.set_xticks(ticks, VOC_CLASSES, rotation=90)
-    ax.set_yticks(ticks, VOC_CLASSES)
+    ticks = range(len(names))
+    ax.set_xticks(ticks, names, rotation=90)
+    ax.set_yticks(ticks, names)
     ax.set(xlabel="predicted", ylabel="truth", title="Confusion matrix (each row sums to 1)")
     fig.colorbar(image, ax=ax, fraction=0.046)
     return save_figure(fig, path)
@@ -74,12 +74,13 @@ def error_map(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return out
 
 
-def plot_gallery(entries: list, path: Path, title: str) -> Path:
-    """Rows of image | truth | prediction | error map; entries are (mIoU, index, (img, truth, pred))."""
+def plot_gallery(entries: list, path: Path, title: str, palette: list[int] | None = None) -> Path:
+    """Rows of image | truth | prediction (coloured in `palette`) | error map; entries are
+    (mIoU, index, (img, truth, pred))."""
     n = max(1, len(entries))
     fig, axes = plt.subplots(n, 4, figsize=(10, 2.6 * n), squeeze=False)
     for row, (score, _, (img, truth, pred)) in enumerate(entries):
-        panels = (img, colorize(truth), colorize(pred), error_map(truth, pred))
+        panels = (img, colorize(truth, palette), colorize(pred, palette), error_map(truth, pred))
         for col, (panel, name) in enumerate(zip(panels, ("image", "truth", "prediction", "errors"), strict=True)):
             axes[row, col].imshow(panel)
             axes[row, col].set_title(f"{name}" + (f" (mIoU {score:.2f})" if col == 0 else ""), fontsize=9)

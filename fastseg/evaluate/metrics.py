@@ -12,7 +12,8 @@ import torch
 import torch.distributed as dist
 from fastai.learner import Metric
 
-from fastseg.constants import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
+from fastseg.classes import VOC, ClassSet
+from fastseg.constants import IGNORE_INDEX, NUM_CLASSES
 
 SCORE_KEYS = ("miou", "fg_miou", "pixel_acc", "mean_acc", "fw_iou")
 
@@ -55,12 +56,13 @@ def truth_shares(cm: torch.Tensor) -> torch.Tensor:
     return cm.double() / cm.sum(1, keepdim=True).clamp(min=1)
 
 
-def scores(cm: torch.Tensor) -> dict:
+def scores(cm: torch.Tensor, background: bool = True) -> dict:
     """All metrics of a C×C confusion matrix (rows truth, columns prediction).
 
     Returns:
-        {"miou", "fg_miou" (classes 1.., i.e. without background), "pixel_acc", "mean_acc", "fw_iou"}
-        as floats, plus "iou" and "acc": per-class lists with NaN where undefined.
+        {"miou", "fg_miou" (classes 1.., i.e. without background; every class when class 0 is not
+        background, `background=False`), "pixel_acc", "mean_acc", "fw_iou"} as floats, plus "iou"
+        and "acc": per-class lists with NaN where undefined.
     """
     cm = cm.double().cpu()
     tp, truth = cm.diag(), cm.sum(1)
@@ -68,7 +70,7 @@ def scores(cm: torch.Tensor) -> dict:
     acc = torch.where(truth > 0, tp / truth.clamp(min=1), torch.nan)
     total = cm.sum()
     freq = truth / total.clamp(min=1)
-    return {"miou": _nanmean(iou), "fg_miou": _nanmean(iou[1:]),
+    return {"miou": _nanmean(iou), "fg_miou": _nanmean(iou[1:] if background else iou),
             "pixel_acc": float(tp.sum() / total) if total > 0 else math.nan,
             "mean_acc": _nanmean(acc), "fw_iou": float(torch.nansum(freq * iou)),
             "iou": iou.tolist(), "acc": acc.tolist()}
@@ -91,8 +93,8 @@ def all_reduced(cm: torch.Tensor) -> torch.Tensor:
 class ConfusionState:
     """A confusion matrix shared by several fastai metrics, so each batch is counted once."""
 
-    def __init__(self, num_classes: int = NUM_CLASSES):
-        self.num_classes = num_classes
+    def __init__(self, num_classes: int = NUM_CLASSES, background: bool = True):
+        self.num_classes, self.background = num_classes, background
         self.reset()
 
     def reset(self):
@@ -112,7 +114,7 @@ class ConfusionState:
 
     def scores(self) -> dict:
         if self._scores is None:
-            self._scores = scores(self.total())
+            self._scores = scores(self.total(), self.background)
         return self._scores
 
 
@@ -131,8 +133,9 @@ def without_duplicates(dl, target: torch.Tensor) -> torch.Tensor:
 class ScoreMetric(Metric):
     """One number of `ConfusionState.scores()` as a fastai metric; only the owner accumulates."""
 
-    def __init__(self, name: str, state: ConfusionState, owner: bool, index: int | None = None):
-        self._name, self.state, self.owner, self.index = name, state, owner, index
+    def __init__(self, name: str, state: ConfusionState, owner: bool, index: int | None = None,
+                 class_name: str | None = None):
+        self._name, self.state, self.owner, self.index, self.class_name = name, state, owner, index, class_name
 
     def reset(self):
         if self.owner:
@@ -149,14 +152,14 @@ class ScoreMetric(Metric):
 
     @property
     def name(self):
-        return self._name if self.index is None else f"iou_{VOC_CLASSES[self.index]}"
+        return self._name if self.index is None else f"iou_{self.class_name}"
 
 
-def seg_metrics(num_classes: int = NUM_CLASSES, per_class: bool = False) -> list[ScoreMetric]:
-    """fastai metrics miou, fg_miou, pixel_acc, mean_acc, fw_iou (and per-class IoU) over one
-    shared confusion matrix."""
-    state = ConfusionState(num_classes)
+def seg_metrics(classes: ClassSet = VOC, per_class: bool = False) -> list[ScoreMetric]:
+    """fastai metrics miou, fg_miou, pixel_acc, mean_acc, fw_iou (and per-class IoU, named
+    iou_<class>) over one shared confusion matrix of the dataset's classes."""
+    state = ConfusionState(classes.num, classes.background)
     metrics = [ScoreMetric(key, state, owner=(i == 0)) for i, key in enumerate(SCORE_KEYS)]
     if per_class:
-        metrics += [ScoreMetric("iou", state, False, c) for c in range(num_classes)]
+        metrics += [ScoreMetric("iou", state, False, c, name) for c, name in enumerate(classes.names)]
     return metrics

@@ -1,4 +1,5 @@
-"""`fastseg predict`: VOC-palette masks and overlays for image files, at each image's size.
+"""`fastseg predict`: palette masks and overlays for image files, at each image's size, in the
+colours of the model's classes (its sidecar's; VOC's colour map where none are given).
 
 Images whose longer side exceeds `tile` are predicted by overlapping tiles (sliding window). Each
 window's probabilities are weighted by a taper (high in its middle, low at its edges), so a pixel
@@ -191,17 +192,18 @@ def predict_image(model, image: np.ndarray, device, tile: int = DEFAULT_TILE,
     return prob.argmax(1)[0].byte().cpu().numpy()
 
 
-def banded_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """`overlay` computed OVERLAY_ROWS rows at a time (H×W×3 uint8)."""
+def banded_overlay(image: np.ndarray, mask: np.ndarray, palette: list[int] | None = None) -> np.ndarray:
+    """`overlay` (in `palette`) computed OVERLAY_ROWS rows at a time (H×W×3 uint8)."""
     out = np.empty_like(image)
     for r in range(0, image.shape[0], OVERLAY_ROWS):
-        out[r:r + OVERLAY_ROWS] = overlay(image[r:r + OVERLAY_ROWS], mask[r:r + OVERLAY_ROWS])
+        out[r:r + OVERLAY_ROWS] = overlay(image[r:r + OVERLAY_ROWS], mask[r:r + OVERLAY_ROWS], palette=palette)
     return out
 
 
 def predict_files(model, inputs: list[Path], out: Path, device, tile: int = DEFAULT_TILE,
-                  overlap: int = DEFAULT_OVERLAP) -> PredictReport:
-    """Write a palette mask and an overlay per image under `out` (names: the module docstring).
+                  overlap: int = DEFAULT_OVERLAP, palette: list[int] | None = None) -> PredictReport:
+    """Write a palette mask and an overlay per image under `out` (names: the module docstring), coloured
+    in `palette` (768 ints, the model's `ClassSet.palette()`; None: VOC's).
 
     Raises:
         FastsegError: --out could overwrite a file predict did not write (`check_out`), or two inputs
@@ -220,15 +222,16 @@ def predict_files(model, inputs: list[Path], out: Path, device, tile: int = DEFA
             report.failed.append((path, type(err).__name__))
             continue
         mask = predict_image(model, image, device, tile, overlap)
-        report.written.append(write_outputs(image, mask, out, names[path], manifest))
+        report.written.append(write_outputs(image, mask, out, names[path], manifest, palette))
     return report
 
 
-def write_outputs(image: np.ndarray, mask: np.ndarray, out: Path, rel: Path, manifest: dict) -> Path:
+def write_outputs(image: np.ndarray, mask: np.ndarray, out: Path, rel: Path, manifest: dict,
+                  palette: list[int] | None = None) -> Path:
     """Write the mask and overlay (atomically) and record both in the manifest. Returns the mask path."""
     (out / rel).parent.mkdir(parents=True, exist_ok=True)
-    for name, write in ((rel, lambda tmp: write_palette_png(mask, tmp)),
-                        (overlay_name(rel), lambda tmp: Image.fromarray(banded_overlay(image, mask)).save(
+    for name, write in ((rel, lambda tmp: write_palette_png(mask, tmp, palette)),
+                        (overlay_name(rel), lambda tmp: Image.fromarray(banded_overlay(image, mask, palette)).save(
                             tmp, format="JPEG", quality=90))):
         manifest[str(name)] = _stamp(atomic_write(out / name, write))
     atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))

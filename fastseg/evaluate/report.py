@@ -162,7 +162,7 @@ def model_card(run: Path, config: dict, parity: dict | None = None) -> str:
     best = json.loads((run / BEST).with_suffix(".json").read_text())
     items = [("h", f"fastseg {cfg.arch} (width {cfg.width}) from run {run.name}"),
              ("p", f"A {cfg.arch} model with a VGG16-BN encoder ({cfg.pretrained} initialisation) for "
-                   f"{config['num_classes']} PASCAL VOC classes, trained by fastseg {config['fastseg_version']} on "
+                   f"{_classes_text(config)}, trained by fastseg {config['fastseg_version']} on "
                    f"{cfg.data.train_split} and validated on {cfg.data.valid_split}; these weights are epoch "
                    f"{best['epoch']} of {cfg.epochs}, the best by {config['monitor']}.")]
     items += _card_results(cfg, evaluated, best["metrics"])
@@ -179,6 +179,15 @@ def model_card(run: Path, config: dict, parity: dict | None = None) -> str:
                                         f"{parity['miou_difference']:+.5f} (parity.json).")]
     items += [("h2", "Recipe"), ("table", (("option", "value"), _config_rows(cfg)))]
     return render_markdown(items)
+
+
+def _classes_text(config: dict) -> str:
+    """"21 PASCAL VOC classes", or "5 classes (background, road, ...)" for a dataset of its own."""
+    from fastseg.constants import VOC_CLASSES
+    names = [c["name"] if isinstance(c, dict) else c for c in config["classes"]]
+    if tuple(names) == VOC_CLASSES:
+        return f"{len(names)} PASCAL VOC classes"
+    return f"{len(names)} classes ({', '.join(names)})"
 
 
 def _card_results(cfg, evaluated: dict | None, validation: dict) -> list[tuple]:

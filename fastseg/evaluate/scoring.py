@@ -14,8 +14,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from fastseg.classes import VOC, ClassSet
 from fastseg.console import tracked
-from fastseg.constants import DEFAULT_CROP, IGNORE_INDEX, MIN_SIZE, VOC_CLASSES, padded_size
+from fastseg.constants import DEFAULT_CROP, IGNORE_INDEX, MIN_SIZE, padded_size
 from fastseg.data.dataloaders import SizeGroupedDL, header_size, segmentation_block
 from fastseg.data.samples import Sample
 from fastseg.data.transforms import pad_batch
@@ -29,10 +30,10 @@ BOUNDARY_BAND = 5  # pixels either side of a true boundary, VOC's void band widt
 GALLERY = 5        # images in each of the random / best / worst grids
 
 
-def eval_dataloader(samples: list[Sample], bs: int, device, num_workers: int = 0):
+def eval_dataloader(samples: list[Sample], bs: int, device, num_workers: int = 0, codes: tuple[str, ...] = VOC.names):
     """fastai loader over `samples` in order: fit's DataBlock with every sample in validation
     (no augmentation, batched by padded size like fit's validation)."""
-    block = segmentation_block(DEFAULT_CROP, "none", _all_for_validation)
+    block = segmentation_block(DEFAULT_CROP, "none", _all_for_validation, codes=codes)
     dls = block.dataloaders(samples, bs=bs, val_bs=bs, before_batch=pad_batch, device=device,
                             num_workers=num_workers, dl_type=SizeGroupedDL)
     return dls.valid
@@ -79,14 +80,14 @@ def bootstrap_miou(per_image: torch.Tensor, samples: int = BOOTSTRAP_SAMPLES, se
     return float(values.quantile(0.025)), float(values.quantile(0.975))
 
 
-def confused_pairs(cm: torch.Tensor, top: int = 10) -> list[dict]:
-    """The largest off-diagonal shares of the confusion matrix: truth → predicted, as the
-    fraction of the true class's pixels."""
+def confused_pairs(cm: torch.Tensor, names: tuple[str, ...], top: int = 10) -> list[dict]:
+    """The largest off-diagonal shares of the confusion matrix: truth → predicted (class `names`), as
+    the fraction of the true class's pixels."""
     rows = truth_shares(cm)
     rows.fill_diagonal_(0)
-    values, flat = rows.flatten().topk(top)
+    values, flat = rows.flatten().topk(min(top, rows.numel()))
     c = cm.shape[0]
-    return [{"truth": VOC_CLASSES[i // c], "predicted": VOC_CLASSES[i % c], "fraction": float(v)}
+    return [{"truth": names[i // c], "predicted": names[i % c], "fraction": float(v)}
             for v, i in zip(values.tolist(), flat.tolist(), strict=True) if v > 0]
 
 
@@ -119,6 +120,7 @@ class Gallery:
 
 @dataclass
 class EvalResult:
+    classes: ClassSet
     ids: list[str]
     cm: torch.Tensor               # C×C int64
     per_image: torch.Tensor        # N×C×C int64
@@ -165,9 +167,11 @@ def gather_rows(indices: list[int], rows: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bool = False,
-                     scales: tuple[float, ...] = (1.0,), num_workers: int = 0, seed: int = 0) -> EvalResult:
-    """Score `model` on every sample at native resolution (shared out by batch under DDP)."""
-    c = len(VOC_CLASSES)
+                     scales: tuple[float, ...] = (1.0,), num_workers: int = 0, seed: int = 0,
+                     classes: ClassSet = VOC) -> EvalResult:
+    """Score `model` (one output per class of `classes`) on every sample at native resolution (shared
+    out by batch under DDP)."""
+    c = classes.num
     model = model.to(device).eval()
     tta = uses_tta(flip, scales)
     sizes = [header_size(s.image) for s in samples]
@@ -179,7 +183,7 @@ def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bo
     per_image = [torch.zeros(0, c, c, dtype=torch.long)]
     band_cm, interior_cm = torch.zeros(c, c, dtype=torch.long), torch.zeros(c, c, dtype=torch.long)
     plain_cm = torch.zeros(c, c, dtype=torch.long)
-    dl = eval_dataloader(local, bs, device, num_workers) if local else []
+    dl = eval_dataloader(local, bs, device, num_workers, classes.names) if local else []
     start = 0
     with torch.no_grad():
         for x, y in tracked(dl, "evaluate"):
@@ -197,8 +201,10 @@ def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bo
     per_image = gather_rows(indices, torch.cat(per_image), len(samples))
     band_cm, interior_cm, plain_cm = (all_reduced(m) for m in (band_cm, interior_cm, plain_cm))
     cm = per_image.sum(0)
-    return EvalResult([s.id for s in samples], cm, per_image, scores(cm), bootstrap_miou(per_image, seed=seed),
-                      scores(band_cm), scores(interior_cm), scores(plain_cm) if tta else None, gallery)
+    bg = classes.background
+    return EvalResult(classes, [s.id for s in samples], cm, per_image, scores(cm, bg),
+                      bootstrap_miou(per_image, seed=seed), scores(band_cm, bg), scores(interior_cm, bg),
+                      scores(plain_cm, bg) if tta else None, gallery)
 
 
 def check_scales(sizes: list[tuple[int, int]], scales: tuple[float, ...]) -> None:
@@ -222,18 +228,25 @@ def _offer(gallery: Gallery, batch_indices: list[int], sizes: list, x, y, pred, 
 
 def result_json(result: EvalResult, split: str, weights: str, tta: dict) -> dict:
     """The metrics.json content: headline numbers, interval, per-class table, error analysis."""
-    s = result.scores
+    s, names = result.scores, result.classes.names
     out = {"split": split, "weights": weights, "images": len(result.ids), "tta": tta,
-           **{k: s[k] for k in SCORE_KEYS},
+           **{k: s[k] for k in SCORE_KEYS}, "fg_miou_note": fg_miou_note(result.classes),
            "miou_ci95": list(result.ci), "bootstrap_samples": BOOTSTRAP_SAMPLES,
-           "per_class": {name: {"iou": s["iou"][i], "acc": s["acc"][i]} for i, name in enumerate(VOC_CLASSES)},
-           "confused_pairs": confused_pairs(result.cm),
+           "per_class": {name: {"iou": s["iou"][i], "acc": s["acc"][i]} for i, name in enumerate(names)},
+           "confused_pairs": confused_pairs(result.cm, names),
            "boundary_band_px": BOUNDARY_BAND, "boundary_miou": result.band_scores["miou"],
            "interior_miou": result.interior_scores["miou"]}
     if result.plain_scores is not None:
         out["miou_without_tta"] = result.plain_scores["miou"]
         out["tta_gain"] = s["miou"] - result.plain_scores["miou"]
     return out
+
+
+def fg_miou_note(classes: ClassSet) -> str:
+    """What foreground mIoU averages over, in words (it leaves class 0 out only when it is background)."""
+    if classes.background:
+        return f"classes 1..{classes.num - 1}: without {classes.names[0]}"
+    return f"every class: class 0 is '{classes.names[0]}', not background, so foreground mIoU equals mIoU"
 
 
 def save_per_image(result: EvalResult, split: str, path: Path) -> Path:
@@ -261,11 +274,12 @@ def load_per_image(path: Path) -> tuple[str, list[str], torch.Tensor]:
 def write_figures(result: EvalResult, folder: Path) -> list[Path]:
     """confusion_matrix.png and predictions_{random,best,worst}.png in `folder`."""
     from fastseg.evaluate.figures import plot_confusion, plot_gallery
-    g = result.gallery
-    return [plot_confusion(result.cm, folder / "confusion_matrix.png"),
-            plot_gallery(sorted(g.random, key=lambda e: e[1]), folder / "predictions_random.png", "Random images"),
-            plot_gallery(g.best, folder / "predictions_best.png", "Best images by mIoU"),
-            plot_gallery(g.worst, folder / "predictions_worst.png", "Worst images by mIoU")]
+    g, classes = result.gallery, result.classes
+    return [plot_confusion(result.cm, folder / "confusion_matrix.png", classes.names),
+            plot_gallery(sorted(g.random, key=lambda e: e[1]), folder / "predictions_random.png", "Random images",
+                         classes.palette()),
+            plot_gallery(g.best, folder / "predictions_best.png", "Best images by mIoU", classes.palette()),
+            plot_gallery(g.worst, folder / "predictions_worst.png", "Worst images by mIoU", classes.palette())]
 
 
 def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | None = None,
@@ -282,25 +296,33 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
     from fastseg.devices.select import run_device
     from fastseg.io.atomic import atomic_write
     from fastseg.io.runs import CONFIG, PER_IMAGE, load_config
-    from fastseg.models.weights import EXPORT_WEIGHTS, load_model, weights_file
+    from fastseg.models.weights import (
+        EXPORT_WEIGHTS,
+        load_model,
+        model_classes,
+        read_metadata,
+        require_weights,
+        weights_file,
+    )
     weights = weights_file(source)
     folder = weights.parent
     run = (folder / CONFIG).is_file() and weights.name != EXPORT_WEIGHTS  # an export's config.json is the model's
     cfg = load_config(folder / CONFIG) if run else None
     if roots is None and cfg is None:
-        raise FastsegError(f"{weights} has no run config beside it; pass --voc (and --sbd) to say where "
-                           "the data is.")
+        raise FastsegError(f"{weights} has no run config beside it; pass --voc (and --sbd) or --data to say "
+                           "where the data is.")
     roots = data_roots(cfg, roots)
+    classes = matching_classes(model_classes(read_metadata(require_weights(weights))), roots, weights)
     if cfg is not None:  # the run card counts the run's splits: fail on unresolved data before scoring
         build_split(cfg.data.train_split, roots)
-    split = split or (cfg.data.valid_split if cfg else "voc12-val")
+    split = split or (cfg.data.valid_split if cfg else "val" if roots.folder is not None else "voc12-val")
     if bs is not None and bs < 1:
         raise FastsegError(f"--bs {bs} must be at least 1.")
     bs = bs or (cfg.data.val_bs or cfg.data.bs if cfg else 8)
     device = run_device(device)
     samples = preflight({split: build_split(split, roots)}, roots, skip_bad, log)[split]
     model, _ = load_model(weights, device)
-    result = evaluate_samples(model, samples, device, bs=bs, flip=flip, scales=scales)
+    result = evaluate_samples(model, samples, device, bs=bs, flip=flip, scales=scales, classes=classes)
     content = result_json(result, split, str(weights), {"flip": flip, "scales": list(scales)})
     path = folder / "metrics.json"
     if not is_main():
@@ -314,12 +336,34 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
     return path, content
 
 
+def matching_classes(model: ClassSet, roots, weights: Path) -> ClassSet:
+    """The model's classes, checked against the dataset's: scoring needs one class per output.
+
+    Raises:
+        FastsegError: the dataset has another number of classes than the model.
+    """
+    from fastseg.console import log
+    from fastseg.data.splits import dataset_classes
+    data = dataset_classes(roots)
+    if data.num != model.num:
+        raise FastsegError(f"{weights} predicts {model.num} classes but the dataset has {data.num}; evaluate it on "
+                           "the dataset it was trained for (or pass that dataset's classes file).")
+    if data.names != model.names:
+        log(f"Note: the dataset names its classes {', '.join(data.names)}; the scores use the model's names "
+            f"({', '.join(model.names)}).")
+    return model
+
+
 def data_roots(cfg, given=None):
-    """The data roots to use: each root given (--voc, --sbd, --voc11) where given, else the run's."""
+    """The data roots to use: each root given (--voc, --sbd, --voc11, --classes) where given, else the
+    run's; a given folder dataset (--data) replaces the run's data whole, and --voc replaces its folder."""
     from fastseg.data.splits import DataRoots
     if cfg is None:
         return given
     saved = cfg.data.roots
     if given is None:
         return saved
-    return DataRoots(given.voc or saved.voc, given.sbd or saved.sbd, given.voc11 or saved.voc11)
+    if given.folder is not None:
+        return given
+    return DataRoots(given.voc or saved.voc, given.sbd or saved.sbd, given.voc11 or saved.voc11,
+                     None if given.voc else saved.folder, given.classes or saved.classes)

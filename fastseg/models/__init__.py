@@ -14,7 +14,7 @@ from fastseg.config import Arch
 from fastseg.constants import NUM_CLASSES
 from fastseg.models.blocks import he_init
 from fastseg.models.colour_control import ColourControl
-from fastseg.models.pretrained import load_encoder_weights
+from fastseg.models.pretrained import is_fastseg_weights, load_encoder_weights, load_fastseg_weights
 from fastseg.models.segnet import SegNet
 from fastseg.models.vgg_unet import VGGUNet
 
@@ -32,7 +32,9 @@ def create_model(arch: str, num_classes: int = NUM_CLASSES, pretrained: str | Pa
     Args:
         arch: a key of MODELS.
         pretrained: None or "none" (from scratch), "imagenet" (torchvision's VGG16_BN IMAGENET1K_V1
-            through its weight cache) or a path to a .pth / .safetensors VGG16-BN state dict.
+            through its weight cache), a path to a .pth / .safetensors VGG16-BN state dict (the
+            encoder), or a fastseg weights file with its sidecar (the whole model, fine-tuned; the
+            head is re-initialised when its class count differs).
         width: channel multiplier; 1.0 is the faithful model and the only one taking ImageNet weights.
 
     Raises:
@@ -44,7 +46,9 @@ def create_model(arch: str, num_classes: int = NUM_CLASSES, pretrained: str | Pa
     if width <= 0:
         raise ValueError(f"width must be positive, got {width}.")
     model = he_init(known[arch](num_classes=num_classes, width=width))
-    if pretrained not in (None, "none"):
+    if pretrained not in (None, "none") and is_fastseg_weights(pretrained):
+        load_fastseg_weights(model, pretrained, arch, width)
+    elif pretrained not in (None, "none"):
         load_encoder_weights(model.encoder, pretrained, width)
     return model
 

@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from fastseg.console import log
 from fastseg.errors import FastsegError
 
 IMAGENET_FILE = "vgg16_bn-6c64b313.pth"  # torchvision's VGG16_BN_Weights.IMAGENET1K_V1 file name
@@ -62,3 +63,39 @@ def load_encoder_weights(encoder: nn.Module, source: str | Path, width: float) -
         first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
         raise FastsegError(f"Pretrained weights {source} do not fit the VGG16-BN encoder "
                            f"({first}); pass a torchvision vgg16_bn state dict.") from None
+
+
+def is_fastseg_weights(source: str | Path) -> bool:
+    """Whether `source` is a weights file fastseg wrote (a .safetensors with its JSON sidecar): a run's
+    best/last model or an export, which `fit --pretrained` fine-tunes whole rather than as an encoder."""
+    from fastseg.models.weights import sidecar_path
+    path = Path(source)
+    return path.suffix == ".safetensors" and path.is_file() and sidecar_path(path).is_file()
+
+
+def load_fastseg_weights(model: nn.Module, source: str | Path, arch: str, width: float) -> None:
+    """Load a fastseg weights file into `model` (encoder, decoder and head). When the file's class
+    count differs from the model's, the head keeps its fresh initialisation, and that is logged.
+
+    Raises:
+        FastsegError: the file's arch or width is not the model's, or its weights do not fit.
+    """
+    from fastseg.models.weights import read_metadata
+    path = Path(source)
+    meta = read_metadata(path)
+    if meta["arch"] != arch or float(meta["width"]) != float(width):
+        raise FastsegError(f"Pretrained weights {path} are a {meta['arch']} of width {meta['width']}; fine-tune them "
+                           f"with --arch {meta['arch']} --width {meta['width']}.")
+    state = read_state_dict(path)
+    head_shape = tuple(model.head.weight.shape)
+    keep_head = tuple(state.get("head.weight", torch.empty(0)).shape) == head_shape
+    if not keep_head:
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.startswith("head.")]:
+        first = (unexpected or missing)[0]
+        raise FastsegError(f"Pretrained weights {path} do not fit the {arch} model (first mismatch: {first}); pass "
+                           "weights written by fastseg for the same --arch and --width.")
+    if not keep_head:
+        log(f"Fine-tuning {path}: encoder and decoder loaded; the head is re-initialised for "
+            f"{head_shape[0]} classes (the weights have {meta['num_classes']}).")

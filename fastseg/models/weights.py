@@ -9,7 +9,8 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from fastseg import __version__
-from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES
+from fastseg.classes import ClassSet
+from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD
 from fastseg.errors import FastsegError
 from fastseg.io.atomic import atomic_write
 
@@ -33,11 +34,16 @@ def weights_file(source: str | Path, run_best: str = "best.safetensors") -> Path
     return source / EXPORT_WEIGHTS if (source / EXPORT_WEIGHTS).is_file() else source / run_best
 
 
-def model_metadata(arch: str, num_classes: int, width: float, **extra) -> dict:
-    """The sidecar content: enough to rebuild the model and feed it correctly."""
-    return {"arch": arch, "num_classes": num_classes, "width": width,
-            "classes": list(VOC_CLASSES[:num_classes]), "mean": list(IMAGENET_MEAN),
+def model_metadata(arch: str, classes: ClassSet, width: float, **extra) -> dict:
+    """The sidecar content: enough to rebuild the model, feed it correctly and name (and colour) its
+    outputs, so `evaluate`, `predict` and `export` need nothing else."""
+    return {"arch": arch, "num_classes": classes.num, "width": width, **classes.meta(), "mean": list(IMAGENET_MEAN),
             "std": list(IMAGENET_STD), "fastseg_version": __version__, **extra}
+
+
+def model_classes(meta: dict) -> ClassSet:
+    """The classes a sidecar names (VOC's for sidecars written before classes were saved)."""
+    return ClassSet.from_meta(meta)
 
 
 def save_model(model: nn.Module, path: str | Path, meta: dict) -> Path:
@@ -47,6 +53,14 @@ def save_model(model: nn.Module, path: str | Path, meta: dict) -> Path:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: tmp.write_bytes(save(state, metadata={"arch": meta["arch"]})))
     atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+    return path
+
+
+def require_weights(path: str | Path) -> Path:
+    """`path` as a Path; raises FastsegError (one sentence) when no such file exists."""
+    path = Path(path)
+    if not path.is_file():
+        raise FastsegError(f"Weights file {path} does not exist; pass a .safetensors file written by fastseg.")
     return path
 
 
@@ -77,9 +91,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     """
     from fastseg.models import create_model
 
-    path = Path(path)
-    if not path.is_file():
-        raise FastsegError(f"Weights file {path} does not exist; pass a .safetensors file written by fastseg.")
+    path = require_weights(path)
     meta = read_metadata(path)
     try:
         state = load_file(str(path), device=str(device))

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from fastai.torch_core import set_seed
 
-from fastseg.config import DataConfig, FitConfig
+from fastseg.config import DataConfig, FitConfig, check_monitor
 from fastseg.console import console, log
-from fastseg.constants import NUM_CLASSES
 from fastseg.data.dataloaders import build_dataloaders
+from fastseg.data.splits import dataset_classes
 from fastseg.data.stats import training_class_pixels
 from fastseg.devices.distributed import broadcast_object, distributed, is_main, world_size
 from fastseg.devices.precision import amp_warning
@@ -36,6 +36,7 @@ from fastseg.train.learner import build_learner, needs_class_pixels, resolve_run
 from fastseg.train.lr_find import resolve_lr
 from fastseg.train.recorder import RunRecorder
 from fastseg.train.schedule import schedule_fit
+from fastseg.train.tensorboard import TensorBoardLog, require_tensorboard
 
 
 def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = None) -> tuple[Path, list[dict]]:
@@ -59,6 +60,10 @@ def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = Non
         if state and state["epoch"] > cfg.epochs:
             raise FastsegError(f"--epochs {cfg.epochs} is fewer than the {state['epoch']} epochs run {run_dir} has "
                                f"done; pass --epochs {state['epoch']} or more.")
+        classes = dataset_classes(cfg.data.roots)
+        check_monitor(cfg.monitor, classes.names)
+        if cfg.log == "tensorboard":
+            require_tensorboard()
         lr = resolve_lr(cfg, run_dir)
         set_seed(cfg.seed)
         dls = build_dataloaders(cfg.data, device=device, log=log)  # the preflight: data checked before writing
@@ -66,27 +71,29 @@ def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = Non
         if warning and is_main():
             log(warning)
         resolved = replace(resolve_run_options(cfg, device), lr=lr, name=run_dir.name)  # what repeats this run
-        pixels = training_class_pixels(cfg.data) if needs_class_pixels(cfg) else None
-        learn = build_learner(resolved, dls, run_dir, device, pixels)  # reads the pretrained weights
+        pixels = training_class_pixels(cfg.data, classes.num) if needs_class_pixels(cfg) else None
+        learn = build_learner(resolved, dls, run_dir, device, pixels, classes)  # reads the pretrained weights
         if is_main():
             if not resume:
                 lock.enter_context(run_lock(ensure_writable(run_dir)))
                 check_new_run(run_dir)  # another process may have started this run meanwhile
             save_config(resolved, run_dir / CONFIG)
-        return _train(cfg, learn, run_dir, state, lr, resolved, extra_cbs)
+        return _train(cfg, learn, run_dir, state, lr, resolved, classes, extra_cbs)
 
 
 def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, resolved: FitConfig,
-           extra_cbs: list | None) -> tuple[Path, list[dict]]:
+           classes, extra_cbs: list | None) -> tuple[Path, list[dict]]:
     """The fit itself, from `state` (a checkpoint) or the start, with the run's callbacks (`resolved`:
     the options as this run uses them)."""
     start = state["epoch"] if state else 0
     rows = [r for r in read_metrics_csv(run_dir / METRICS) if r["epoch"] <= start] if state else []
     tracker = state["tracker"] if state else {"best": -1.0, "best_epoch": 0, "wait": 0}
-    meta = model_metadata(cfg.arch, NUM_CLASSES, cfg.width, config=asdict(resolved))
+    meta = model_metadata(cfg.arch, classes, cfg.width, config=asdict(resolved))
     recorder = RunRecorder(run_dir, meta, rows, tracker, start, cfg.patience, learn.metrics[0].state, cfg.monitor)
     interrupt = Interrupt(recorder.save_interrupted)
     cbs = [SeedEpochs(cfg.seed), recorder, interrupt, *(extra_cbs or [])]
+    if cfg.log == "tensorboard" and is_main():
+        cbs.append(TensorBoardLog(run_dir, recorder, classes))
     if cfg.freeze_epochs:
         cbs.append(FreezeEncoder(cfg.freeze_epochs))
     if state:
@@ -115,19 +122,20 @@ def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, 
 
 
 def resume_fit(run_dir: Path, extra_cbs: list | None = None, voc: Path | None = None, sbd: Path | None = None,
-               voc11: Path | None = None, epochs: int | None = None) -> tuple[Path, list[dict]]:
+               voc11: Path | None = None, epochs: int | None = None,
+               data: Path | None = None) -> tuple[Path, list[dict]]:
     """Continue the run in `run_dir` from its last checkpoint, on the same schedule.
 
-    `voc`, `sbd` and `voc11` relocate the data, `epochs` extends (or shortens, not below the epochs
-    done) the run; each change is logged and saved into config.json. Relative data paths saved in
-    config.json are resolved by `locate_data`.
+    `voc`, `sbd`, `voc11` and `data` (a folder dataset) relocate the data, `epochs` extends (or
+    shortens, not below the epochs done) the run; each change is logged and saved into config.json.
+    Relative data paths saved in config.json are resolved by `locate_data`.
     """
     run_dir = Path(run_dir)
     if not (run_dir / LAST).is_file():
         raise FastsegError(f"Run folder {run_dir} has no checkpoint ({LAST}); pass a folder written by "
                            "`fastseg fit`.")
     cfg = load_config(run_dir / CONFIG)
-    moved = {k: str(v) for k, v in (("voc", voc), ("sbd", sbd), ("voc11", voc11)) if v is not None}
+    moved = {k: str(v) for k, v in (("voc", voc), ("sbd", sbd), ("voc11", voc11), ("data", data)) if v is not None}
     for key, value in moved.items():
         log(f"Resuming with --{key} {value} (the run was started with {getattr(cfg.data, key)}).")
     data = locate_data(replace(cfg.data, **moved), run_dir)
@@ -146,7 +154,7 @@ def locate_data(data: DataConfig, run_dir: Path) -> DataConfig:
     """
     base = run_dir.resolve().parent.parent
     found = {}
-    for key in ("voc", "sbd", "voc11"):
+    for key in ("voc", "data", "sbd", "voc11", "classes"):
         value = getattr(data, key)
         if value is None or Path(value).exists():
             continue

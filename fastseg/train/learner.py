@@ -14,9 +14,9 @@ from fastai.optimizer import SGD, Adam
 from fastai.torch_core import params
 from rich.table import Table
 
+from fastseg.classes import VOC, ClassSet
 from fastseg.config import OPTIMIZERS, FitConfig
 from fastseg.console import console
-from fastseg.constants import NUM_CLASSES, VOC_CLASSES
 from fastseg.data.stats import median_frequency_weights, read_weights_file
 from fastseg.devices.distributed import is_main
 from fastseg.devices.precision import precision_callbacks, resolve_amp
@@ -52,9 +52,10 @@ def make_opt_func(opt: str, mom: float = 0.9):
 
 
 def seg_learner(dls, arch: str, pretrained: str | None = None, width: float = 1.0,
-                num_classes: int = NUM_CLASSES, loss_func=None, metrics=None, opt_func=Adam,
+                classes: ClassSet = VOC, loss_func=None, metrics=None, opt_func=Adam,
                 **kwargs) -> Learner:
-    """A Learner over `create_model(arch, ...)` with the encoder | decoder splitter.
+    """A Learner over `create_model(arch, ...)` (one output per class of `classes`) with the
+    encoder | decoder splitter.
 
     With pretrained weights the encoder starts frozen, as in `unet_learner`; `unfreeze()`,
     `fine_tune()` and `slice(lo, hi)` learning rates work on the two groups. For example, on
@@ -63,9 +64,9 @@ def seg_learner(dls, arch: str, pretrained: str | None = None, width: float = 1.
         learn = seg_learner(dls, "segnet", pretrained="none", width=0.25)
         learn.fit_one_cycle(24, 5e-2)
     """
-    model = create_model(arch, num_classes, pretrained=pretrained, width=width)
+    model = create_model(arch, classes.num, pretrained=pretrained, width=width)
     learn = Learner(dls, model, loss_func=loss_func or segmentation_loss(),
-                    opt_func=opt_func, metrics=metrics if metrics is not None else seg_metrics(num_classes),
+                    opt_func=opt_func, metrics=metrics if metrics is not None else seg_metrics(classes),
                     splitter=encoder_decoder_split, **kwargs)
     if pretrained not in (None, "none"):
         learn.freeze()
@@ -77,26 +78,27 @@ def needs_class_pixels(cfg: FitConfig) -> bool:
     return cfg.head_prior or cfg.class_weights == "median-freq"
 
 
-def class_weights(cfg: FitConfig, pixels: tuple[np.ndarray, np.ndarray] | None) -> torch.Tensor | None:
+def class_weights(cfg: FitConfig, pixels: tuple[np.ndarray, np.ndarray] | None,
+                  classes: ClassSet = VOC) -> torch.Tensor | None:
     """None, median-frequency weights from `pixels` (the counts of `data.stats.training_class_pixels`),
-    or a weights file's; NUM_CLASSES float32 weights, shown as a table."""
+    or a weights file's; one float32 weight per class of `classes`, shown as a table."""
     if cfg.class_weights == "none":
         return None
     if cfg.class_weights == "median-freq":
         weights = median_frequency_weights(*pixels)
     else:
-        weights = read_weights_file(Path(cfg.class_weights))
-    show_class_weights(weights)
+        weights = read_weights_file(Path(cfg.class_weights), classes.num)
+    show_class_weights(weights, classes)
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def show_class_weights(weights: np.ndarray) -> None:
+def show_class_weights(weights: np.ndarray, classes: ClassSet = VOC) -> None:
     if not is_main():
         return
     table = Table(title="Class weights")
     for column in ("class", "weight"):
         table.add_column(column)
-    for name, w in zip(VOC_CLASSES, weights, strict=False):
+    for name, w in zip(classes.names, weights, strict=False):
         table.add_row(name, f"{w:.3f}")
     console.print(table)
 
@@ -122,9 +124,10 @@ def resolve_run_options(cfg: FitConfig, device: torch.device) -> FitConfig:
 
 
 def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device,
-                  pixels: tuple[np.ndarray, np.ndarray] | None = None) -> Learner:
-    """The Learner of a run: model, loss, optimizer, metrics and side callbacks. `pixels` are the
-    training split's class pixel counts, which the caller computes once when `needs_class_pixels`."""
+                  pixels: tuple[np.ndarray, np.ndarray] | None = None, classes: ClassSet = VOC) -> Learner:
+    """The Learner of a run: model (a head of one output per class of `classes`), loss, optimizer,
+    metrics and side callbacks. `pixels` are the training split's class pixel counts, which the
+    caller computes once when `needs_class_pixels`."""
     if needs_class_pixels(cfg) and pixels is None:
         raise ValueError("build_learner needs the class pixel counts for median-freq weights or --head-prior")
     cbs = [NaNGuard(), *precision_callbacks(resolve_amp(cfg.amp, device), device)]
@@ -132,9 +135,10 @@ def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device,
         cbs.append(L1Penalty(cfg.l1))
     if cfg.clip:
         cbs.append(GradientClip(cfg.clip))
-    loss_func = segmentation_loss(class_weights(cfg, pixels))
-    learn = seg_learner(dls, cfg.arch, cfg.pretrained, cfg.width, loss_func=loss_func, metrics=seg_metrics(NUM_CLASSES),
-                        opt_func=make_opt_func(cfg.opt, cfg.mom), wd=cfg.wd, cbs=cbs, path=run_dir, model_dir=".")
+    loss_func = segmentation_loss(class_weights(cfg, pixels, classes))
+    learn = seg_learner(dls, cfg.arch, cfg.pretrained, cfg.width, classes, loss_func=loss_func,
+                        metrics=seg_metrics(classes), opt_func=make_opt_func(cfg.opt, cfg.mom), wd=cfg.wd, cbs=cbs,
+                        path=run_dir, model_dir=".")
     learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
     learn.logger = lambda row: None  # RunRecorder prints the table
     install_device_losses(learn)

@@ -10,6 +10,7 @@ from fastai.torch_core import set_seed
 from fastseg.config import FitConfig
 from fastseg.console import log
 from fastseg.data.dataloaders import build_dataloaders
+from fastseg.data.splits import dataset_classes
 from fastseg.data.stats import training_class_pixels
 from fastseg.devices.select import pick_device
 from fastseg.errors import FastsegError
@@ -58,9 +59,10 @@ def find_lr(cfg: FitConfig, num_it: int = 100) -> tuple[Path, dict]:
     device = pick_device(cfg.device)
     if num_it < MIN_NUM_IT:
         raise FastsegError(f"--num-it {num_it} is too few; lr_find needs at least {MIN_NUM_IT} learning rates.")
+    classes = dataset_classes(cfg.data.roots)
     dls = build_dataloaders(cfg.data, device=device, log=log)
-    pixels = training_class_pixels(cfg.data) if needs_class_pixels(cfg) else None  # the fit's own loss
-    learn = build_learner(cfg, dls, run_dir, device, pixels)
+    pixels = training_class_pixels(cfg.data, classes.num) if needs_class_pixels(cfg) else None  # the fit's loss
+    learn = build_learner(cfg, dls, run_dir, device, pixels, classes)
     ensure_writable(run_dir)
     learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=())
     rec = learn.recorder

@@ -10,7 +10,6 @@ from fastai.callback.core import Callback, CancelFitException
 
 from fastseg.config import monitor_key
 from fastseg.console import log
-from fastseg.constants import VOC_CLASSES
 from fastseg.devices.distributed import is_main
 from fastseg.errors import FastsegError
 from fastseg.evaluate.metrics import SCORE_KEYS
@@ -45,7 +44,7 @@ def track_best(tracker: dict, row: dict, monitor: str) -> bool:
     """Update `tracker` (best, best_epoch, wait) with an epoch's metrics row; True when the monitored
     metric (a --monitor value, e.g. "miou" or "iou:cat") improved, so best.safetensors is this epoch's.
     A NaN (a class absent from the validation split) never improves."""
-    score = row[monitor_key(monitor)]
+    score = row[monitor_key(monitor, tuple(k[4:] for k in row if k.startswith("iou_")))]
     if math.isnan(score) and tracker["best"] < 0:
         raise FastsegError(f"--monitor {monitor}: the validation split has no pixel of that class and the model "
                            "predicts none, so it has no IoU; monitor miou or a class the split holds.")
@@ -105,7 +104,7 @@ class RunRecorder(Callback):
         row = {"epoch": self.epoch + 1, **{k: float(v) for k, v in values.items()},
                "lr": float(self.opt.hypers[-1]["lr"]), "seconds": time.monotonic() - self.started}
         ious = self.confusion.scores()["iou"]
-        row.update({f"iou_{name}": iou for name, iou in zip(VOC_CLASSES, ious, strict=False)})
+        row.update({f"iou_{name}": iou for name, iou in zip(self.meta["classes"], ious, strict=True)})
         return row
 
     def _track_best(self, row: dict):

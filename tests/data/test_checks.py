@@ -53,7 +53,7 @@ def test_each_problem_names_its_file(synth_copy):
     assert problems[f"{ids[1]}.jpg"].startswith("image cannot be read")
     assert problems[f"{ids[2]}.png"] == "mask is missing"
     assert problems[f"{ids[3]}.png"].startswith("mask is 10×10 but its image is")
-    assert problems[f"{ids[4]}.png"] == "mask has values [42] outside 0..20 and 255"
+    assert problems[f"{ids[4]}.png"] == "mask has values [42] outside 0..20 and 255 (the dataset has 21 classes)"
     assert "is an RGB image" in problems[f"{ids[5]}.png"]
     result = runner.invoke(app, ["check-data", "--voc", str(voc), "--sbd", str(synth_copy / "benchmark_RELEASE")])
     assert result.exit_code == 1
@@ -71,9 +71,9 @@ def test_show_batch_writes_both_grids(synth_root, tmp_path, monkeypatch):
     import fastseg.evaluate.figures
     drawn, draw = {}, fastseg.evaluate.figures.plot_batch
 
-    def record(x, y, path, title):
+    def record(x, y, path, title, palette=None):
         drawn[path.name] = (x.shape, y.shape)
-        return draw(x, y, path, title)
+        return draw(x, y, path, title, palette)
     monkeypatch.setattr(fastseg.evaluate.figures, "plot_batch", record)
     data = ["--voc", str(synth_root / "VOCdevkit"), "--sbd", str(synth_root / "benchmark_RELEASE")]
     result = runner.invoke(app, ["show-batch", *data, "--crop", "64", "--n", "4", "--out", str(tmp_path)])
@@ -161,8 +161,8 @@ def test_preflight_refuses_with_one_sentence_naming_the_file(synth_copy):
     set_mask_value(mask, 77)
     with pytest.raises(FastsegError) as err:
         preflight_of(synth_copy)
-    assert str(err.value) == (f"{mask}: mask has values [77] outside 0..20 and 255; fix or remove it, or pass "
-                              "--skip-bad to leave bad samples out.")
+    assert str(err.value) == (f"{mask}: mask has values [77] outside 0..20 and 255 (the dataset has 21 "
+                              "classes); fix or remove it, or pass --skip-bad to leave bad samples out.")
 
 
 def test_preflight_size_mismatch_in_validation(synth_copy):
@@ -197,7 +197,7 @@ def test_skip_bad_leaves_bad_samples_out_with_a_warning(synth_copy):
 def test_a_passed_check_is_cached_and_a_change_is_seen(synth_copy, monkeypatch):
     calls = []
     real = checks.check_sample
-    monkeypatch.setattr(checks, "check_sample", lambda s: calls.append(s) or real(s))
+    monkeypatch.setattr(checks, "check_sample", lambda s, n: calls.append(s) or real(s, n))
     preflight_of(synth_copy)
     first = len(calls)
     assert first == len(ids_of(synth_copy)) + len(ids_of(synth_copy, "val"))

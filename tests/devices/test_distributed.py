@@ -8,6 +8,7 @@ import pytest
 import torch
 from fastai.data.load import DataLoader
 
+from fastseg.classes import VOC
 from fastseg.data.splits import DataRoots
 from fastseg.devices.distributed import GlooSafeDistributedDL, duplicate_mask
 from fastseg.evaluate.scoring import evaluate_run, shard_batches
@@ -90,7 +91,7 @@ def test_two_process_evaluate_equals_single_process(synth_copy, tmp_path):
     single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
     single_dir.mkdir()
     weights = save_model(create_model("skip", width=0.0625), single_dir / "w.safetensors",
-                         model_metadata("skip", 21, 0.0625))
+                         model_metadata("skip", VOC, 0.0625))
     shutil.copytree(single_dir, ddp_dir)
     roots = DataRoots(synth_copy / "VOCdevkit", synth_copy / "benchmark_RELEASE")
     _, single = evaluate_run(weights, split="voc12-val", roots=roots, bs=5, device="cpu")

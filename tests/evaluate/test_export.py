@@ -5,6 +5,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from fastseg.classes import VOC
 from fastseg.cli import app
 from fastseg.evaluate.export import Normalised, export_onnx
 from fastseg.models import create_model, load_pretrained
@@ -102,7 +103,7 @@ def random_onnx(tmp_path_factory):
     torch.manual_seed(0)
     model = create_model("segnet", width=0.125).eval()
     folder = tmp_path_factory.mktemp("onnx")
-    weights = save_model(model, folder / "m.safetensors", model_metadata("segnet", 21, 0.125))
+    weights = save_model(model, folder / "m.safetensors", model_metadata("segnet", VOC, 0.125))
     return model, ort.InferenceSession(str(export_onnx(weights, folder / "m.onnx", normalise=True)))
 
 

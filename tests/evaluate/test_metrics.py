@@ -86,3 +86,24 @@ def test_fastai_metrics_share_one_matrix():
     assert metrics[0].value == pytest.approx(expected["miou"])
     assert metrics[5 + 15].name == "iou_person"
     assert metrics[2].state.cm.sum() == 2 * 8 * 8  # counted once, not once per metric
+
+
+def test_foreground_miou_keeps_class_0_when_it_is_not_background():
+    import torch
+
+    from fastseg.classes import ClassSet
+    from fastseg.evaluate.metrics import scores
+    from fastseg.evaluate.scoring import fg_miou_note
+    cm = torch.tensor([[8, 2, 0], [1, 5, 0], [0, 0, 4]])
+    with_bg, without = scores(cm, background=True), scores(cm, background=False)
+    assert with_bg["fg_miou"] == pytest.approx((with_bg["iou"][1] + with_bg["iou"][2]) / 2)
+    assert without["fg_miou"] == pytest.approx(without["miou"]) and without["miou"] == with_bg["miou"]
+    assert fg_miou_note(ClassSet(("sky", "tree", "road"))) == ("every class: class 0 is 'sky', not background, so "
+                                                              "foreground mIoU equals mIoU")
+    from fastseg.evaluate.metrics import seg_metrics
+    for classes, same in ((ClassSet(("sky", "tree", "road")), True), (ClassSet(("background", "tree", "road")), False)):
+        metrics = seg_metrics(classes, per_class=True)
+        metrics[0].state.cm = cm  # what `fit` accumulated
+        miou, fg_miou = metrics[0].value, metrics[1].value
+        assert (fg_miou == pytest.approx(miou)) is same
+        assert [m.name for m in metrics[5:]] == [f"iou_{n}" for n in classes.names]

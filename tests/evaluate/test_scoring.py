@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from fastseg.classes import VOC
 from fastseg.constants import voc_palette
 from fastseg.data.masks import read_mask
 from fastseg.data.splits import build_split
@@ -273,7 +274,7 @@ def tiny_weights(tmp_path):
     from fastseg.models.weights import model_metadata, save_model
     torch.manual_seed(0)
     return save_model(create_model("segnet", width=0.0625), tmp_path / "w.safetensors",
-                      model_metadata("segnet", 21, 0.0625))
+                      model_metadata("segnet", VOC, 0.0625))
 
 
 def test_predict_refuses_an_out_inside_an_input_folder(photos, tiny_weights):

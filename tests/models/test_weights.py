@@ -8,6 +8,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
+from fastseg.classes import VOC
 from fastseg.errors import FastsegError
 from fastseg.evaluate.export import export_onnx
 from fastseg.models import create_model
@@ -71,7 +72,7 @@ def test_pretrained_file_of_wrong_model(tmp_path):
 
 def test_save_load_round_trip(tmp_path):
     model = create_model("skip", width=0.125).eval()
-    path = save_model(model, tmp_path / "m.safetensors", model_metadata("skip", 21, 0.125))
+    path = save_model(model, tmp_path / "m.safetensors", model_metadata("skip", VOC, 0.125))
     meta = json.loads((tmp_path / "m.json").read_text())
     assert meta["arch"] == "skip" and meta["width"] == 0.125 and meta["classes"][15] == "person"
     assert meta["mean"] == [0.485, 0.456, 0.406] and "fastseg_version" in meta
@@ -83,7 +84,7 @@ def test_save_load_round_trip(tmp_path):
 
 def test_load_refuses_pickle_and_missing_sidecar(tmp_path):
     model = create_model("segnet", width=0.125)
-    save_model(model, tmp_path / "m.safetensors", model_metadata("segnet", 21, 0.125))
+    save_model(model, tmp_path / "m.safetensors", model_metadata("segnet", VOC, 0.125))
     (tmp_path / "m.safetensors").write_bytes(pickle.dumps(model.state_dict()))
     with pytest.raises(FastsegError, match="is not a safetensors file"):
         load_model(tmp_path / "m.safetensors")
@@ -94,7 +95,7 @@ def test_load_refuses_pickle_and_missing_sidecar(tmp_path):
 
 def test_unknown_arch_in_the_sidecar_is_one_sentence(tmp_path):
     model = create_model("segnet", width=0.125)
-    save_model(model, tmp_path / "m.safetensors", model_metadata("unet", 21, 0.125))
+    save_model(model, tmp_path / "m.safetensors", model_metadata("unet", VOC, 0.125))
     with pytest.raises(FastsegError) as err:
         load_model(tmp_path / "m.safetensors")
     assert str(err.value) == (f"Metadata file {tmp_path / 'm.json'} names a model fastseg cannot build (Unknown arch "
@@ -110,7 +111,7 @@ def test_onnx_matches_pytorch_on_two_sizes(tmp_path, arch):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
-    weights = save_model(model, tmp_path / "m.safetensors", model_metadata(arch, 21, 0.25))
+    weights = save_model(model, tmp_path / "m.safetensors", model_metadata(arch, VOC, 0.25))
     session = ort.InferenceSession(str(export_onnx(weights, tmp_path / "m.onnx")))
     for shape in [(1, 3, 75, 101), (2, 3, 64, 96)]:
         x = torch.randn(*shape)
