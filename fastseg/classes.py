@@ -90,17 +90,21 @@ def read_classes(path: Path) -> ClassSet:
         FastsegError: missing or unreadable file, or a line that breaks the format (file and line named).
     """
     try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise FastsegError(f"Classes file {path} could not be read ({err.strerror or type(err).__name__}); "
-                           "write one class name per line, class 0 first.") from None
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM is not part of class 0's name
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else "not UTF-8 text"
+        raise FastsegError(f"Classes file {path} could not be read ({why}); write one class name per line, "
+                           "class 0 first, as UTF-8 text.") from None
     names, colours, void, void_colour = [], [], VOID_NAME, None
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         is_void = line.lower().startswith("void:")
-        name, colour = _name_and_colour(path, number, line[5:].strip() if is_void else line)
+        name, colour = _name_and_colour(path, number, line[5:].strip() if is_void else line, is_void)
+        if not is_void and name.lower() == VOID_NAME:
+            raise FastsegError(f"Classes file {path} line {number} names a class '{name}'; write 'void: NAME [R G B]' "
+                               "for the void label (255, never scored), or rename the class to train on it.")
         if is_void:
             void, void_colour = name, colour
         else:
@@ -109,16 +113,17 @@ def read_classes(path: Path) -> ClassSet:
     return _checked(path, names, colours, void, void_colour)
 
 
-def _name_and_colour(path: Path, number: int, line: str) -> tuple[str, Colour | None]:
-    """A line's name and its trailing `R G B` (0..255 each), if it has one."""
+def _name_and_colour(path: Path, number: int, line: str, void: bool = False) -> tuple[str, Colour | None]:
+    """A line's name and its trailing `R G B` (0..255 each), if it has one (the void line may give
+    the colour alone)."""
     words = line.split()
     tail = words[-3:]
-    if len(words) >= 4 and all(w.lstrip("-").isdigit() for w in tail):
+    if len(words) >= (3 if void else 4) and all(w.lstrip("-").isdigit() for w in tail):
         colour = tuple(int(w) for w in tail)
         if not all(0 <= v <= 255 for v in colour):
             raise FastsegError(f"Classes file {path} line {number}: colour {' '.join(tail)} is outside 0..255; "
                                "give R G B as three integers from 0 to 255.")
-        return " ".join(words[:-3]), colour
+        return " ".join(words[:-3]) or VOID_NAME, colour
     if not words:
         raise FastsegError(f"Classes file {path} line {number}: 'void:' names no label; write e.g. 'void: unlabelled'.")
     return " ".join(words), None

@@ -332,7 +332,7 @@ def fit(ctx: typer.Context,
         patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without a better monitored "
                                                      "metric.", rich_help_panel=OPT_PANEL)] = None,
         clip: Annotated[float | None, typer.Option(help="Gradient norm clipping.", rich_help_panel=OPT_PANEL)] = None,
-        class_weights: Annotated[str, typer.Option(help="none, median-freq, or a file of 21 weights.",
+        class_weights: Annotated[str, typer.Option(help="none, median-freq, or a file of one weight per class.",
                                                    rich_help_panel=OPT_PANEL)] = FIT["class_weights"],
         l1: Annotated[float, typer.Option(help="L1 weight penalty coefficient.", rich_help_panel=OPT_PANEL)]
         = FIT["l1"],

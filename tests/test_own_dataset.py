@@ -138,10 +138,16 @@ def test_evaluating_on_a_dataset_of_another_class_count_is_refused(own_run, synt
     assert "predicts 5 classes but the dataset has 21" in result.output
 
 
-def test_a_voc_run_fine_tunes_on_the_folder_dataset_with_a_new_head(shapes, synth_root, tmp_path):
-    data = shapes
-    assert cli_fit(synth_root, tmp_path / "runs", "--name", "voc").exit_code == 0
-    source = tmp_path / "runs" / "voc" / "best.safetensors"
+@pytest.fixture(scope="module")
+def voc_weights(synth_root, tmp_path_factory):
+    """best.safetensors of a one-epoch 21-class SegNet run (width 1/16) on the synthetic VOC tree."""
+    runs = tmp_path_factory.mktemp("voc-runs")
+    assert cli_fit(synth_root, runs, "--name", "voc").exit_code == 0
+    return runs / "voc" / "best.safetensors"
+
+
+def test_a_voc_run_fine_tunes_on_the_folder_dataset_with_a_new_head(shapes, voc_weights, tmp_path):
+    data, source = shapes, voc_weights
     result = runner.invoke(app, ["fit", "--data", str(data), *TINY_FIT, "--pretrained", str(source), "--epochs", "1",
                                  "--runs-dir", str(tmp_path / "runs"), "--name", "tuned"])
     assert result.exit_code == 0, result.output
@@ -155,12 +161,10 @@ def test_a_voc_run_fine_tunes_on_the_folder_dataset_with_a_new_head(shapes, synt
     assert fresh.head.out_channels == 5
 
 
-def test_fine_tuning_weights_of_another_arch_is_one_sentence(synth_root, tmp_path):
-    assert cli_fit(synth_root, tmp_path / "runs", "--name", "voc").exit_code == 0
-    source = tmp_path / "runs" / "voc" / "best.safetensors"
+def test_fine_tuning_weights_of_another_arch_is_one_sentence(synth_root, voc_weights, tmp_path):
     result = runner.invoke(app, ["fit", *data_args(synth_root), "--arch", "skip", *TINY_FIT, "--pretrained",
-                                 str(source), "--epochs", "1", "--runs-dir", str(tmp_path / "runs")])
-    assert result.exit_code == 2
+                                 str(voc_weights), "--epochs", "1", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and not (tmp_path / "runs").exists()
     assert "are a segnet of width 0.0625; fine-tune them with --arch segnet --width 0.0625." in result.output
 
 
@@ -235,3 +239,89 @@ def test_tensorboard_missing_is_one_sentence_before_anything_is_written(shapes, 
     assert " ".join(result.output.split()) == ("Error: --log tensorboard needs the tensorboard package; install it "
                                                "with pip install 'fastseg[tensorboard]' (or pass --log none).")
     assert not (tmp_path / "runs").exists()
+
+
+def test_runs_lists_a_folder_run_with_its_monitored_class(own_run):
+    _, classes, run, _, _ = own_run
+    rows = json.loads(invoke("runs", "--runs-dir", run.parent, "--json"))
+    row = next(r for r in rows if r["name"] == "run")
+    best = json.loads((run / "best.json").read_text())
+    assert row["state"] == "finished" and row["monitor"] == f"iou:{classes.names[1]}"
+    assert row["best"] == best["metrics"][f"iou_{classes.names[1]}"] and row["splits"] == "train / val"
+
+
+def test_a_folder_run_resumes_and_refuses_changed_classes(shapes, tmp_path):
+    import shutil
+    data = shutil.copytree(shapes, tmp_path / "shapes")
+    for name in ("train.txt", "val.txt"):
+        (data / name).unlink()
+    runs = tmp_path / "runs"
+    output = invoke("fit", "--data", data, *TINY_FIT, "--epochs", 1, "--runs-dir", runs, "--name", "r")
+    assert f"Splits: {data} has no train.txt or val.txt, so 10% of its images" in " ".join(output.split())
+    invoke("fit", "--resume", runs / "r", "--epochs", 2)
+    with open(runs / "r" / "metrics.csv") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
+    text = (data / "classes.txt").read_text().replace("stripes0-disk", "renamed")
+    (data / "classes.txt").write_text(text)
+    before = (runs / "r" / "metrics.csv").read_bytes()
+    result = runner.invoke(app, ["fit", "--resume", str(runs / "r"), "--epochs", "3"])
+    assert result.exit_code == 2
+    assert "was trained on the classes background, stripes0-disk, " in " ".join(result.output.split())
+    assert (runs / "r" / "metrics.csv").read_bytes() == before
+
+
+def test_tensorboard_logs_the_epoch_early_stopping_ended(tmp_path):
+    """RunRecorder raises CancelFitException in the epoch's after_epoch, before TensorBoardLog's: after_fit
+    logs that last row."""
+    from types import SimpleNamespace
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from fastseg.classes import ClassSet
+    from fastseg.train.tensorboard import TENSORBOARD_DIR, TensorBoardLog
+    classes = ClassSet(("background", "thing"))
+    row = {"epoch": 1, "train_loss": 0.5, "valid_loss": 0.6, "lr": 1e-3, "miou": 0.4, "fg_miou": 0.3,
+           "pixel_acc": 0.9, "mean_acc": 0.5, "fw_iou": 0.8, "iou_background": 0.5, "iou_thing": 0.3}
+    recorder = SimpleNamespace(rows=[row])
+    log = TensorBoardLog(tmp_path, recorder, classes)
+    log.writer, log.logged = SummaryWriter(str(tmp_path / TENSORBOARD_DIR)), 0
+    log.grid = lambda: np.zeros((4, 12, 3), np.uint8)
+    log.after_fit()  # no after_epoch ran for this row
+    events = EventAccumulator(str(tmp_path / TENSORBOARD_DIR))
+    events.Reload()
+    assert [e.value for e in events.Scalars("iou/thing")] == [pytest.approx(0.3)]
+
+
+def test_a_classes_file_renames_a_voc_layout_dataset_in_fit_and_evaluate(synth_root, tmp_path):
+    from fastseg.classes import ClassSet, write_classes
+    names = tuple(f"kind{i}" for i in range(21))
+    write_classes(ClassSet(names), tmp_path / "mine.txt")
+    result = cli_fit(synth_root, tmp_path / "runs", "--name", "mine", "--classes", str(tmp_path / "mine.txt"))
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "runs" / "mine" / "metrics.csv") as f:
+        assert next(csv.reader(f))[-21:] == [f"iou_{n}" for n in names]
+    invoke("evaluate", tmp_path / "runs" / "mine")
+    metrics = json.loads((tmp_path / "runs" / "mine" / "metrics.json").read_text())
+    assert list(metrics["per_class"]) == list(names)
+    assert metrics["fg_miou"] == pytest.approx(metrics["miou"])  # class 0 is not named background
+    assert metrics["fg_miou_note"].startswith("every class: class 0 is 'kind0'")
+
+
+def test_evaluate_of_bare_weights_needs_a_dataset_not_only_sbd(voc_weights, synth_root, tmp_path):
+    import shutil
+    for name in ("best.safetensors", "best.json"):
+        shutil.copy(voc_weights.with_name(name), tmp_path / name)
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "best.safetensors"), "--sbd", str(synth_root)])
+    assert result.exit_code == 2 and "pass --voc (and --sbd) or --data" in result.output
+
+
+def test_pretrained_takes_a_run_folder_and_refuses_a_checkpoint(shapes, voc_weights, tmp_path):
+    result = runner.invoke(app, ["fit", "--data", str(shapes), *TINY_FIT, "--pretrained", str(voc_weights.parent),
+                                 "--epochs", "1", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0 and "the head is re-initialised for 5 classes" in " ".join(result.output.split())
+    last = voc_weights.with_name("last.safetensors")
+    result = runner.invoke(app, ["fit", "--data", str(shapes), *TINY_FIT, "--pretrained", str(last),
+                                 "--epochs", "1", "--runs-dir", str(tmp_path / "runs2")])
+    assert result.exit_code == 2 and not (tmp_path / "runs2").exists()
+    assert " ".join(result.output.split()).endswith(f"Error: {last} is a training checkpoint, not a model; fine-tune "
+                                                    f"from the run's {voc_weights} (or pass the run folder).")

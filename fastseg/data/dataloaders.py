@@ -18,6 +18,7 @@ from PIL import Image
 
 from fastseg.config import DataConfig
 from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES, padded_size
+from fastseg.data.folder import split_note
 from fastseg.data.samples import Sample, sample_mask_array
 from fastseg.data.splits import build_split, check_leakage, dataset_classes
 from fastseg.data.transforms import AlbumentationsTransform, build_augmentation, pad_batch
@@ -72,6 +73,9 @@ def paired_splits(cfg: DataConfig, log=print) -> tuple[list[Sample], list[Sample
     train = build_split(cfg.train_split, cfg.roots)
     valid = build_split(cfg.valid_split, cfg.roots)
     log(check_leakage(train, valid, cfg.train_split, cfg.valid_split).summary())
+    note = split_note(cfg.roots.folder) if cfg.roots.folder is not None else None
+    if note:
+        log(note)
     splits = preflight({cfg.train_split: train, cfg.valid_split: valid}, cfg.roots, cfg.skip_bad, log)
     return splits[cfg.train_split], by_padded_size(splits[cfg.valid_split])
 

@@ -98,6 +98,18 @@ def seeded_split(stems: list[str]) -> tuple[list[str], list[str]]:
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
+def split_note(root: Path) -> str | None:
+    """The sentence `fit` prints when the splits are not both read from lists (None when they are)."""
+    listed = [n for n in FOLDER_SPLITS if list_file(root, n).is_file()]
+    if len(listed) == len(FOLDER_SPLITS):
+        return None
+    if listed:
+        other = next(n for n in FOLDER_SPLITS if n not in listed)
+        return f"Splits: {listed[0]} from {list_file(root, listed[0])}, {other} every other image of {root}."
+    return (f"Splits: {root} has no train.txt or val.txt, so {VAL_SHARE:.0%} of its images (chosen with seed "
+            f"{FOLDER_SPLIT_SEED}, the same on every machine) are val and the rest train; write the lists to choose.")
+
+
 def folder_lists(name: str, root: Path) -> list[Path]:
     """The list files split `name` is built from (for the preflight's list checks)."""
     return [p for p in (list_file(root, n) for n in FOLDER_SPLITS) if p.is_file()]

@@ -32,5 +32,13 @@ def read_id_list(path: Path) -> list[str]:
 
 
 def list_lines(path: Path) -> list[str]:
-    """Non-empty, stripped lines of an id list file, repeats kept."""
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    """Non-empty, stripped lines of an id list file, repeats kept.
+
+    Raises:
+        FastsegError: the file is not UTF-8 text.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise FastsegError(f"Id list {path} is not UTF-8 text; write one id (file stem) per line.") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]

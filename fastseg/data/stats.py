@@ -58,11 +58,13 @@ def median_frequency_weights(pixels: np.ndarray, image_pixels: np.ndarray) -> np
 
 def cached_class_pixels(samples: list[Sample], cache_dir: Path, num_classes: int = NUM_CLASSES,
                         progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """`class_pixel_counts` of `samples`, computed once per split content and class count and cached
-    as JSON in `cache_dir` (a read-only folder only costs recomputing next time)."""
+    """`class_pixel_counts` of `samples`, computed once per split content, class count and colour table
+    (RGB masks) and cached as JSON in `cache_dir` (a read-only folder only costs recomputing next time)."""
     listing = "\n".join(str(s.mask) for s in samples)
     if num_classes != NUM_CLASSES:  # VOC's key stays as it was, so existing caches still count
         listing += f"\n{num_classes} classes"
+    if samples and samples[0].colours:  # recoloured classes count other pixels
+        listing += f"\n{samples[0].colours}"
     key = hashlib.sha1(listing.encode()).hexdigest()[:16]
     cache = cache_dir / f"class-pixels-{key}.json"
     if cache.is_file():

@@ -52,10 +52,9 @@ def blocks(run: Path, metrics: dict, roots=None) -> list[tuple]:
                  f"({metrics['images']} images): mIoU {metrics['miou']:.4f} (95 % CI {lo:.4f}-{hi:.4f}, "
                  f"bootstrap over images), foreground mIoU {metrics['fg_miou']:.4f}, pixel accuracy "
                  f"{metrics['pixel_acc']:.4f}, mean accuracy {metrics['mean_acc']:.4f}."),
-           ("h2", "Beside the seeds"),
-           ("table", (("model", "splits", "result"), REFERENCES + [
-               ("this run", f"{cfg.data.train_split} / {metrics['split']}",
-                f"{100 * metrics['miou']:.1f} mIoU, {100 * metrics['pixel_acc']:.2f} % pixel accuracy")]))]
+           *_beside_the_seeds(metrics, ("this run", f"{cfg.data.train_split} / {metrics['split']}",
+                                        f"{100 * metrics['miou']:.1f} mIoU, {100 * metrics['pixel_acc']:.2f} % "
+                                        "pixel accuracy"))]
     out += [("img", (title, name)) for title, name in FIGURES if (run / name).is_file()]
     out += [("h2", "Per-class results"), ("table", (("class", "IoU", "accuracy"), [
         (name, _num(row["iou"]), _num(row["acc"])) for name, row in metrics["per_class"].items()]))]
@@ -72,6 +71,21 @@ def blocks(run: Path, metrics: dict, roots=None) -> list[tuple]:
             ("h2", "Configuration"), ("table", (("option", "value"), _config_rows(cfg))),
             ("h2", "Environment"), ("table", (("what", "version"), environment()))]
     return out
+
+
+def voc_classes(metrics: dict) -> bool:
+    """Whether an evaluation scored VOC's 21 classes (only then do the seeds' numbers compare)."""
+    from fastseg.constants import VOC_CLASSES
+    return tuple(metrics["per_class"]) == VOC_CLASSES
+
+
+def _beside_the_seeds(metrics: dict, row: tuple) -> list[tuple]:
+    """The seeds' published numbers with this model's `row`, for VOC's classes; for a dataset of its
+    own, the classes scored instead."""
+    if voc_classes(metrics):
+        return [("h2", "Beside the seeds"), ("table", (("model", "splits", "result"), REFERENCES + [row]))]
+    return [("p", f"Classes ({len(metrics['per_class'])}, the dataset's own): {', '.join(metrics['per_class'])}; "
+                  f"foreground mIoU averages {metrics.get('fg_miou_note', 'classes 1..')}.")]
 
 
 def _num(value) -> str:
@@ -197,7 +211,8 @@ def _card_results(cfg, evaluated: dict | None, validation: dict) -> list[tuple]:
         return [("h2", "Results"), ("p", f"Validation during training on {cfg.data.valid_split}: mIoU "
                                          f"{validation['miou']:.4f}, pixel accuracy {validation['pixel_acc']:.4f} "
                                          "(no `fastseg evaluate` run yet: no interval)."),
-                ("table", (("model", "splits", "result"), REFERENCES))]
+                *([("table", (("model", "splits", "result"), REFERENCES))] if cfg.data.data is None
+                  and cfg.data.classes is None else [])]
     lo, hi = evaluated["miou_ci95"]
     tta = evaluated["tta"]
     used = "none" if not tta["flip"] and tta["scales"] == [1.0] else f"flip {tta['flip']}, scales {tta['scales']}"
@@ -205,9 +220,9 @@ def _card_results(cfg, evaluated: dict | None, validation: dict) -> list[tuple]:
             ("p", f"On {evaluated['split']} ({evaluated['images']} images): mIoU {evaluated['miou']:.4f} (95 % "
                   f"interval {lo:.4f}-{hi:.4f}), foreground mIoU {evaluated['fg_miou']:.4f}, pixel accuracy "
                   f"{evaluated['pixel_acc']:.4f}; test-time augmentation: {used}."),
-            ("table", (("model", "splits", "result"), REFERENCES + [
-                ("this model", f"{cfg.data.train_split} / {evaluated['split']}",
-                 f"{100 * evaluated['miou']:.1f} mIoU, {100 * evaluated['pixel_acc']:.2f} % pixel accuracy")])),
+            *_beside_the_seeds(evaluated, ("this model", f"{cfg.data.train_split} / {evaluated['split']}",
+                                           f"{100 * evaluated['miou']:.1f} mIoU, {100 * evaluated['pixel_acc']:.2f} "
+                                           "% pixel accuracy")),
             ("p", PROTOCOL),
             ("h2", "Per-class IoU"), ("table", (("class", "IoU", "accuracy"), [
                 (name, _num(row["iou"]), _num(row["acc"])) for name, row in evaluated["per_class"].items()]))]

@@ -308,14 +308,15 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
     folder = weights.parent
     run = (folder / CONFIG).is_file() and weights.name != EXPORT_WEIGHTS  # an export's config.json is the model's
     cfg = load_config(folder / CONFIG) if run else None
-    if roots is None and cfg is None:
+    if cfg is None and (roots is None or (roots.voc is None and roots.folder is None)):
         raise FastsegError(f"{weights} has no run config beside it; pass --voc (and --sbd) or --data to say "
                            "where the data is.")
     roots = data_roots(cfg, roots)
     classes = matching_classes(model_classes(read_metadata(require_weights(weights))), roots, weights)
-    if cfg is not None:  # the run card counts the run's splits: fail on unresolved data before scoring
+    card = cfg is not None and (roots.folder is None) == (cfg.data.roots.folder is None)  # the run's own kind of data
+    if card:  # the run card counts the run's splits: fail on unresolved data before scoring
         build_split(cfg.data.train_split, roots)
-    split = split or (cfg.data.valid_split if cfg else "val" if roots.folder is not None else "voc12-val")
+    split = split or (cfg.data.valid_split if card else "val" if roots.folder is not None else "voc12-val")
     if bs is not None and bs < 1:
         raise FastsegError(f"--bs {bs} must be at least 1.")
     bs = bs or (cfg.data.val_bs or cfg.data.bs if cfg else 8)
@@ -330,7 +331,7 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(content, indent=2)))
     save_per_image(result, split, folder / PER_IMAGE)
     write_figures(result, folder)
-    if run:  # a run folder: fit already drew curves.png; add the run card
+    if card:  # a run folder scored on its own kind of data: fit already drew curves.png; add the run card
         from fastseg.evaluate.report import write_report
         write_report(folder, roots)
     return path, content

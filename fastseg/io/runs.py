@@ -166,12 +166,15 @@ def _run_fields(run: Path) -> dict:
     rows = read_metrics_csv(run / METRICS)
     best = json.loads((run / BEST).with_suffix(".json").read_text()) if (run / BEST).is_file() else None
     data = cfg["data"]
-    fields = {"arch": cfg["arch"], "width": cfg["width"], "voc": data["voc"], "sbd": data.get("sbd"),
+    fields = {"arch": cfg["arch"], "width": cfg["width"], "voc": data.get("voc"), "data": data.get("data"),
+              "sbd": data.get("sbd"),
               "splits": f"{data['train_split']} / {data['valid_split']}", "epochs_done": len(rows),
               "epochs": cfg["epochs"], "monitor": cfg.get("monitor", "miou"),
               "seconds": sum(r["seconds"] for r in rows if isinstance(r.get("seconds"), float))}
     if best:
-        fields |= {"best": best["metrics"][monitor_key(fields["monitor"])], "best_epoch": best["epoch"],
+        classes = tuple(best.get("classes") or ())  # a folder dataset's own names (VOC's when absent)
+        key = monitor_key(fields["monitor"], classes) if classes else monitor_key(fields["monitor"])
+        fields |= {"best": best["metrics"][key], "best_epoch": best["epoch"],
                    "best_miou": best["metrics"]["miou"]}
     return fields | {"state": run_state_name(run, cfg, len(rows))}
 

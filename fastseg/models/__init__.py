@@ -46,6 +46,9 @@ def create_model(arch: str, num_classes: int = NUM_CLASSES, pretrained: str | Pa
     if width <= 0:
         raise ValueError(f"width must be positive, got {width}.")
     model = he_init(known[arch](num_classes=num_classes, width=width))
+    if pretrained not in (None, "none", "imagenet") and Path(pretrained).is_dir():  # a run or export folder
+        from fastseg.models.weights import weights_file
+        pretrained = weights_file(pretrained)
     if pretrained not in (None, "none") and is_fastseg_weights(pretrained):
         load_fastseg_weights(model, pretrained, arch, width)
     elif pretrained not in (None, "none"):

@@ -1,5 +1,6 @@
 """ImageNet VGG16-BN weights for the encoder, from torchvision's cache or a local file."""
 
+import json
 from pathlib import Path
 
 import torch
@@ -8,6 +9,7 @@ from torch import nn
 
 from fastseg.console import log
 from fastseg.errors import FastsegError
+from fastseg.io.runs import LAST
 
 IMAGENET_FILE = "vgg16_bn-6c64b313.pth"  # torchvision's VGG16_BN_Weights.IMAGENET1K_V1 file name
 
@@ -66,11 +68,25 @@ def load_encoder_weights(encoder: nn.Module, source: str | Path, width: float) -
 
 
 def is_fastseg_weights(source: str | Path) -> bool:
-    """Whether `source` is a weights file fastseg wrote (a .safetensors with its JSON sidecar): a run's
-    best/last model or an export, which `fit --pretrained` fine-tunes whole rather than as an encoder."""
+    """Whether `source` is a model fastseg wrote (a .safetensors with its JSON sidecar: a run's
+    best.safetensors or an export's model.safetensors), which `fit --pretrained` fine-tunes whole
+    rather than as an encoder.
+
+    Raises:
+        FastsegError: `source` is a run's training checkpoint (last.safetensors), not a model.
+    """
     from fastseg.models.weights import sidecar_path
     path = Path(source)
-    return path.suffix == ".safetensors" and path.is_file() and sidecar_path(path).is_file()
+    if not (path.suffix == ".safetensors" and path.is_file() and sidecar_path(path).is_file()):
+        return False
+    try:
+        json.loads(sidecar_path(path).read_text())["arch"]  # noqa: B018 - model metadata, not a checkpoint's
+    except (OSError, ValueError, KeyError, TypeError):
+        if path.name == LAST:  # a run's resumable checkpoint
+            raise FastsegError(f"{path} is a training checkpoint, not a model; fine-tune from the run's "
+                               f"{path.with_name('best.safetensors')} (or pass the run folder).") from None
+        return False  # a state dict that happens to have some other .json beside it
+    return True
 
 
 def load_fastseg_weights(model: nn.Module, source: str | Path, arch: str, width: float) -> None:

@@ -1,5 +1,6 @@
 """`fastseg fit`: train a run from a FitConfig, or resume one, with the run folder written as it goes."""
 
+import json
 from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from fastseg.devices.precision import amp_warning
 from fastseg.devices.select import run_device
 from fastseg.errors import FastsegError, Interrupted, io_error
 from fastseg.io.runs import (
+    BEST,
     CONFIG,
     FAILED,
     LAST,
@@ -30,7 +32,7 @@ from fastseg.io.runs import (
     save_config,
 )
 from fastseg.io.serialize import load_state
-from fastseg.models.weights import model_metadata
+from fastseg.models.weights import model_classes, model_metadata
 from fastseg.train.callbacks import FreezeEncoder, Interrupt, Resume, SeedEpochs
 from fastseg.train.learner import build_learner, needs_class_pixels, resolve_run_options
 from fastseg.train.lr_find import resolve_lr
@@ -61,6 +63,8 @@ def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = Non
             raise FastsegError(f"--epochs {cfg.epochs} is fewer than the {state['epoch']} epochs run {run_dir} has "
                                f"done; pass --epochs {state['epoch']} or more.")
         classes = dataset_classes(cfg.data.roots)
+        if resume:
+            check_run_classes(run_dir, classes)
         check_monitor(cfg.monitor, classes.names)
         if cfg.log == "tensorboard":
             require_tensorboard()
@@ -119,6 +123,18 @@ def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, 
         raise Interrupted(f"Stopped by {interrupt.requested} with the checkpoint saved; continue with "
                           f"`fastseg fit --resume {run_dir}`.", recorder.rows)
     return run_dir, recorder.rows
+
+
+def check_run_classes(run_dir: Path, classes) -> None:
+    """Raises FastsegError when the dataset's classes are not those the run was trained on (best.json's)."""
+    best = (run_dir / BEST).with_suffix(".json")
+    if not best.is_file():
+        return
+    recorded = model_classes(json.loads(best.read_text()))
+    if recorded.names != classes.names:
+        raise FastsegError(f"Run {run_dir} was trained on the classes {', '.join(recorded.names)} but the dataset now "
+                           f"has {', '.join(classes.names)}; resume with the classes it started with, or start a new "
+                           "run.")
 
 
 def resume_fit(run_dir: Path, extra_cbs: list | None = None, voc: Path | None = None, sbd: Path | None = None,

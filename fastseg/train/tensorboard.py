@@ -64,6 +64,10 @@ class TensorBoardLog(Callback):
         self.grid_y = y[:GRID_IMAGES].as_subclass(torch.Tensor)
 
     def after_epoch(self):
+        self.log_rows()
+
+    def log_rows(self):
+        """Log every row RunRecorder wrote since the last call (and the grid at the newest epoch)."""
         rows = self.run_recorder.rows
         if len(rows) <= self.logged:
             return
@@ -84,5 +88,8 @@ class TensorBoardLog(Callback):
         return prediction_grid(denormalize(self.grid_x), self.grid_y.cpu().numpy(), pred, self.classes.palette())
 
     def after_fit(self):
+        """Also after early stopping, which RunRecorder raises in the epoch's after_epoch before this
+        callback's: that epoch's row is logged here."""
         if self.writer is not None:
+            self.log_rows()
             self.writer.close()

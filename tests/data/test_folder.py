@@ -10,7 +10,7 @@ from PIL import Image
 from fastseg.classes import VOC, ClassSet, read_classes, write_classes
 from fastseg.config import SynthConfig
 from fastseg.data.checks import check_dataset, preflight
-from fastseg.data.folder import VAL_SHARE, folder_split, seeded_split
+from fastseg.data.folder import VAL_SHARE, folder_split, seeded_split, split_note
 from fastseg.data.masks import read_mask
 from fastseg.data.samples import sample_mask_array
 from fastseg.data.splits import DataRoots, build_split, dataset_classes
@@ -44,6 +44,20 @@ def test_classes_file_reads_names_colours_and_the_void_line(tmp_path):
     assert read_classes(tmp_path / "again.txt") == classes
 
 
+def test_classes_file_edge_cases_a_user_writes(tmp_path):
+    path = tmp_path / "classes.txt"
+    path.write_bytes("\ufeffbackground\nroad\nvoid: 9 9 9\n".encode())  # a BOM, and the void colour alone
+    classes = read_classes(path)
+    assert classes.names == ("background", "road") and classes.background
+    assert (classes.void, classes.void_colour) == ("void", (9, 9, 9))
+    path.write_text("background\nvoid 255 255 255\n")  # a void label written without the colon
+    with pytest.raises(FastsegError, match=r"line 2 names a class 'void'; write 'void: NAME \[R G B\]'"):
+        read_classes(path)
+    path.write_bytes(b"background\n\xff\xferoad\n")
+    with pytest.raises(FastsegError, match="could not be read \\(not UTF-8 text\\)"):
+        read_classes(path)
+
+
 def test_classes_without_colours_use_the_voc_colour_map():
     classes = ClassSet(("sky", "tree"))
     assert classes.colour_ids() is None and classes.palette() == VOC.palette()
@@ -68,15 +82,20 @@ def test_a_malformed_classes_file_is_one_sentence_naming_it(tmp_path, text, mess
 def test_the_folder_splits_come_from_the_lists_or_the_seeded_90_10_split(folder):
     assert [s.id for s in folder_split("train", folder)] == [f"img_{i:04d}" for i in range(8)]
     assert [s.id for s in folder_split("val", folder)] == [f"img_{i:04d}" for i in range(8, 11)]
+    assert split_note(folder) is None
     (folder / "val.txt").unlink()  # train.txt alone: val is every other stem
     assert [s.id for s in folder_split("val", folder)] == ["img_0008", "img_0009", "img_0010"]
+    assert split_note(folder) == f"Splits: train from {folder / 'train.txt'}, val every other image of {folder}."
     (folder / "train.txt").unlink()
     train, val = folder_split("train", folder), folder_split("val", folder)
     stems = sorted(p.stem for p in (folder / "images").iterdir())
-    expected_train, expected_val = seeded_split(stems)
-    assert [s.id for s in val] == expected_val and [s.id for s in train] == expected_train
-    assert len(val) == math.ceil(len(stems) * VAL_SHARE) and not {s.id for s in train} & {s.id for s in val}
-    assert seeded_split(list(reversed(stems))) == (expected_train, expected_val)  # the order on disk does not matter
+    assert [s.id for s in val] == ["img_0008", "img_0009"]  # random.Random(0) shuffles the 11 sorted stems
+    assert [s.id for s in train] == [s for s in stems if s not in ("img_0008", "img_0009")]
+    assert len(val) == math.ceil(len(stems) * VAL_SHARE)
+    assert seeded_split(list(reversed(stems))) == ([s.id for s in train], [s.id for s in val])  # disk order is moot
+    assert split_note(folder) == (f"Splits: {folder} has no train.txt or val.txt, so 10% of its images (chosen with "
+                                  "seed 0, the same on every machine) are val and the rest train; write the lists "
+                                  "to choose.")
 
 
 def test_images_of_any_suffix_pair_with_their_masks(folder):
