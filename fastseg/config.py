@@ -94,8 +94,6 @@ class Preset(StrEnum):
     NONE = "none"
 
 
-TrainSplit = StrEnum("TrainSplit", {s.upper().replace("-", "_"): s for s in TRAIN_SPLITS})
-EvalSplit = StrEnum("EvalSplit", {s.upper().replace("-", "_"): s for s in EVAL_SPLITS})
 OPTIMIZERS = tuple(Opt)
 PRESETS = tuple(Preset)
 

@@ -325,3 +325,12 @@ def test_pretrained_takes_a_run_folder_and_refuses_a_checkpoint(shapes, voc_weig
     assert result.exit_code == 2 and not (tmp_path / "runs2").exists()
     assert " ".join(result.output.split()).endswith(f"Error: {last} is a training checkpoint, not a model; fine-tune "
                                                     f"from the run's {voc_weights} (or pass the run folder).")
+
+
+def test_compare_two_folder_runs_by_the_dataset_classes(own_run, tmp_path):
+    import shutil
+    _, classes, run, _, _ = own_run
+    twin = shutil.copytree(run, tmp_path / "twin")
+    invoke("compare", run, twin, "--out", tmp_path / "cmp", "--samples", 100)
+    table = json.loads((tmp_path / "cmp" / "compare.json").read_text())["table"]
+    assert [r["metric"] for r in table][-5:] == [f"IoU {n}" for n in classes.names]
