@@ -77,6 +77,8 @@ def test_fit_names_the_dataset_classes_in_metrics_and_the_sidecar(own_run):
     model, _ = load_model(run / "best.safetensors")
     assert model.head.out_channels == 5
     assert "Leakage check: train (16) vs val (6): no shared ids." in out["fit"]
+    found = json.loads((run.parent / "lr" / "lr_find.json").read_text())  # find-lr on the folder dataset
+    assert found["arch"] == "segnet" and found["valley"] is not None and (run.parent / "lr" / "lr_find.png").is_file()
     assert all(name in out["fit"] for name in classes.names)  # the class-weights table
 
 
