@@ -31,14 +31,15 @@ from fastseg.train.lr_find import find_lr
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes for about 4 min 45 s past the install on 2 CPU cores (the README has the timing)."""
+    """Sizes for about 4 minutes past the install on 2 CPU cores (the README has the timing)."""
 
     synth: SynthConfig = field(default_factory=lambda: SynthConfig(n_train=400, n_val=60, n_sbd_only=400, size=112))
     width: float = 0.25    # SegNet at 1/4 of its channels (1.85 M parameters): at 1/8 its last decoder
                            # stage fed the 21-class head with 8 channels, and one seed in two stalled
     crop: int = 64         # training crops; validation runs on whole images
     bs: int = 32           # the SegNet seed's batch; 16 learned the classes far more slowly
-    epochs: int = 24       # 600 steps of 32; with 16, seed 0 still predicted background at epoch 9
+    epochs: int = 24       # 600 steps of 32; with 16, seed 0 still predicted background at epoch 9, and
+                           # with 20 seed 1 stalled at 1 thread (0.327; BENCHMARKS.md)
     lr: float = 2e-2       # Adam peak of the one-cycle schedule; at 5e-2 one seed in four took off late (BENCHMARKS.md)
     lr_find_iters: int = 16  # lr_find's suggestions need 8; the demo shows them, it trains at `lr`
     channels_last: bool = True  # NHWC: an epoch took 7.5 s against 9 s NCHW on 2 Xeon cores (BENCHMARKS.md)
