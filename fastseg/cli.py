@@ -417,7 +417,7 @@ def _recipe_value(path: Path, key: str, value, default, choices):
         raise FastsegError(f"Recipe {path} sets {key} = {value!r}, which fit refuses; choose one of: {names}.")
     if isinstance(default, Path) or key in ("voc", "data", "sbd", "voc11", "classes"):
         return Path(value)
-    if isinstance(default, bool) or not isinstance(default, (int, float)) or isinstance(default, Enum):
+    if isinstance(default, bool) or not isinstance(default, (int, float)):  # StrEnum choices are str
         return value
     try:
         return type(default)(value)

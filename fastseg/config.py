@@ -102,18 +102,19 @@ MONITORS = ("miou", "fg_miou", "pixel_acc")
 """`fit --monitor` choices besides iou:CLASS: validation metrics (higher is better)."""
 
 
-def monitor_key(monitor: str, classes: tuple[str, ...] = VOC_CLASSES) -> str | None:
-    """The metrics.csv column a --monitor value names ("iou:cat" -> "iou_cat"), or None if it names
-    none of MONITORS and no class of `classes`."""
+def monitor_key(monitor: str) -> str | None:
+    """The metrics.csv column a --monitor value names ("iou:cat" -> "iou_cat"), or None when it is
+    neither one of MONITORS nor iou:CLASS (which class names exist, `check_monitor` checks)."""
     if monitor in MONITORS:
         return monitor
     kind, _, name = monitor.partition(":")
-    return f"iou_{name}" if kind == "iou" and name in classes else None
+    return f"iou_{name}" if kind == "iou" and name else None
 
 
-def check_monitor(monitor: str, classes: tuple[str, ...]) -> None:
+def check_monitor(monitor: str, classes: tuple[str, ...] = VOC_CLASSES) -> None:
     """Raises FastsegError unless `monitor` is one of MONITORS or iou:CLASS of the dataset's `classes`."""
-    if monitor_key(monitor, classes) is None:
+    key = monitor_key(monitor)
+    if key is None or (key not in MONITORS and key.removeprefix("iou_") not in classes):
         raise FastsegError(f"Unknown --monitor '{monitor}'; choose one of: {', '.join(MONITORS)} or iou:CLASS "
                            f"with CLASS one of {', '.join(classes)}.")
 
@@ -235,8 +236,8 @@ class FitConfig:
             (0 <= self.mom < 1, f"--mom {self.mom} must be at least 0 and below 1."),
             (self.freeze_epochs >= 0, f"--freeze-epochs {self.freeze_epochs} must be 0 or more."),
             (self.patience is None or self.patience >= 1, f"--patience {self.patience} must be at least 1."),
-            (self.monitor in MONITORS or self.monitor.startswith("iou:"), f"Unknown --monitor '{self.monitor}'; "
-             f"choose one of: {', '.join(MONITORS)} or iou:CLASS with CLASS one of the dataset's classes."),
+            (monitor_key(self.monitor) is not None, f"Unknown --monitor '{self.monitor}'; choose one of: "
+             f"{', '.join(MONITORS)} or iou:CLASS with CLASS one of the dataset's classes."),
             (self.clip is None or self.clip > 0, f"--clip {self.clip} must be positive."),
             (self.l1 >= 0, f"--l1 {self.l1} must be 0 or positive."),
         ])

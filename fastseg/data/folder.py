@@ -84,7 +84,8 @@ def _remaining(name: str, lists: dict[str, list[str]], stems: list[str]) -> list
     """Stems of split `name` when its list is absent: those the other list leaves, else the seeded split."""
     other = next((lists[n] for n in FOLDER_SPLITS if n != name and n in lists), None)
     if other is not None:
-        return [s for s in stems if s not in set(other)]
+        taken = set(other)
+        return [s for s in stems if s not in taken]
     train, val = seeded_split(stems)
     return train if name == "train" else val
 
@@ -110,6 +111,6 @@ def split_note(root: Path) -> str | None:
             f"{FOLDER_SPLIT_SEED}, the same on every machine) are val and the rest train; write the lists to choose.")
 
 
-def folder_lists(name: str, root: Path) -> list[Path]:
-    """The list files split `name` is built from (for the preflight's list checks)."""
+def folder_lists(root: Path) -> list[Path]:
+    """The list files the folder dataset's splits are built from (for the preflight's list checks)."""
     return [p for p in (list_file(root, n) for n in FOLDER_SPLITS) if p.is_file()]

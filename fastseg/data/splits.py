@@ -5,6 +5,7 @@ Sizes on the real datasets: voc12-train 1,464; voc12-val 1,449; train-aug 10,582
 seg11valid 736; voc12-val-a 725 and voc12-val-b 724 (a seeded half of voc12-val each).
 """
 
+import functools
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,6 +49,13 @@ def dataset_classes(roots: DataRoots) -> ClassSet:
     if not path.is_file():
         raise FastsegError(f"Classes file {path} does not exist; write one class name per line, class 0 first "
                            "(an optional R G B colour after each name).")
+    stat = path.stat()
+    return _read_classes_once(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_classes_once(path: Path, mtime_ns: int, size: int) -> ClassSet:
+    """`read_classes`, parsed once per file content (every split, check and loader of a command asks)."""
     return read_classes(path)
 
 
@@ -84,7 +92,7 @@ def data_dir(roots: DataRoots) -> Path:
 def split_lists(name: str, roots: DataRoots) -> list[Path]:
     """The id list files a split is built from (those that exist), for the preflight's list checks."""
     if roots.folder is not None:
-        return folder_lists(name, roots.folder)
+        return folder_lists(roots.folder)
     voc = resolve_voc_root(roots.voc)
     voc_list = {n: voc / "ImageSets" / "Segmentation" / f"{n}.txt" for n in ("train", "val")}
     sbd = resolve_sbd_root(roots.sbd) if roots.sbd is not None and name in ("train-aug", "seg11valid") else None

@@ -272,6 +272,7 @@ def generate_folder(out: str | Path, cfg: SynthConfig, num_classes: int = 5, col
     for folder in (IMAGES, MASKS):
         (out / folder).mkdir(parents=True, exist_ok=True)
     stems = [f"img_{i:04d}" for i in range(cfg.n_train + cfg.n_val)]
+    colours = np.array(classes.palette(), np.uint8).reshape(256, 3)  # class id → RGB, void's white at 255
     for index, stem in enumerate(stems):
         rng = np.random.default_rng([cfg.seed, index])
         img, labels = draw_image(rng, *image_size(rng, cfg.size), num_classes)
@@ -281,7 +282,6 @@ def generate_folder(out: str | Path, cfg: SynthConfig, num_classes: int = 5, col
             save_jpeg(img, out / IMAGES / f"{stem}.jpg")
         mask = add_void_band(labels, cfg.band)
         if colour_masks:
-            colours = np.array(classes.palette(), np.uint8).reshape(256, 3)
             Image.fromarray(colours[mask]).save(out / MASKS / f"{stem}.png")
         else:
             Image.fromarray(mask, mode="L").save(out / MASKS / f"{stem}.png")

@@ -16,6 +16,7 @@ import torch
 from fastseg.classes import VOC, ClassSet
 from fastseg.errors import FastsegError
 from fastseg.evaluate.metrics import scores
+from fastseg.evaluate.report import format_score
 from fastseg.evaluate.scoring import BOOTSTRAP_SAMPLES, load_per_image, resample_counts, resampled_mious
 from fastseg.io.atomic import atomic_write
 from fastseg.io.runs import EVALUATION, METRICS, PER_IMAGE, read_metrics_csv
@@ -168,15 +169,12 @@ def markdown(result: dict, names: list[str]) -> str:
     lines = []
     for row in result["table"]:
         first, *rest = row["values"]
-        cells = [_num(first)] + [f"{_num(v)} ({_delta(v, first)})" for v in rest]
+        cells = [format_score(first)] + [f"{format_score(v)} ({_delta(v, first)})" for v in rest]
         lines.append(f"| {row['metric']} | " + " | ".join(cells) + " |")
     verdicts = "\n".join(f"- {t['verdict']}" for t in result["tests"])
     return (f"# Comparing runs on {result['split']} ({result['images']} images)\n\n{head}" + "\n".join(lines)
             + f"\n\nPaired bootstrap of the mIoU difference to {names[0]}:\n\n{verdicts}\n")
 
-
-def _num(v: float) -> str:
-    return "n/a" if v != v else f"{v:.4f}"
 
 
 def _delta(v: float, first: float) -> str:

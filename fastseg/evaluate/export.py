@@ -126,30 +126,31 @@ def export_folder(run: Path, out: Path, onnx: bool = False, opset: int = 17) -> 
     save_model(model, out / EXPORT_WEIGHTS, config)
     for stale in (ONNX, PARITY, CARD):  # an earlier export's files, which may be of another model
         (out / stale).unlink(missing_ok=True)
+    parity = None
     if onnx:
         export_onnx(out / EXPORT_WEIGHTS, out / ONNX, opset=opset, normalise=True)
-        parity = onnx_parity(model, out / ONNX, run)
+        parity = onnx_parity(Normalised(model, meta["mean"], meta["std"]).eval(), out / ONNX, run)
         atomic_write(out / PARITY, lambda tmp: tmp.write_text(json.dumps(parity, indent=2)))
     from fastseg.evaluate.report import model_card
-    card = model_card(run, config, json.loads((out / PARITY).read_text()) if onnx else None)
+    card = model_card(run, config, parity)
     atomic_write(out / CARD, lambda tmp: tmp.write_text(card))
     return out
 
 
-def onnx_parity(model: nn.Module, onnx_path: Path, run: Path) -> dict:
-    """ONNX Runtime against PyTorch on the run's validation split at native size: the share of pixels
-    whose class agrees, the largest logit difference, and both mIoUs against the masks."""
+def onnx_parity(wrapped: nn.Module, onnx_path: Path, run: Path) -> dict:
+    """ONNX Runtime against PyTorch (`wrapped`: the model behind its normalisation, as the ONNX graph
+    is) on the run's validation split at native size: the share of pixels whose class agrees, the
+    largest logit difference, and both mIoUs against the masks."""
     import onnxruntime as ort
     from PIL import Image
 
     from fastseg.data.samples import sample_mask_array
-    from fastseg.data.splits import build_split, dataset_classes
+    from fastseg.data.splits import build_split
     from fastseg.evaluate.metrics import confusion_matrix, scores
     from fastseg.io.runs import load_config
     cfg = load_config(run / CONFIG)
     samples = build_split(cfg.data.valid_split, cfg.data.roots)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    wrapped = Normalised(model).eval()
     agree = total = 0
     worst = 0.0
     cms = {"pytorch": 0, "onnxruntime": 0}
@@ -165,8 +166,7 @@ def onnx_parity(model: nn.Module, onnx_path: Path, run: Path) -> dict:
             cms[name] = cms[name] + confusion_matrix(logits.argmax(1), target, ref.shape[1])
         agree += int((got.argmax(1) == ref.argmax(1)).sum())
         total += ref[0, 0].numel()
-    background = dataset_classes(cfg.data.roots).background
-    mious = {name: scores(cm, background)["miou"] for name, cm in cms.items()}
+    mious = {name: scores(cm)["miou"] for name, cm in cms.items()}  # mIoU averages every class either way
     return {"split": cfg.data.valid_split, "images": len(samples), "pixel_agreement": agree / total,
             "max_abs_logit_difference": worst, "miou_pytorch": mious["pytorch"],
             "miou_onnxruntime": mious["onnxruntime"], "miou_difference": mious["onnxruntime"] - mious["pytorch"],

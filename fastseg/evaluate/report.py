@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from fastseg.classes import VOC, ClassSet
 from fastseg.data.splits import build_split, check_leakage
 from fastseg.errors import FastsegError
 from fastseg.io.atomic import atomic_write
@@ -56,8 +57,7 @@ def blocks(run: Path, metrics: dict, roots=None) -> list[tuple]:
                                         f"{100 * metrics['miou']:.1f} mIoU, {100 * metrics['pixel_acc']:.2f} % "
                                         "pixel accuracy"))]
     out += [("img", (title, name)) for title, name in FIGURES if (run / name).is_file()]
-    out += [("h2", "Per-class results"), ("table", (("class", "IoU", "accuracy"), [
-        (name, _num(row["iou"]), _num(row["acc"])) for name, row in metrics["per_class"].items()]))]
+    out += [("h2", "Per-class results"), per_class_table(metrics)]
     band = (f"mIoU within {metrics['boundary_band_px']} px of true boundaries: {metrics['boundary_miou']:.4f}; "
             f"interior: {metrics['interior_miou']:.4f}.")
     out += [("h2", "Error analysis"), ("p", band),
@@ -73,22 +73,23 @@ def blocks(run: Path, metrics: dict, roots=None) -> list[tuple]:
     return out
 
 
-def voc_classes(metrics: dict) -> bool:
-    """Whether an evaluation scored VOC's 21 classes (only then do the seeds' numbers compare)."""
-    from fastseg.constants import VOC_CLASSES
-    return tuple(metrics["per_class"]) == VOC_CLASSES
-
-
 def _beside_the_seeds(metrics: dict, row: tuple) -> list[tuple]:
-    """The seeds' published numbers with this model's `row`, for VOC's classes; for a dataset of its
-    own, the classes scored instead."""
-    if voc_classes(metrics):
+    """The seeds' published numbers with this model's `row` when it scored VOC's classes (only then do
+    they compare); for a dataset of its own, the classes scored instead."""
+    if tuple(metrics["per_class"]) == VOC.names:
         return [("h2", "Beside the seeds"), ("table", (("model", "splits", "result"), REFERENCES + [row]))]
     return [("p", f"Classes ({len(metrics['per_class'])}, the dataset's own): {', '.join(metrics['per_class'])}; "
                   f"foreground mIoU averages {metrics.get('fg_miou_note', 'classes 1..')}.")]
 
 
-def _num(value) -> str:
+def per_class_table(metrics: dict) -> tuple:
+    """("table", (header, rows)): each class's IoU and accuracy from a metrics.json."""
+    return ("table", (("class", "IoU", "accuracy"), [
+        (name, format_score(row["iou"]), format_score(row["acc"])) for name, row in metrics["per_class"].items()]))
+
+
+def format_score(value) -> str:
+    """A score to 4 decimals, "n/a" for NaN (a class with no IoU)."""
     return "n/a" if value != value else f"{value:.4f}"
 
 
@@ -179,7 +180,7 @@ def model_card(run: Path, config: dict, parity: dict | None = None) -> str:
                    f"{_classes_text(config)}, trained by fastseg {config['fastseg_version']} on "
                    f"{cfg.data.train_split} and validated on {cfg.data.valid_split}; these weights are epoch "
                    f"{best['epoch']} of {cfg.epochs}, the best by {config['monitor']}.")]
-    items += _card_results(cfg, evaluated, best["metrics"])
+    items += _card_results(cfg, evaluated, best["metrics"], ClassSet.from_meta(config).names == VOC.names)
     items += [("h2", "How to load"), ("p", "Python: `from fastseg.models import load_pretrained; model, config = "
                                           "load_pretrained('THIS_FOLDER')`, then feed N×3×H×W RGB in [0, 1] normalised "
                                           "by config['mean'] and config['std']. Command line: `fastseg predict IMAGES "
@@ -197,22 +198,20 @@ def model_card(run: Path, config: dict, parity: dict | None = None) -> str:
 
 def _classes_text(config: dict) -> str:
     """"21 PASCAL VOC classes", or "5 classes (background, road, ...)" for a dataset of its own."""
-    from fastseg.constants import VOC_CLASSES
-    names = [c["name"] if isinstance(c, dict) else c for c in config["classes"]]
-    if tuple(names) == VOC_CLASSES:
+    names = ClassSet.from_meta(config).names
+    if names == VOC.names:
         return f"{len(names)} PASCAL VOC classes"
     return f"{len(names)} classes ({', '.join(names)})"
 
 
-def _card_results(cfg, evaluated: dict | None, validation: dict) -> list[tuple]:
+def _card_results(cfg, evaluated: dict | None, validation: dict, voc: bool) -> list[tuple]:
     """The card's numbers: the last `fastseg evaluate` (with its interval, protocol and per-class IoU),
-    else the validation metrics recorded during training."""
+    else the validation metrics recorded during training (beside the seeds' when `voc`: VOC's classes)."""
     if evaluated is None:
         return [("h2", "Results"), ("p", f"Validation during training on {cfg.data.valid_split}: mIoU "
                                          f"{validation['miou']:.4f}, pixel accuracy {validation['pixel_acc']:.4f} "
                                          "(no `fastseg evaluate` run yet: no interval)."),
-                *([("table", (("model", "splits", "result"), REFERENCES))] if cfg.data.data is None
-                  and cfg.data.classes is None else [])]
+                *([("table", (("model", "splits", "result"), REFERENCES))] if voc else [])]
     lo, hi = evaluated["miou_ci95"]
     tta = evaluated["tta"]
     used = "none" if not tta["flip"] and tta["scales"] == [1.0] else f"flip {tta['flip']}, scales {tta['scales']}"
@@ -224,5 +223,4 @@ def _card_results(cfg, evaluated: dict | None, validation: dict) -> list[tuple]:
                                            f"{100 * evaluated['miou']:.1f} mIoU, {100 * evaluated['pixel_acc']:.2f} "
                                            "% pixel accuracy")),
             ("p", PROTOCOL),
-            ("h2", "Per-class IoU"), ("table", (("class", "IoU", "accuracy"), [
-                (name, _num(row["iou"]), _num(row["acc"])) for name, row in evaluated["per_class"].items()]))]
+            ("h2", "Per-class IoU"), per_class_table(evaluated)]

@@ -172,9 +172,7 @@ def _run_fields(run: Path) -> dict:
               "epochs": cfg["epochs"], "monitor": cfg.get("monitor", "miou"),
               "seconds": sum(r["seconds"] for r in rows if isinstance(r.get("seconds"), float))}
     if best:
-        classes = tuple(best.get("classes") or ())  # a folder dataset's own names (VOC's when absent)
-        key = monitor_key(fields["monitor"], classes) if classes else monitor_key(fields["monitor"])
-        fields |= {"best": best["metrics"][key], "best_epoch": best["epoch"],
+        fields |= {"best": best["metrics"][monitor_key(fields["monitor"])], "best_epoch": best["epoch"],
                    "best_miou": best["metrics"]["miou"]}
     return fields | {"state": run_state_name(run, cfg, len(rows))}
 

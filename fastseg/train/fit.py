@@ -1,6 +1,5 @@
 """`fastseg fit`: train a run from a FitConfig, or resume one, with the run folder written as it goes."""
 
-import json
 from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -32,7 +31,7 @@ from fastseg.io.runs import (
     save_config,
 )
 from fastseg.io.serialize import load_state
-from fastseg.models.weights import model_classes, model_metadata
+from fastseg.models.weights import model_classes, model_metadata, read_metadata
 from fastseg.train.callbacks import FreezeEncoder, Interrupt, Resume, SeedEpochs
 from fastseg.train.learner import build_learner, needs_class_pixels, resolve_run_options
 from fastseg.train.lr_find import resolve_lr
@@ -127,10 +126,9 @@ def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, 
 
 def check_run_classes(run_dir: Path, classes) -> None:
     """Raises FastsegError when the dataset's classes are not those the run was trained on (best.json's)."""
-    best = (run_dir / BEST).with_suffix(".json")
-    if not best.is_file():
+    if not (run_dir / BEST).is_file():
         return
-    recorded = model_classes(json.loads(best.read_text()))
+    recorded = model_classes(read_metadata(run_dir / BEST))
     if recorded.names != classes.names:
         raise FastsegError(f"Run {run_dir} was trained on the classes {', '.join(recorded.names)} but the dataset now "
                            f"has {', '.join(classes.names)}; resume with the classes it started with, or start a new "

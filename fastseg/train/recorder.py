@@ -44,7 +44,7 @@ def track_best(tracker: dict, row: dict, monitor: str) -> bool:
     """Update `tracker` (best, best_epoch, wait) with an epoch's metrics row; True when the monitored
     metric (a --monitor value, e.g. "miou" or "iou:cat") improved, so best.safetensors is this epoch's.
     A NaN (a class absent from the validation split) never improves."""
-    score = row[monitor_key(monitor, tuple(k[4:] for k in row if k.startswith("iou_")))]
+    score = row[monitor_key(monitor)]
     if math.isnan(score) and tracker["best"] < 0:
         raise FastsegError(f"--monitor {monitor}: the validation split has no pixel of that class and the model "
                            "predicts none, so it has no IoU; monitor miou or a class the split holds.")
