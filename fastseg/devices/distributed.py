@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from fastai.distributed import DistributedDL, DistributedTrainer
 
+from fastseg.devices.transfer import NonBlockingLoader
+
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -51,7 +53,7 @@ def init_from_env() -> torch.device | None:
     return torch.device("cuda", local) if cuda else torch.device("cpu")
 
 
-class GlooSafeDistributedDL(DistributedDL):
+class GlooSafeDistributedDL(NonBlockingLoader, DistributedDL):
     """fastai's DistributedDL, broadcasting the sample order on CPU for gloo and on CUDA for nccl."""
 
     def _broadcast(self, t, rank):

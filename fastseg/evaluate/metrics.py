@@ -14,6 +14,7 @@ from fastai.learner import Metric
 
 from fastseg.classes import VOC, ClassSet
 from fastseg.constants import IGNORE_INDEX, NUM_CLASSES
+from fastseg.devices.distributed import collective_device
 
 SCORE_KEYS = ("miou", "fg_miou", "pixel_acc", "mean_acc", "fw_iou")
 
@@ -85,9 +86,9 @@ def all_reduced(cm: torch.Tensor) -> torch.Tensor:
     """The sum of `cm` over all processes when torch.distributed is running; `cm` otherwise."""
     if not (dist.is_available() and dist.is_initialized()):
         return cm
-    total = cm.clone()
+    total = cm.to(collective_device(), copy=True)  # nccl refuses CPU tensors, gloo CUDA ones
     dist.all_reduce(total)
-    return total
+    return total.to(cm.device)
 
 
 class ConfusionState:
