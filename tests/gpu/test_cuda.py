@@ -4,18 +4,23 @@ deterministic resume, and doctor's agreement check on a briefly trained model.""
 
 import json
 import os
+import signal
 import socket
 
 import numpy as np
 import pytest
 import torch
+from fastai.callback.core import Callback
 from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from fastseg.cli import app
+from fastseg.config import FitConfig
+from fastseg.errors import Interrupted
 from fastseg.io.runs import read_metrics_csv
 from fastseg.io.serialize import load_state
+from fastseg.train.fit import fit
 from tests.conftest import data_args
 
 runner = CliRunner()
@@ -98,12 +103,22 @@ def test_fit_and_evaluate_inside_an_nccl_group(synth_root, tmp_path, nccl_group)
     assert (tmp_path / "n" / "metrics.json").is_file()
 
 
+class StopAfterFirstEpoch(Callback):
+    """Ctrl-C at the first batch of epoch 2, as a user would stop a run."""
+
+    def before_batch(self):
+        if self.training and (self.epoch, self.iter) == (1, 0):
+            os.kill(os.getpid(), signal.SIGINT)
+
+
 def test_deterministic_resume_is_bit_identical(synth_root, tmp_path):
     cuda_fit(synth_root, tmp_path, "whole", "--deterministic", epochs=2)
-    cuda_fit(synth_root, tmp_path, "split", "--deterministic", epochs=1)
-    cli("fit", "--resume", tmp_path / "split", "--epochs", 2)
+    config = FitConfig(**json.loads((tmp_path / "whole" / "config.json").read_text()) | {"name": "split"})
+    with pytest.raises(Interrupted):
+        fit(config, extra_cbs=[StopAfterFirstEpoch()])
+    cli("fit", "--resume", tmp_path / "split")
     whole, split = (load_state(tmp_path / n / "last.safetensors") for n in ("whole", "split"))
-    assert whole["model"].keys() == split["model"].keys()
+    assert whole["epoch"] == split["epoch"] == 2 and whole["model"].keys() == split["model"].keys()
     assert all(torch.equal(whole["model"][k], split["model"][k]) for k in whole["model"])
 
 
