@@ -1,6 +1,6 @@
 """SegNet's unpool on CUDA: the Learner's bf16 + channels_last training step with `nn.MaxUnpool2d`
-(which wants NCHW-contiguous input), the scatter form and the elementwise mask form, with and
-without cuDNN autotuning. Prints one line per variant (img/s)."""
+(which wants NCHW-contiguous input) and the scatter form (`--deterministic`'s), with and without
+cuDNN autotuning. Prints one line per variant (img/s). Usage: python tools/unpool_bench.py [BATCH SIZE STEPS]."""
 
 import sys
 
@@ -17,8 +17,7 @@ def main(batch: int = 32, size: int = 320, steps: int = 15) -> None:
     batches = random_batches(cfg, device)
     original = blocks.Unpool.forward
     variants = {"MaxUnpool2d": original,
-                "scatter": lambda self, x, i, s: blocks.scatter_unpool(x, i, s),
-                "mask": lambda self, x, i, s: blocks.mask_unpool(x, i, s)}
+                "scatter": lambda self, x, i, s: blocks.scatter_unpool(x, i, s)}
     for autotune in (False, True):
         torch.backends.cudnn.benchmark = autotune
         for name, forward in variants.items():

@@ -77,15 +77,3 @@ def set_head_prior(head: nn.Conv2d, shares) -> nn.Conv2d:
         head.bias.copy_((logits - logits.mean()).to(head.bias.dtype))
     return head
 
-
-def mask_unpool(x: torch.Tensor, indices: torch.Tensor, size: torch.Size) -> torch.Tensor:
-    """`max_unpool2d` (2×2, stride 2) as elementwise ops: each value repeated over its 2×2 window and
-    kept where the window's recorded argmax is. Any memory format in, the same out; deterministic.
-    Shapes as in `Unpool`."""
-    h, w = size[-2], size[-1]
-    up = x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
-    where = indices.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
-    rows, cols = up.shape[-2:]
-    position = (torch.arange(rows, device=x.device)[:, None] * w + torch.arange(cols, device=x.device)[None, :])
-    out = up * (where == position)
-    return out if (rows, cols) == (h, w) else F.pad(out, (0, w - cols, 0, h - rows))

@@ -28,7 +28,9 @@ from fastseg.tools.bench import (
 )
 from fastseg.train.fastpath import plain_input
 
-LOSS_RTOL = 0.05      # bf16 keeps ~3 significant digits; the first-step loss agrees far better than this
+LOSS_RTOL = 0.05      # bf16 keeps ~3 significant digits; the first-step loss agrees far better than this,
+LOSS_ATOL = 0.01      # or within this many nats: a trained model's loss is small, so its relative change
+# is not (an H200 at 320², full width: 7 % of a small loss, with 99.9 % of pixels agreeing)
 MIN_AGREEMENT = 0.95  # share of pixels whose argmax matches fp32's on the briefly trained model: bf16
 # rounding flips only the few pixels left near a tie; a layout, cast or NaN bug flips most of them
 CELL = 16                  # side of the learnable batch's single-class cells
@@ -61,10 +63,17 @@ def for_device(cfg: DoctorConfig, device: torch.device) -> DoctorConfig:
 
 
 def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, n: int) -> float:
-    """Achieved TFLOP/s of an n×n @ n×n matmul in `dtype`: the device's practical peak for it."""
+    """Achieved TFLOP/s of an n×n @ n×n matmul in `dtype`: the device's practical peak for it. fp32
+    is measured in the math cuDNN's convolutions use (TF32 where `cudnn.allow_tf32`, PyTorch's
+    default), so fp32's MFU compares like with like (an H200: 51 TFLOP/s in IEEE fp32)."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    seconds = time_call(lambda: a @ b, 3, device)
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        seconds = time_call(lambda: a @ b, 3, device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
     return 2 * n**3 / seconds / 1e12
 
 
@@ -176,11 +185,12 @@ def measure_mode(cfg: DoctorConfig, device, mode: tuple, start: tuple, peaks: di
 
 def check_against_fp32(row: dict, logits: torch.Tensor, ref_logits: torch.Tensor, ref_loss: float) -> dict:
     """`row` with its agreement with fp32: relative first-step loss difference, share of pixels whose
-    argmax matches, and ok (loss within LOSS_RTOL, agreement at least MIN_AGREEMENT)."""
+    argmax matches, and ok (loss within LOSS_RTOL or LOSS_ATOL, agreement at least MIN_AGREEMENT)."""
     loss_rel = abs(row["loss"] - ref_loss) / abs(ref_loss)
+    loss_ok = abs(row["loss"] - ref_loss) <= max(LOSS_RTOL * abs(ref_loss), LOSS_ATOL)
     agreement = float((logits.argmax(1) == ref_logits.argmax(1)).float().mean())
     return {**row, "loss_rel_diff": loss_rel, "argmax_agreement": agreement,
-            "ok": loss_rel <= LOSS_RTOL and agreement >= MIN_AGREEMENT}
+            "ok": loss_ok and agreement >= MIN_AGREEMENT}
 
 
 COLUMNS = ("mode", "img/s", "TFLOP/s", "peak", "MFU", "mem GiB", "Δ loss", "argmax =", "check")
