@@ -65,7 +65,9 @@ def friendly(func):
         try:
             return func(*args, **kwargs)
         except Interrupted as err:
-            typer.echo(str(err), err=True)
+            from fastseg.devices.distributed import is_main
+            if is_main():  # under DDP every process stops after the same batch: one says so
+                typer.echo(str(err), err=True)
             raise typer.Exit(err.exit_code) from None
         except FastsegError as err:
             typer.echo(f"Error: {err}", err=True)

@@ -1,6 +1,7 @@
 """The fastai DataBlock over named splits: training crops, validation at native resolution."""
 
 import os
+import signal
 from pathlib import Path
 
 from fastai.vision.all import (
@@ -136,6 +137,12 @@ class SizeGroupedDL(TfmdDL):
     several its whole batches."""
 
     shard_of: tuple[int, int] | None = None  # (rank, world size) of a sharded loader
+
+    def wif(self):
+        """In each loader worker process: Ctrl-C (SIGINT to the terminal's process group) is left to
+        the training process, which stops after the current batch; a worker it killed would fail
+        the batches still to come."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def chunkify(self, b):
         if self.shuffle or self.prebatched:

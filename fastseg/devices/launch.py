@@ -8,6 +8,7 @@ machine meets on a free port of 127.0.0.1; several (`nnodes`, one launcher on ea
 """
 
 import logging
+import multiprocessing
 import os
 import uuid
 from contextlib import contextmanager
@@ -62,27 +63,37 @@ def launch(func, args: tuple, nproc: int, nnodes: int = 1, endpoint: str | None 
                           rdzv_endpoint=endpoint or LOCAL_ENDPOINT, start_method="spawn", monitor_interval=0.1)
     try:
         with quiet_launcher(), cpu_threads(0 if on_cuda(device) else nproc):
-            results = elastic_launch(config, func)(*args)
+            results = elastic_launch(config, in_process)(func, args)
     except ChildFailedError as err:
         code = min(f.exitcode for f in err.failures.values())
         raise FastsegError(f"{len(err.failures)} of the worker processes stopped (exit code {code}); the reason is "
                            "printed above.", code if code > 0 else EXIT_FAILED) from None
     except SignalException as err:
-        raise Interrupted(f"Stopped by {err.sigval.name}; each process saved what it had (see above).", []) from None
+        raise Interrupted(f"All processes stopped ({err.sigval.name}).", []) from None
     return results[min(results)]
+
+
+def in_process(func, args: tuple):
+    """`func(*args)` in a launched process, whose own subprocesses (data loader workers) are forked
+    as under torchrun: the launcher spawns its processes, and a spawned process would spawn them
+    too, importing torch and fastai again in every loader worker of every epoch."""
+    multiprocessing.set_start_method("fork", force=True)
+    return func(*args)
 
 
 @contextmanager
 def quiet_launcher():
     """The elastic launcher's own log lines (start, worker failures with their tracebacks' location)
     silenced: workers say what went wrong, in one sentence."""
-    logger = logging.getLogger("torch.distributed")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    names = ["torch.distributed", *(n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed."))]
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 @contextmanager
