@@ -275,3 +275,42 @@ def test_two_processes_score_every_image_once(tmp_path):
         assert fitted[key] == scored[key] == alone[key], key
     for name, row in alone["per_class"].items():
         assert fitted[f"iou_{name}"] == pytest.approx(row["iou"], abs=0, nan_ok=True), name
+
+
+def test_accelerate_launch_passes_every_option(synth_root, tmp_path):
+    """The README's accelerate form: fit's options (--monitor, --log) reach fastseg untouched."""
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    args = ["fit", *data_args(synth_root), "--runs-dir", str(tmp_path), "--name", "acc", *TINY, "--bs", "4",
+            "--pretrained", "none", "--epochs", "1", "--monitor", "fg_miou", "--log", "tensorboard"]
+    result = subprocess.run([*accelerate, "-m", "fastseg", *args], capture_output=True, text=True, timeout=300,
+                            env={**ENV, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(2 processes)" in result.stdout
+    assert json.loads((tmp_path / "acc" / "best.json").read_text())["monitor"] == "fg_miou"
+    assert list((tmp_path / "acc" / "tensorboard").iterdir())
+
+
+def metrics_without_times(run: Path) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in read_metrics_csv(run / METRICS)]
+
+
+@pytest.mark.slow
+def test_two_machines_give_the_metrics_of_two_processes(synth_root, tmp_path):
+    """Two launchers (`--nnodes 2`, one process each) meeting at a c10d rendezvous on 127.0.0.1 train
+    exactly what one launcher of two processes does."""
+    import socket
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    common = ["fit", *data_args(synth_root), *TINY, "--bs", "4", "--pretrained", "none", "--epochs", "2"]
+    nodes = [subprocess.Popen([sys.executable, "-m", "fastseg", *common, "--runs-dir", str(tmp_path / "nodes"),
+                               "--name", "two", "--nproc", "1", "--nnodes", "2", "--rdzv-endpoint",
+                               f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+             for _ in range(2)]
+    outcomes = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outcomes]
+    one = fastseg_cli(*common, "--runs-dir", str(tmp_path / "one"), "--name", "two", "--nproc", "2")
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert metrics_without_times(tmp_path / "nodes" / "two") == metrics_without_times(tmp_path / "one" / "two")
+    assert load_file(tmp_path / "nodes" / "two" / BEST) == pytest.approx(load_file(tmp_path / "one" / "two" / BEST))
