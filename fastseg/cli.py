@@ -373,6 +373,10 @@ def fit(ctx: typer.Context,
         = FIT["channels_last"],
         compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.",
                                               rich_help_panel=SPEED_PANEL)] = False,
+        deterministic: Annotated[bool, typer.Option("--deterministic", help="Deterministic kernels, so that a "
+                                                    "resumed CUDA run is bit-identical to an uninterrupted one "
+                                                    "(slower; the CPU is deterministic without it).",
+                                                    rich_help_panel=SPEED_PANEL)] = FIT["deterministic"],
         device: DeviceOpt = None, nproc: NprocOpt = 1, nnodes: NnodesOpt = 1, rdzv_endpoint: EndpointOpt = None,
         runs_dir: RunsOpt = RUNS, name: NameOpt = None, seed: SeedOpt = FIT["seed"],
         log: Annotated[Log, typer.Option("--log", help="Also log to TensorBoard (<run>/tensorboard; needs "
@@ -604,13 +608,16 @@ def bench(out: Annotated[Path | None, typer.Option(help="Markdown file to append
           width: Annotated[float, typer.Option(help="Model width multiplier.")] = BENCH["width"],
           steps: Annotated[int | None, typer.Option(help=_per_device("Timed steps per model", 1))] = None,
           images: Annotated[int, typer.Option(help="Images for the data pipeline benchmark.")] = BENCH["images"],
+          compile: Annotated[bool, typer.Option("--compile/--no-compile", help="The torch.compile precision row "
+                             "(CUDA only).")] = BENCH["compile"],
           device: DeviceOpt = None):
     """Data pipeline vs JPEG decode, and training images/s and GFLOPs per image for each arch."""
     import sys
 
     from fastseg.tools.bench import run_bench
     command = "fastseg bench " + " ".join(sys.argv[2:])
-    cfg = BenchConfig(arch_size=size, batch=batch, width=width, steps=steps, images=images, device=device)
+    cfg = BenchConfig(arch_size=size, batch=batch, width=width, steps=steps, images=images, compile=compile,
+                      device=device)
     section = run_bench(cfg, out, command.strip())
     console.print(section, markup=False, soft_wrap=True)
 

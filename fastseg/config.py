@@ -216,6 +216,7 @@ class FitConfig:
     amp: Amp = Amp.AUTO              # auto: bf16 on CUDA where supported, else fp16; off elsewhere
     channels_last: bool | None = None  # None: on with CUDA (config.json records what was used)
     compile: bool = False            # torch.compile the model
+    deterministic: bool = False      # bit-identical resume on CUDA too (slower: no cuDNN autotuning)
     log: Log = Log.NONE              # tensorboard: also scalars and a prediction grid in <run>/tensorboard
     device: str | None = None        # None: CUDA when present
     runs_dir: str = RUNS_DIR
@@ -271,4 +272,5 @@ class BenchConfig:
     steps: int | None = None   # None: DEVICE_DEFAULTS
     images: int = 48
     eval_images: int = 8
+    compile: bool = True       # the torch.compile precision row on CUDA (a minute of compilation per arch)
     device: str | None = None

@@ -23,6 +23,7 @@ from fastseg.data.folder import split_note
 from fastseg.data.samples import Sample, sample_mask_array
 from fastseg.data.splits import build_split, check_leakage, dataset_classes
 from fastseg.data.transforms import AlbumentationsTransform, build_augmentation, pad_batch
+from fastseg.devices.transfer import NonBlockingLoader
 from fastseg.errors import FastsegError
 
 
@@ -131,9 +132,10 @@ def shard_batches(n: int, bs: int, rank: int, world: int, sizes: list[tuple[int,
     return [i for batch in batches[rank::world] for i in batch]
 
 
-class SizeGroupedDL(TfmdDL):
+class SizeGroupedDL(NonBlockingLoader, TfmdDL):
     """fastai's TfmdDL whose unshuffled loaders (validation, evaluation) batch only images of one
-    padded size, in order; shuffled (training) loaders batch as usual. `shard` gives one process of
+    padded size, in order; shuffled (training) loaders batch as usual. Batches are copied to the
+    device asynchronously from pinned memory (`NonBlockingLoader`); `shard` gives one process of
     several its whole batches."""
 
     shard_of: tuple[int, int] | None = None  # (rank, world size) of a sharded loader
@@ -191,4 +193,4 @@ def build_dataloaders(cfg: DataConfig, device=None, log=print) -> DataLoaders:
     workers = loader_workers(cfg, pin)
     return block.dataloaders(train + valid, bs=cfg.bs, val_bs=cfg.val_bs or cfg.bs,
                              num_workers=workers, before_batch=pad_batch, device=device, dl_type=SizeGroupedDL,
-                             drop_last=True, pin_memory=pin, persistent_workers=workers > 0)
+                             drop_last=True, pin_memory=pin, persistent_workers=False)  # see devices.transfer

@@ -27,6 +27,7 @@ from fastseg.devices.collectives import (
     same_in_all_processes,
     world_size,
 )
+from fastseg.devices.transfer import NonBlockingLoader
 from fastseg.errors import EXIT_FAILED, FastsegError
 
 
@@ -63,7 +64,7 @@ def bare_model(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "_orig_mod", model)     # torch.compile's OptimizedModule
 
 
-class GlooSafeDistributedDL(DistributedDL):
+class GlooSafeDistributedDL(NonBlockingLoader, DistributedDL):
     """fastai's DistributedDL, broadcasting the sample order where the group's backend takes it."""
 
     def _broadcast(self, t, rank):

@@ -137,19 +137,23 @@ def export_folder(run: Path, out: Path, onnx: bool = False, opset: int = 17) -> 
     return out
 
 
-def onnx_parity(wrapped: nn.Module, onnx_path: Path, run: Path) -> dict:
-    """ONNX Runtime against PyTorch (`wrapped`: the model behind its normalisation, as the ONNX graph
-    is) on the run's validation split at native size: the share of pixels whose class agrees, the
-    largest logit difference, and both mIoUs against the masks."""
+def onnx_parity(wrapped: nn.Module, onnx_path: Path, run: Path, device=None) -> dict:
+    """ONNX Runtime (on the CPU) against PyTorch on `device` (default: CUDA when present; `wrapped`:
+    the model behind its normalisation, as the ONNX graph is) on the run's validation split at native
+    size: the share of pixels whose class agrees, the largest logit difference, and both mIoUs
+    against the masks."""
     import onnxruntime as ort
     from PIL import Image
 
     from fastseg.data.samples import sample_mask_array
     from fastseg.data.splits import build_split
+    from fastseg.devices.select import pick_device
     from fastseg.evaluate.metrics import confusion_matrix, scores
     from fastseg.io.runs import load_config
     cfg = load_config(run / CONFIG)
     samples = build_split(cfg.data.valid_split, cfg.data.roots)
+    device = pick_device(device)
+    wrapped = wrapped.to(device)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     agree = total = 0
     worst = 0.0
@@ -158,7 +162,7 @@ def onnx_parity(wrapped: nn.Module, onnx_path: Path, run: Path) -> dict:
         with Image.open(sample.image) as img:
             x = torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)[None].float() / 255
         with torch.no_grad():
-            ref = wrapped(x)
+            ref = wrapped(x.to(device)).cpu()
         got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
         worst = max(worst, float((got - ref).abs().max()))
         target = torch.from_numpy(sample_mask_array(sample)).long()[None]
@@ -170,4 +174,4 @@ def onnx_parity(wrapped: nn.Module, onnx_path: Path, run: Path) -> dict:
     return {"split": cfg.data.valid_split, "images": len(samples), "pixel_agreement": agree / total,
             "max_abs_logit_difference": worst, "miou_pytorch": mious["pytorch"],
             "miou_onnxruntime": mious["onnxruntime"], "miou_difference": mious["onnxruntime"] - mious["pytorch"],
-            "onnxruntime": ort.__version__, "torch": torch.__version__}
+            "onnxruntime": ort.__version__, "torch": torch.__version__, "torch_device": str(device)}

@@ -34,6 +34,7 @@ from fastseg.io.runs import (
 from fastseg.io.serialize import load_state
 from fastseg.models.weights import model_classes, model_metadata, read_metadata
 from fastseg.train.callbacks import FreezeEncoder, Interrupt, Resume, SeedEpochs
+from fastseg.train.fastpath import deterministic_mode
 from fastseg.train.learner import build_learner, needs_class_pixels, resolve_run_options
 from fastseg.train.lr_find import resolve_lr
 from fastseg.train.recorder import RunRecorder
@@ -109,7 +110,7 @@ def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, 
     if is_main():
         (run_dir / FAILED).unlink(missing_ok=True)  # a resumed run is no longer the failed one
     try:
-        with distributed(learn, cfg.compile):
+        with distributed(learn, cfg.compile), deterministic_mode(resolved.deterministic):
             schedule_fit(learn, resolved, lr, cbs)
     except FastsegError as err:
         if is_main():

@@ -26,7 +26,7 @@ from fastseg.evaluate.metrics import seg_metrics
 from fastseg.models import create_model
 from fastseg.models.blocks import set_head_prior
 from fastseg.train.callbacks import L1Penalty, NaNGuard
-from fastseg.train.fastpath import cuda_settings, install_device_losses
+from fastseg.train.fastpath import InputPath, cuda_settings, install_device_losses
 from fastseg.train.losses import segmentation_loss
 
 ONE_CYCLE_MOM_DIP = 0.85 / 0.95  # fastai's one-cycle momentum dip, relative to its upper value
@@ -132,7 +132,8 @@ def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device,
     caller computes once when `needs_class_pixels`."""
     if needs_class_pixels(cfg) and pixels is None:
         raise ValueError("build_learner needs the class pixel counts for median-freq weights or --head-prior")
-    cbs = [NaNGuard(), *precision_callbacks(resolve_amp(cfg.amp, device), device)]
+    amp = resolve_amp(cfg.amp, device)
+    cbs = [InputPath(channels_last(cfg, device)), NaNGuard(), *precision_callbacks(amp, device)]
     if cfg.l1:
         cbs.append(L1Penalty(cfg.l1))
     if cfg.clip:
@@ -155,7 +156,7 @@ def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device,
 def place_model(learn: Learner, cfg: FitConfig, device: torch.device) -> None:
     """Move the model to `device` in the run's memory format, compiled if asked (under DDP the
     model is compiled once wrapped: `fastseg.devices.distributed.distributed`)."""
-    cuda_settings(device)
+    cuda_settings(device, cfg.deterministic)
     learn.model.to(device)
     if channels_last(cfg, device):
         learn.model.to(memory_format=torch.channels_last)
