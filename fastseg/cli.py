@@ -5,6 +5,7 @@ at the top, so that `fastseg --help` starts without torch; each command imports 
 """
 
 import functools
+import sys
 from dataclasses import MISSING, fields
 from enum import Enum, StrEnum
 from pathlib import Path
@@ -64,7 +65,9 @@ def friendly(func):
         try:
             return func(*args, **kwargs)
         except Interrupted as err:
-            typer.echo(str(err), err=True)
+            from fastseg.devices.distributed import is_main
+            if is_main():  # under DDP every process stops after the same batch: one says so
+                typer.echo(str(err), err=True)
             raise typer.Exit(err.exit_code) from None
         except FastsegError as err:
             typer.echo(f"Error: {err}", err=True)
@@ -78,6 +81,24 @@ def friendly(func):
             typer.echo("Interrupted before anything was saved.", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
     return wrapper
+
+
+def worker(func):
+    """What each process started by --nproc runs: `func()` with the CLI's error handling, ending the
+    process with the documented exit code (the launcher passes it on) instead of raising."""
+    try:
+        return friendly(func)()
+    except typer.Exit as stop:
+        sys.exit(stop.exit_code)
+
+
+def run_processes(func, nproc: int, nnodes: int, endpoint: str | None, device: str | None):
+    """`func()` here, or in `nproc` launched processes per machine (then rank 0's return value)."""
+    if nproc == 1 and nnodes == 1:
+        return func()
+    from fastseg.devices.launch import check_launch, launch
+    check_launch(nproc, nnodes, endpoint, device)
+    return launch(worker, (func,), nproc, nnodes, endpoint, device)
 
 
 # Options shared by the data, training and evaluation commands, in the help panels of `fit`.
@@ -124,6 +145,14 @@ NameOpt = Annotated[str | None, typer.Option(help="Run folder name (default <tim
 SeedOpt = Annotated[int, typer.Option(help="Random seed.", rich_help_panel=RUN_PANEL)]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: CUDA when present).",
                                                rich_help_panel=SPEED_PANEL)]
+NprocOpt = Annotated[int, typer.Option("--nproc", help="Processes on this machine, one per GPU (gloo processes on the "
+                                       "CPU), started by fastseg itself (README, Several GPUs).",
+                                       rich_help_panel=SPEED_PANEL)]
+NnodesOpt = Annotated[int, typer.Option("--nnodes", help="Machines taking part, each running this command with "
+                                        "--nproc processes.", rich_help_panel=SPEED_PANEL)]
+EndpointOpt = Annotated[str | None, typer.Option("--rdzv-endpoint", help="HOST:PORT where the machines of --nnodes "
+                                                 "meet (the same on each; the first to start hosts it).",
+                                                 rich_help_panel=SPEED_PANEL)]
 
 DATA_OPTIONS = {"voc": "voc", "data": "data", "sbd": "sbd", "voc11": "voc11", "classes": "classes",
                 "train": "train_split", "valid": "valid_split",
@@ -348,7 +377,7 @@ def fit(ctx: typer.Context,
                                                     "resumed CUDA run is bit-identical to an uninterrupted one "
                                                     "(slower; the CPU is deterministic without it).",
                                                     rich_help_panel=SPEED_PANEL)] = FIT["deterministic"],
-        device: DeviceOpt = None,
+        device: DeviceOpt = None, nproc: NprocOpt = 1, nnodes: NnodesOpt = 1, rdzv_endpoint: EndpointOpt = None,
         runs_dir: RunsOpt = RUNS, name: NameOpt = None, seed: SeedOpt = FIT["seed"],
         log: Annotated[Log, typer.Option("--log", help="Also log to TensorBoard (<run>/tensorboard; needs "
                                          "pip install 'fastseg[tensorboard]').", rich_help_panel=RUN_PANEL)]
@@ -360,7 +389,9 @@ def fit(ctx: typer.Context,
                                                     "given on the command line override it.",
                                                     rich_help_panel=RUN_PANEL)] = None):
     """Train with fastai: best model by mIoU, a full checkpoint every epoch, curves and metrics.csv."""
-    options = {k: v for k, v in locals().items() if k not in ("ctx", "resume", "config")}  # as the configs name them
+    options = {k: v for k, v in locals().items()  # the configs' fields, named as the configs name them
+               if k not in ("ctx", "resume", "config", "nproc", "nnodes", "rdzv_endpoint")}
+    launch = {"nproc": nproc, "nnodes": nnodes, "endpoint": rdzv_endpoint}
     from fastseg.train.fit import fit as run_fit
     from fastseg.train.fit import resume_fit
     if config is not None and resume is not None:
@@ -368,13 +399,14 @@ def fit(ctx: typer.Context,
     if config is not None:
         options |= recipe_options(config, options, ctx)
     if resume is not None:
-        run_dir, rows = resume_fit(resume, voc=voc, sbd=sbd, voc11=voc11, data=data, epochs=epochs)
+        func = functools.partial(resume_fit, resume, voc=voc, sbd=sbd, voc11=voc11, data=data, epochs=epochs)
     else:
         if options["voc"] is None and options["data"] is None:
             raise FastsegError("fit needs --voc DIR or --data DIR (or --resume RUN_DIR); run `fastseg synth` for a "
                                "dataset.")
         overrides = {"epochs": options["epochs"] or FIT["epochs"], "lr": _lr(str(options["lr"]))}
-        run_dir, rows = run_fit(fit_config(**options | overrides))
+        func = functools.partial(run_fit, fit_config(**options | overrides))
+    run_dir, rows = run_processes(func, device=options["device"], **launch)
     _summarise_fit(run_dir, rows)
 
 
@@ -488,7 +520,8 @@ def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .
              data: Annotated[Path | None, typer.Option("--data", help="A folder dataset (default: the run's).")] = None,
              classes: ClassesOpt = None,
              bs: Annotated[int | None, typer.Option("--bs", help="Batch size (default: the run's).")] = None,
-             runs_dir: RunsOpt = RUNS, device: DeviceOpt = None, skip_bad: SkipBadOpt = False):
+             runs_dir: RunsOpt = RUNS, device: DeviceOpt = None, skip_bad: SkipBadOpt = False,
+             nproc: NprocOpt = 1, nnodes: NnodesOpt = 1, rdzv_endpoint: EndpointOpt = None):
     """Score at native resolution: per-class table, mIoU with a bootstrap 95 % interval, metrics.json, figures."""
     from fastseg.evaluate.scoring import evaluate_run
     from fastseg.io.runs import latest_run
@@ -499,7 +532,8 @@ def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .
     if not source.exists():
         raise FastsegError(f"{source} does not exist; pass a run folder or a .safetensors file written by fastseg.")
     roots = given_roots(voc, sbd, voc11, data, classes)
-    path, metrics = evaluate_run(source, split, device, bs, tta == "flip", scales, roots, skip_bad)
+    func = functools.partial(evaluate_run, source, split, device, bs, tta == "flip", scales, roots, skip_bad)
+    path, metrics = run_processes(func, nproc, nnodes, rdzv_endpoint, device)
     _print_metrics(metrics)  # rank 0 only under torchrun
     log(f"Wrote {path} and figures beside it.")
 

@@ -209,6 +209,7 @@ class FitConfig:
     patience: int | None = None      # early stopping on the monitored metric; None: never stop early
     clip: float | None = None        # gradient norm clipping
     seed: int = 42
+    process_seeds: list[int] | None = None  # each process's augmentation seed, seed + rank (set by fit)
     class_weights: str = "none"      # none | median-freq | path to a weights file
     l1: float = 0.0                  # L1 weight penalty (the skip-model seed used 1e-6)
     head_prior: bool = False         # head biases start at the log class shares of the training split

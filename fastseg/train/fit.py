@@ -11,7 +11,8 @@ from fastseg.console import console, log
 from fastseg.data.dataloaders import build_dataloaders
 from fastseg.data.splits import dataset_classes
 from fastseg.data.stats import training_class_pixels
-from fastseg.devices.distributed import broadcast_object, distributed, is_main, world_size
+from fastseg.devices.collectives import broadcast_object, rank, world_size
+from fastseg.devices.distributed import distributed, is_main
 from fastseg.devices.precision import amp_warning
 from fastseg.devices.select import run_device
 from fastseg.errors import FastsegError, Interrupted, io_error
@@ -95,11 +96,11 @@ def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, 
     meta = model_metadata(cfg.arch, classes, cfg.width, config=asdict(resolved))
     recorder = RunRecorder(run_dir, meta, rows, tracker, start, cfg.patience, learn.metrics[0].state, cfg.monitor)
     interrupt = Interrupt(recorder.save_interrupted)
-    cbs = [SeedEpochs(cfg.seed), recorder, interrupt, *(extra_cbs or [])]
+    cbs = [SeedEpochs(cfg.seed, rank()), recorder, interrupt, *(extra_cbs or [])]
     if cfg.log == "tensorboard" and is_main():
         cbs.append(TensorBoardLog(run_dir, recorder, classes))
     if cfg.freeze_epochs:
-        cbs.append(FreezeEncoder(cfg.freeze_epochs))
+        cbs.append(FreezeEncoder(cfg.freeze_epochs, start))
     if state:
         cbs.append(Resume(state))
     if console.is_terminal and is_main():
@@ -109,7 +110,7 @@ def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, 
     if is_main():
         (run_dir / FAILED).unlink(missing_ok=True)  # a resumed run is no longer the failed one
     try:
-        with distributed(learn), deterministic_mode(resolved.deterministic):
+        with distributed(learn, cfg.compile), deterministic_mode(resolved.deterministic):
             schedule_fit(learn, resolved, lr, cbs)
     except FastsegError as err:
         if is_main():

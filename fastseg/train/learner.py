@@ -18,6 +18,7 @@ from fastseg.classes import VOC, ClassSet
 from fastseg.config import OPTIMIZERS, FitConfig
 from fastseg.console import console
 from fastseg.data.stats import median_frequency_weights, read_weights_file
+from fastseg.devices.collectives import world_size
 from fastseg.devices.distributed import is_main
 from fastseg.devices.precision import precision_callbacks, resolve_amp
 from fastseg.errors import FastsegError
@@ -118,9 +119,10 @@ def momentum_cycle(cfg: FitConfig) -> list[float]:
 
 def resolve_run_options(cfg: FitConfig, device: torch.device) -> FitConfig:
     """`cfg` with the device-dependent options replaced by what the run really uses (amp,
-    channels_last) and the momentum cycle spelt out: what config.json records."""
+    channels_last), the momentum cycle spelt out and each process's augmentation seed (seed + rank):
+    what config.json records."""
     return replace(cfg, amp=resolve_amp(cfg.amp, device), channels_last=channels_last(cfg, device),
-                   moms=cfg.moms or momentum_cycle(cfg))
+                   moms=cfg.moms or momentum_cycle(cfg), process_seeds=[cfg.seed + r for r in range(world_size())])
 
 
 def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device,
@@ -152,10 +154,11 @@ def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device,
 
 
 def place_model(learn: Learner, cfg: FitConfig, device: torch.device) -> None:
-    """Move the model to `device` in the run's memory format, compiled if asked."""
+    """Move the model to `device` in the run's memory format, compiled if asked (under DDP the
+    model is compiled once wrapped: `fastseg.devices.distributed.distributed`)."""
     cuda_settings(device, cfg.deterministic)
     learn.model.to(device)
     if channels_last(cfg, device):
         learn.model.to(memory_format=torch.channels_last)
-    if cfg.compile:
+    if cfg.compile and world_size() == 1:
         learn.model = torch.compile(learn.model)
