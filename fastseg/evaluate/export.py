@@ -91,6 +91,7 @@ def export_config(meta: dict) -> dict:
     input contract, and where it came from."""
     classes = model_classes(meta)
     return {"format": EXPORT_FORMAT, "arch": meta["arch"], "num_classes": meta["num_classes"], "width": meta["width"],
+            **{k: meta[k] for k in ("dropout", "temperature") if k in meta},
             "classes": class_table(meta), **{k: v for k, v in classes.meta().items() if k != "classes"},
             "void_label": 255, "mean": meta["mean"], "std": meta["std"],
             "input": {"layout": "N×3×H×W", "dtype": "float32", "colour": "RGB",
