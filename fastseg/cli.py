@@ -499,17 +499,20 @@ def export(weights: Annotated[Path, typer.Argument(help="A .safetensors file wri
                                                          "required for folder).")] = None,
            onnx: Annotated[bool, typer.Option("--onnx", help="With --format folder: also model.onnx (normalisation "
                                               "inside) and parity.json against PyTorch.")] = False,
-           opset: Annotated[int, typer.Option(help="ONNX opset (at least 11).")] = 17):
+           opset: Annotated[int, typer.Option(help="ONNX opset (at least 11).")] = 17,
+           probs: Annotated[bool, typer.Option("--probs", help="A second ONNX output, \"probabilities\": softmax of "
+                                               "the logits at the calibrated temperature (evaluate --calibrate).")]
+           = False):
     """Export weights to ONNX with dynamic batch, height and width, or a run as a self-describing model folder."""
     from fastseg.evaluate.export import export_folder, export_onnx
     if format == "folder":
         if out is None:
             raise FastsegError("--format folder needs --out DIR, the folder to write the model into.")
-        log(f"Wrote {export_folder(weights, out, onnx, opset)}")
+        log(f"Wrote {export_folder(weights, out, onnx, opset, probs)}")
         return
     if format != "onnx":
         raise FastsegError(f"--format {format} is not supported; use onnx or folder.")
-    path = export_onnx(weights, out or weights.with_suffix(".onnx"), opset=opset)
+    path = export_onnx(weights, out or weights.with_suffix(".onnx"), opset=opset, probabilities=probs)
     log(f"Wrote {path}")
 
 

@@ -166,3 +166,23 @@ def test_probability_maps_round_trip_at_the_calibrated_temperature(synth_root, t
     probs = (logits / 2.5).softmax(0).numpy()
     assert np.allclose(maps["confidence"], probs.max(0), atol=1e-5)
     assert np.allclose(maps["entropy"], -(probs * np.log(probs)).sum(0), atol=1e-4)
+
+
+def test_onnx_export_emits_probabilities_at_the_temperature(synth_root, tmp_path):
+    import onnxruntime as ort
+
+    from fastseg.models.weights import set_temperature
+    assert cli_fit(synth_root, tmp_path, "--name", "x").exit_code == 0
+    set_temperature(tmp_path / "x" / "best.safetensors", 2.0)
+    result = runner.invoke(app, ["export", str(tmp_path / "x"), "--format", "folder", "--out", str(tmp_path / "e"),
+                                 "--onnx", "--probs"])
+    assert result.exit_code == 0, result.output
+    parity = json.loads((tmp_path / "e" / "parity.json").read_text())
+    assert parity["temperature"] == 2.0 and parity["max_abs_probability_difference"] < 1e-4
+    session = ort.InferenceSession(str(tmp_path / "e" / "model.onnx"), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(3).random((1, 3, 40, 56), dtype=np.float32)
+    logits, probs = session.run(None, {"image": image})
+    expected = np.exp(logits / 2.0) / np.exp(logits / 2.0).sum(1, keepdims=True)
+    assert [o.name for o in session.get_outputs()] == ["logits", "probabilities"]
+    assert np.allclose(probs, expected, atol=1e-5)
+    assert json.loads((tmp_path / "e" / "config.json").read_text())["temperature"] == 2.0
