@@ -694,13 +694,16 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data, 
          seed: Annotated[int | None, typer.Option(help="Training seed (default: the demo's).")] = None,
          seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds: run the demo once per seed "
                                                          "and print a table (e.g. 0,1,2,3,4).")] = None,
-         threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's).")] = None):
+         threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's).")] = None,
+         dropout: Annotated[float | None, typer.Option(help="Bayesian SegNet's dropout (default: none); the "
+                                                       "evaluation then averages 8 Monte Carlo samples.")] = None):
     """Synthetic data → find-lr → fit a reduced-width SegNet → evaluate, against a colour-only control."""
     from dataclasses import replace
 
     from fastseg.tools.demo import DemoConfig, run_demo, run_sweep, torch_threads
     cfg = DemoConfig()
-    cfg = replace(cfg, epochs=cfg.epochs if epochs is None else epochs, seed=cfg.seed if seed is None else seed)
+    cfg = replace(cfg, epochs=cfg.epochs if epochs is None else epochs, seed=cfg.seed if seed is None else seed,
+                  dropout=cfg.dropout if dropout is None else dropout)
     if cfg.epochs < 1:
         raise FastsegError(f"--epochs {cfg.epochs} must be at least 1.")
     if threads is not None and threads < 1:
