@@ -110,18 +110,20 @@ def plot_reliability(calibration: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_uncertainty(image: np.ndarray, maps: dict, path: Path) -> Path:
-    """image | confidence (max softmax, dark = unsure) | entropy (bright = unsure), one row."""
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4 * image.shape[0] / max(image.shape[1], 1) + 0.6))
+def plot_uncertainty(image: np.ndarray, mask: np.ndarray, maps: dict, path: Path,
+                     palette: list[int] | None = None) -> Path:
+    """One row: image | prediction (in `palette`) | confidence (max softmax, dark = unsure) | entropy
+    (bright = unsure); `maps` as `predict.uncertainty_maps` gives them (H×W each)."""
+    aspect = image.shape[0] / max(image.shape[1], 1)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4 * aspect + 0.6))
     axes[0].imshow(image)
-    axes[0].set_title("image")
-    shown = axes[1].imshow(maps["confidence"], cmap="viridis", vmin=0, vmax=1)
-    axes[1].set_title("confidence")
-    fig.colorbar(shown, ax=axes[1], fraction=0.046)
-    shown = axes[2].imshow(maps["entropy"], cmap="magma", vmin=0)
-    axes[2].set_title("entropy (nats)")
+    axes[1].imshow(colorize(mask, palette))
+    shown = axes[2].imshow(maps["confidence"], cmap="viridis", vmin=0, vmax=1)
     fig.colorbar(shown, ax=axes[2], fraction=0.046)
-    for ax in axes:
+    shown = axes[3].imshow(maps["entropy"], cmap="magma", vmin=0)
+    fig.colorbar(shown, ax=axes[3], fraction=0.046)
+    for ax, title in zip(axes, ("image", "prediction", "confidence", "entropy (nats)"), strict=True):
+        ax.set_title(title)
         ax.axis("off")
     return save_figure(fig, path)
 

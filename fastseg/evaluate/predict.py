@@ -282,7 +282,7 @@ def predict_files(model, inputs: list[Path], out: Path, device, tile: int = DEFA
                                        uncertainty.probs)
         report.written.append(write_outputs(image, mask, out, names[path], manifest, palette))
         if maps is not None:
-            write_uncertainty(image, maps, out, names[path], manifest)
+            write_uncertainty(image, mask, maps, out, names[path], manifest, palette)
     return report
 
 
@@ -304,15 +304,17 @@ def uncertainty_names(rel: Path) -> tuple[Path, Path]:
     return rel.with_name(f"{stem}_uncertainty.safetensors"), rel.with_name(f"{stem}_uncertainty.png")
 
 
-def write_uncertainty(image: np.ndarray, maps: dict, out: Path, rel: Path, manifest: dict) -> None:
+def write_uncertainty(image: np.ndarray, mask: np.ndarray, maps: dict, out: Path, rel: Path, manifest: dict,
+                      palette: list[int] | None = None) -> None:
     """The maps as one safetensors file (H×W float32 each: confidence in [0, 1], entropy in nats,
-    and with --mc the variance of the winning class) and a PNG of image | confidence | entropy."""
+    and with --mc the variance of the winning class) and a PNG of image | prediction | confidence |
+    entropy."""
     from safetensors.numpy import save
 
     from fastseg.evaluate.figures import plot_uncertainty
     tensors, picture = uncertainty_names(rel)
     for name, write in ((tensors, lambda tmp: tmp.write_bytes(save({k: np.ascontiguousarray(v) for k, v in
                                                                      maps.items()}))),
-                        (picture, lambda tmp: plot_uncertainty(image, maps, tmp))):
+                        (picture, lambda tmp: plot_uncertainty(image, mask, maps, tmp, palette))):
         manifest[str(name)] = _stamp(atomic_write(out / name, write))
     atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
