@@ -92,15 +92,15 @@ class CalibrationStats:
         if self.counts is None:
             self._start(probs.device)
         valid = target != IGNORE_INDEX
-        p = probs.permute(0, 2, 3, 1)[valid].double()   # P×C
+        p = probs.permute(0, 2, 3, 1)[valid].float()   # P×C; sums below are accumulated in float64
         t = target[valid]
         conf, pred = p.max(1)
         right = pred == t
         bins = (conf * ECE_BINS).long().clamp(0, ECE_BINS - 1)
         self.counts += torch.bincount(bins, minlength=ECE_BINS)
-        self.conf_sums += torch.zeros(ECE_BINS, dtype=torch.float64, device=p.device).index_add_(0, bins, conf)
+        self.conf_sums += torch.zeros(ECE_BINS, dtype=torch.float64, device=p.device).index_add_(0, bins, conf.double())
         self.correct += torch.bincount(bins, weights=right.double(), minlength=ECE_BINS).long()
-        self.nll_sum += float(-p.gather(1, t[:, None]).clamp_min(1e-30).log().sum())
+        self.nll_sum += float(-p.gather(1, t[:, None]).clamp_min(1e-30).log().double().sum())
         ent = -(p * p.clamp_min(1e-30).log()).sum(1)
         ebins = (ent / math.log(self.num_classes) * ENTROPY_BINS).long().clamp(0, ENTROPY_BINS - 1)
         self.entropy_right += torch.bincount(ebins[right], minlength=ENTROPY_BINS)
