@@ -386,7 +386,7 @@ def fit(ctx: typer.Context,
         device: DeviceOpt = None, nproc: NprocOpt = 1, nnodes: NnodesOpt = 1, rdzv_endpoint: EndpointOpt = None,
         runs_dir: RunsOpt = RUNS, name: NameOpt = None, seed: SeedOpt = FIT["seed"],
         log: Annotated[Log, typer.Option("--log", help="Also log to TensorBoard (<run>/tensorboard; needs "
-                                         "pip install 'fastseg[tensorboard]').", rich_help_panel=RUN_PANEL)]
+                                         "pip install 'fastseg\\[tensorboard]').", rich_help_panel=RUN_PANEL)]
         = FIT["log"],
         resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder (--voc, --sbd, --voc11 "
                                                          "relocate its data, --epochs extends it).",
