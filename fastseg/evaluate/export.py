@@ -14,7 +14,6 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -31,7 +30,8 @@ MIN_OPSET = 11  # ScatterElements and dynamic Resize
 def export_onnx(weights: str | Path, out: str | Path, opset: int = 17, sample_size: int = 64,
                 normalise: bool = False) -> Path:
     """Write `out` (.onnx): input "image" N×3×H×W float32 (normalised, or with `normalise` RGB in
-    [0, 1] and the normalisation in the graph), output "logits" N×C×H×W."""
+    [0, 1] and the normalisation in the graph), output "logits" N×C×H×W. A missing parent folder is
+    created, as the folder export creates its --out."""
     if opset < MIN_OPSET:
         raise FastsegError(f"--opset {opset} is too old; use {MIN_OPSET} or newer.")
     model, meta = load_model(weights)
@@ -45,6 +45,7 @@ def export_onnx(weights: str | Path, out: str | Path, opset: int = 17, sample_si
             torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=["image"],
                               output_names=["logits"], dynamic_axes={"image": axes, "logits": axes})
         add_onnx_metadata(tmp, meta, normalise)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(Path(out), write)
     return Path(out)
 
@@ -142,8 +143,8 @@ def onnx_parity(wrapped: nn.Module, onnx_path: Path, run: Path) -> dict:
     is) on the run's validation split at native size: the share of pixels whose class agrees, the
     largest logit difference, and both mIoUs against the masks."""
     import onnxruntime as ort
-    from PIL import Image
 
+    from fastseg.data.images import read_image
     from fastseg.data.samples import sample_mask_array
     from fastseg.data.splits import build_split
     from fastseg.evaluate.metrics import confusion_matrix, scores
@@ -155,8 +156,7 @@ def onnx_parity(wrapped: nn.Module, onnx_path: Path, run: Path) -> dict:
     worst = 0.0
     cms = {"pytorch": 0, "onnxruntime": 0}
     for sample in samples:
-        with Image.open(sample.image) as img:
-            x = torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)[None].float() / 255
+        x = torch.from_numpy(read_image(sample.image).copy()).permute(2, 0, 1)[None].float() / 255
         with torch.no_grad():
             ref = wrapped(x)
         got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])

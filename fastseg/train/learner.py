@@ -130,7 +130,7 @@ def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device,
     caller computes once when `needs_class_pixels`."""
     if needs_class_pixels(cfg) and pixels is None:
         raise ValueError("build_learner needs the class pixel counts for median-freq weights or --head-prior")
-    cbs = [NaNGuard(), *precision_callbacks(resolve_amp(cfg.amp, device), device)]
+    cbs = [NaNGuard(classes.num, cfg.lr), *precision_callbacks(resolve_amp(cfg.amp, device), device)]
     if cfg.l1:
         cbs.append(L1Penalty(cfg.l1))
     if cfg.clip:
