@@ -109,6 +109,7 @@ def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, 
         with distributed(learn):
             schedule_fit(learn, resolved, lr, cbs)
     except FastsegError as err:
+        unwrap_callback_error(err)
         if is_main():
             mark_failed(run_dir, str(err))
         raise
@@ -120,6 +121,14 @@ def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, 
         raise Interrupted(f"Stopped by {interrupt.requested} with the checkpoint saved; continue with "
                           f"`fastseg fit --resume {run_dir}`.", recorder.rows)
     return run_dir, recorder.rows
+
+
+def unwrap_callback_error(err: Exception) -> None:
+    """Restore the message of an error raised in a callback: fastai prefixes it with "Exception occured in
+    `Callback` when calling event `...`:\n\t", which is no sentence for a user."""
+    head, sep, message = str(err).partition(":\n\t")
+    if sep and head.startswith("Exception occured in `"):
+        err.args = (message,)
 
 
 def check_run_classes(run_dir: Path, classes) -> None:
