@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 RUN ?= $(shell ls -td runs/*/best.safetensors 2>/dev/null | head -1 | xargs -r dirname)
 DEMO_RUN = $(lastword $(sort $(wildcard demo/runs/segnet-*)))
 
-.PHONY: install test test-slow demo demo-sweep evaluate bench lint
+.PHONY: install test test-slow demo demo-sweep evaluate bench lint gpu-check
 
 install: $(STAMP)
 
@@ -39,3 +39,8 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check .
+
+# On a lent GPU machine (no .venv: that machine's python3, with wheels carried in .whl/): the CUDA test
+# set, a timed fit, the loader, bench and doctor; results in gpu-check/ (README, "GPU check").
+gpu-check:
+	tools/gpu_check.sh --out gpu-check $(ARGS)

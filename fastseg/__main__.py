@@ -1,3 +1,4 @@
 from fastseg.cli import app
 
-app(prog_name="fastseg")
+if __name__ == "__main__":  # not again in the processes that --nproc spawns
+    app(prog_name="fastseg")

@@ -6,6 +6,7 @@ at the top, so that `fastseg --help` starts without torch; each command imports 
 
 import contextlib
 import functools
+import sys
 from dataclasses import MISSING, fields
 from enum import Enum, StrEnum
 from pathlib import Path
@@ -67,7 +68,9 @@ def friendly(func):
             with sigterm_interrupts():
                 return func(*args, **kwargs)
         except Interrupted as err:
-            typer.echo(str(err), err=True)
+            from fastseg.devices.distributed import is_main
+            if is_main():  # under DDP every process stops after the same batch: one says so
+                typer.echo(str(err), err=True)
             raise typer.Exit(err.exit_code) from None
         except FastsegError as err:
             typer.echo(f"Error: {err}", err=True)
@@ -107,6 +110,24 @@ def sigterm_interrupts():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def worker(func):
+    """What each process started by --nproc runs: `func()` with the CLI's error handling, ending the
+    process with the documented exit code (the launcher passes it on) instead of raising."""
+    try:
+        return friendly(func)()
+    except typer.Exit as stop:
+        sys.exit(stop.exit_code)
+
+
+def run_processes(func, nproc: int, nnodes: int, endpoint: str | None, device: str | None):
+    """`func()` here, or in `nproc` launched processes per machine (then rank 0's return value)."""
+    if nproc == 1 and nnodes == 1:
+        return func()
+    from fastseg.devices.launch import check_launch, launch
+    check_launch(nproc, nnodes, endpoint, device)
+    return launch(worker, (func,), nproc, nnodes, endpoint, device)
 
 
 # Options shared by the data, training and evaluation commands, in the help panels of `fit`.
@@ -153,6 +174,14 @@ NameOpt = Annotated[str | None, typer.Option(help="Run folder name (default <tim
 SeedOpt = Annotated[int, typer.Option(help="Random seed.", rich_help_panel=RUN_PANEL)]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: CUDA when present).",
                                                rich_help_panel=SPEED_PANEL)]
+NprocOpt = Annotated[int, typer.Option("--nproc", help="Processes on this machine, one per GPU (gloo processes on the "
+                                       "CPU), started by fastseg itself (README, Several GPUs).",
+                                       rich_help_panel=SPEED_PANEL)]
+NnodesOpt = Annotated[int, typer.Option("--nnodes", help="Machines taking part, each running this command with "
+                                        "--nproc processes.", rich_help_panel=SPEED_PANEL)]
+EndpointOpt = Annotated[str | None, typer.Option("--rdzv-endpoint", help="HOST:PORT where the machines of --nnodes "
+                                                 "meet (the same on each; the first to start hosts it).",
+                                                 rich_help_panel=SPEED_PANEL)]
 
 DATA_OPTIONS = {"voc": "voc", "data": "data", "sbd": "sbd", "voc11": "voc11", "classes": "classes",
                 "train": "train_split", "valid": "valid_split",
@@ -376,7 +405,11 @@ def fit(ctx: typer.Context,
         = FIT["channels_last"],
         compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.",
                                               rich_help_panel=SPEED_PANEL)] = False,
-        device: DeviceOpt = None,
+        deterministic: Annotated[bool, typer.Option("--deterministic", help="Deterministic kernels, so that a "
+                                                    "resumed CUDA run is bit-identical to an uninterrupted one "
+                                                    "(slower; the CPU is deterministic without it).",
+                                                    rich_help_panel=SPEED_PANEL)] = FIT["deterministic"],
+        device: DeviceOpt = None, nproc: NprocOpt = 1, nnodes: NnodesOpt = 1, rdzv_endpoint: EndpointOpt = None,
         runs_dir: RunsOpt = RUNS, name: NameOpt = None, seed: SeedOpt = FIT["seed"],
         log: Annotated[Log, typer.Option("--log", help="Also log to TensorBoard (<run>/tensorboard; needs "
                                          "pip install 'fastseg[tensorboard]').", rich_help_panel=RUN_PANEL)]
@@ -388,7 +421,9 @@ def fit(ctx: typer.Context,
                                                     "given on the command line override it.",
                                                     rich_help_panel=RUN_PANEL)] = None):
     """Train with fastai: best model by mIoU, a full checkpoint every epoch, curves and metrics.csv."""
-    options = {k: v for k, v in locals().items() if k not in ("ctx", "resume", "config")}  # as the configs name them
+    options = {k: v for k, v in locals().items()  # the configs' fields, named as the configs name them
+               if k not in ("ctx", "resume", "config", "nproc", "nnodes", "rdzv_endpoint")}
+    launch = {"nproc": nproc, "nnodes": nnodes, "endpoint": rdzv_endpoint}
     from fastseg.train.fit import fit as run_fit
     from fastseg.train.fit import resume_fit
     if config is not None and resume is not None:
@@ -396,7 +431,7 @@ def fit(ctx: typer.Context,
     recipe = recipe_options(config, options, ctx) if config is not None else {}
     if resume is not None:
         given = {name: value for name, value in options.items() if _given(ctx, name)}
-        run_dir, rows = resume_fit(resume, **config_fields(given))
+        func = functools.partial(resume_fit, resume, **config_fields(given))
     else:
         options |= {name: value for name, (_, value) in recipe.items()}
         if options["voc"] is None and options["data"] is None:
@@ -405,7 +440,8 @@ def fit(ctx: typer.Context,
         epochs = FIT["epochs"] if options["epochs"] is None else options["epochs"]  # 0 is refused, not the default
         with recipe_blame(config, recipe):
             cfg = fit_config(**options | {"epochs": epochs, "lr": _lr(str(options["lr"]))})
-        run_dir, rows = run_fit(cfg)
+        func = functools.partial(run_fit, cfg)
+    run_dir, rows = run_processes(func, device=options["device"], **launch)
     _summarise_fit(run_dir, rows)
 
 
@@ -539,7 +575,8 @@ def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .
              data: Annotated[Path | None, typer.Option("--data", help="A folder dataset (default: the run's).")] = None,
              classes: ClassesOpt = None,
              bs: Annotated[int | None, typer.Option("--bs", help="Batch size (default: the run's).")] = None,
-             runs_dir: RunsOpt = RUNS, device: DeviceOpt = None, skip_bad: SkipBadOpt = False):
+             runs_dir: RunsOpt = RUNS, device: DeviceOpt = None, skip_bad: SkipBadOpt = False,
+             nproc: NprocOpt = 1, nnodes: NnodesOpt = 1, rdzv_endpoint: EndpointOpt = None):
     """Score at native resolution: per-class table, mIoU with a bootstrap 95 % interval, metrics.json, figures."""
     from fastseg.evaluate.scoring import evaluate_run
     from fastseg.io.runs import latest_run
@@ -550,7 +587,8 @@ def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .
     if not source.exists():
         raise FastsegError(f"{source} does not exist; pass a run folder or a .safetensors file written by fastseg.")
     roots = given_roots(voc, sbd, voc11, data, classes)
-    path, metrics = evaluate_run(source, split, device, bs, tta == "flip", scales, roots, skip_bad)
+    func = functools.partial(evaluate_run, source, split, device, bs, tta == "flip", scales, roots, skip_bad)
+    path, metrics = run_processes(func, nproc, nnodes, rdzv_endpoint, device)
     _print_metrics(metrics)  # rank 0 only under torchrun
     log(f"Wrote {path} and figures beside it.")
 
@@ -625,13 +663,16 @@ def bench(out: Annotated[Path | None, typer.Option(help="Markdown file to append
           width: Annotated[float, typer.Option(help="Model width multiplier.")] = BENCH["width"],
           steps: Annotated[int | None, typer.Option(help=_per_device("Timed steps per model", 1))] = None,
           images: Annotated[int, typer.Option(help="Images for the data pipeline benchmark.")] = BENCH["images"],
+          compile: Annotated[bool, typer.Option("--compile/--no-compile", help="The torch.compile precision row "
+                             "(CUDA only).")] = BENCH["compile"],
           device: DeviceOpt = None):
     """Data pipeline vs JPEG decode, and training images/s and GFLOPs per image for each arch."""
     import sys
 
     from fastseg.tools.bench import run_bench
     command = "fastseg bench " + " ".join(sys.argv[2:])
-    cfg = BenchConfig(arch_size=size, batch=batch, width=width, steps=steps, images=images, device=device)
+    cfg = BenchConfig(arch_size=size, batch=batch, width=width, steps=steps, images=images, compile=compile,
+                      device=device)
     section = run_bench(cfg, out, command.strip())
     console.print(section, markup=False, soft_wrap=True)
 

@@ -287,12 +287,14 @@ class FitConfig:
     patience: int | None = None      # early stopping on the monitored metric; None: never stop early
     clip: float | None = None        # gradient norm clipping
     seed: int = 42
+    process_seeds: list[int] | None = None  # each process's augmentation seed, seed + rank (set by fit)
     class_weights: str = "none"      # none | median-freq | path to a weights file
     l1: float = 0.0                  # L1 weight penalty (the skip-model seed used 1e-6)
     head_prior: bool = False         # head biases start at the log class shares of the training split
     amp: Amp = Amp.AUTO              # auto: bf16 on CUDA where supported, else fp16; off elsewhere
     channels_last: bool | None = None  # None: on with CUDA (config.json records what was used)
     compile: bool = False            # torch.compile the model
+    deterministic: bool = False      # bit-identical resume on CUDA too (slower: no cuDNN autotuning)
     log: Log = Log.NONE              # tensorboard: also scalars and a prediction grid in <run>/tensorboard
     device: str | None = None        # None: CUDA when present
     runs_dir: str = RUNS_DIR
@@ -349,10 +351,11 @@ class BenchConfig:
     steps: int | None = None   # None: DEVICE_DEFAULTS
     images: int = 48
     eval_images: int = 8
+    compile: bool = True       # the torch.compile precision row on CUDA (a minute of compilation per arch)
     device: str | None = None
 
 
-RESUME_CHANGES = ("epochs", "voc", "sbd", "voc11", "data", "device", "num_workers", "cache")
+RESUME_CHANGES = ("epochs", "voc", "sbd", "voc11", "data", "device", "num_workers", "cache", "deterministic")
 """The options `fit --resume` applies (and records in config.json): the data's new place, a new total
 of epochs, and how the run is computed where the results do not depend on it. Any other option
 given with --resume must equal the run's."""

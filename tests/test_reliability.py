@@ -151,14 +151,14 @@ def test_interrupted_fit_exits_130_and_prints_the_resume_command(synth_root, tmp
     assert load_state(tmp_path / "cut" / "last.safetensors")["batch"] == 2
 
 
-def _seed_and_stop(seed):
+def _seed_and_stop(seed, rank=0):
     from fastseg.train.callbacks import SeedEpochs
 
     class SeedAndStop(SeedEpochs):
         def after_loss(self):
             if self.training and self.epoch == 1 and self.iter == 1:
                 os.kill(os.getpid(), signal.SIGINT)
-    return SeedAndStop(seed)
+    return SeedAndStop(seed, rank)
 
 
 def test_damaged_checkpoint_is_one_sentence(run, tmp_path):

@@ -4,6 +4,6 @@ leakage check (splits), file checks (checks), training-split statistics such as 
 pixel counts and median-frequency weights (stats), albumentations presets (transforms), the fastai
 DataBlock (dataloaders), the synthetic dataset (synthetic) and the official downloads (download).
 
-May import: fastseg's base modules (classes, config, console, constants, errors) and fastseg.io. Never
-models, train or evaluate.
+May import: fastseg's base modules (classes, config, console, constants, errors), fastseg.io and
+fastseg.devices.transfer (the device copy of batches). Never models, train or evaluate.
 """

@@ -1,6 +1,7 @@
 """The fastai DataBlock over named splits: training crops, validation at native resolution."""
 
 import os
+import signal
 from pathlib import Path
 
 from fastai.vision.all import (
@@ -22,6 +23,7 @@ from fastseg.data.images import read_image, shown_size
 from fastseg.data.samples import Sample, sample_mask_array
 from fastseg.data.splits import build_split, check_leakage, dataset_classes
 from fastseg.data.transforms import AlbumentationsTransform, build_augmentation, pad_batch
+from fastseg.devices.transfer import NonBlockingLoader
 from fastseg.errors import FastsegError
 
 
@@ -105,14 +107,63 @@ def size_groups(items, bs: int):
         yield batch
 
 
-class SizeGroupedDL(TfmdDL):
+def size_batches(sizes: list[tuple[int, int]], bs: int) -> list[list[int]]:
+    """Sample indices ordered by padded size (then index), in batches of at most `bs` of one padded
+    size: the batches `SizeGroupedDL` forms from the samples in that order."""
+    order = sorted(range(len(sizes)), key=lambda i: (padded_size([sizes[i]]), i))
+    batches: list[list[int]] = []
+    for i in order:
+        last = batches[-1] if batches else None
+        if last and len(last) < bs and padded_size([sizes[last[0]]]) == padded_size([sizes[i]]):
+            last.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def shard_batches(n: int, bs: int, rank: int, world: int, sizes: list[tuple[int, int]] | None = None) -> list[int]:
+    """Sample indices of batches rank, rank + world, ... of `size_batches` (samples of equal size:
+    batch b holds samples b*bs .. b*bs+bs-1): each process scores whole batches, as one process would."""
+    batches = size_batches(sizes or [(0, 0)] * n, bs)
+    return [i for batch in batches[rank::world] for i in batch]
+
+
+class SizeGroupedDL(NonBlockingLoader, TfmdDL):
     """fastai's TfmdDL whose unshuffled loaders (validation, evaluation) batch only images of one
-    padded size, in order; shuffled (training) loaders batch as usual."""
+    padded size, in order; shuffled (training) loaders batch as usual. Batches are copied to the
+    device asynchronously from pinned memory (`NonBlockingLoader`); `shard` gives one process of
+    several its whole batches."""
+
+    shard_of: tuple[int, int] | None = None  # (rank, world size) of a sharded loader
+
+    def wif(self):
+        """In each loader worker process: Ctrl-C (SIGINT to the terminal's process group) is left to
+        the training process, which stops after the current batch; a worker it killed would fail
+        the batches still to come."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def chunkify(self, b):
         if self.shuffle or self.prebatched:
             return super().chunkify(b)
         return size_groups(b, self.bs)
+
+    def shard(self, rank: int, world: int) -> "SizeGroupedDL":
+        """This unshuffled loader for process `rank` of `world`: batches rank, rank + world, ... of
+        the batches one process forms (`shard_batches`), so every sample is scored once, in the batch
+        a single process would put it in, and nothing is repeated to even the shards out."""
+        dl = self.new()
+        dl.shard_of = (rank, world)
+        dl.batches = size_batches([header_size(s.image) for s in self.items], self.bs)[rank::world]
+        return dl
+
+    def get_idxs(self):
+        idxs = super().get_idxs()
+        if self.shard_of is None:
+            return idxs
+        return [idxs[i] for batch in self.batches for i in batch]
+
+    def __len__(self):
+        return len(self.batches) if self.shard_of is not None else super().__len__()
 
 
 def loader_workers(cfg: DataConfig, cuda: bool) -> int:
@@ -138,4 +189,4 @@ def build_dataloaders(cfg: DataConfig, device=None, log=print) -> DataLoaders:
     workers = loader_workers(cfg, pin)
     return block.dataloaders(train + valid, bs=cfg.bs, val_bs=cfg.val_bs or cfg.bs,
                              num_workers=workers, before_batch=pad_batch, device=device, dl_type=SizeGroupedDL,
-                             drop_last=True, pin_memory=pin, persistent_workers=workers > 0)
+                             drop_last=True, pin_memory=pin, persistent_workers=False)  # see devices.transfer

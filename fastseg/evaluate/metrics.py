@@ -9,11 +9,11 @@ NaN in the per-class list); a class with no true pixels is left out of the mean 
 import math
 
 import torch
-import torch.distributed as dist
 from fastai.learner import Metric
 
 from fastseg.classes import VOC, ClassSet
 from fastseg.constants import IGNORE_INDEX, NUM_CLASSES
+from fastseg.devices.collectives import all_reduce_sum
 
 SCORE_KEYS = ("miou", "fg_miou", "pixel_acc", "mean_acc", "fw_iou")
 
@@ -81,15 +81,6 @@ def _nanmean(x: torch.Tensor) -> float:
     return float(x[valid].mean()) if valid.any() else math.nan
 
 
-def all_reduced(cm: torch.Tensor) -> torch.Tensor:
-    """The sum of `cm` over all processes when torch.distributed is running; `cm` otherwise."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return cm
-    total = cm.clone()
-    dist.all_reduce(total)
-    return total
-
-
 class ConfusionState:
     """A confusion matrix shared by several fastai metrics, so each batch is counted once."""
 
@@ -110,24 +101,12 @@ class ConfusionState:
     def total(self) -> torch.Tensor:
         """The matrix summed over processes (C×C int64)."""
         cm = self.cm if self.cm is not None else torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
-        return all_reduced(cm)
+        return all_reduce_sum(cm)
 
     def scores(self) -> dict:
         if self._scores is None:
             self._scores = scores(self.total(), self.background)
         return self._scores
-
-
-def without_duplicates(dl, target: torch.Tensor) -> torch.Tensor:
-    """`target` (N×H×W) with the samples that only pad a DDP shard set to void, so every image is
-    counted exactly once across processes."""
-    from fastseg.devices.distributed import duplicate_mask
-    dup = duplicate_mask(dl, len(target))
-    if dup is None or not dup.any():
-        return target
-    target = target.clone()
-    target[dup.to(target.device)] = IGNORE_INDEX
-    return target
 
 
 class ScoreMetric(Metric):
@@ -143,7 +122,7 @@ class ScoreMetric(Metric):
 
     def accumulate(self, learn):
         if self.owner:
-            self.state.update(learn.pred, without_duplicates(learn.dl, learn.yb[0]))
+            self.state.update(learn.pred, learn.yb[0])
 
     @property
     def value(self):

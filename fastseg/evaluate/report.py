@@ -7,11 +7,12 @@ import base64
 import html
 import json
 import platform
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 
+from fastseg import __version__
 from fastseg.classes import VOC, ClassSet
 from fastseg.data.splits import build_split, check_leakage
 from fastseg.errors import FastsegError
@@ -29,9 +30,19 @@ FIGURES = [("Training curves", "curves.png"), ("lr_find", "lr_find.png"),
 
 
 def environment() -> list[tuple[str, str]]:
+    """(name, version) of Python, the device and the packages behind a report; fastseg's own version
+    from the package, so that a source checkout on PYTHONPATH (not pip-installed) reports it too."""
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.machine()})"
-    packages = [(name, version(name)) for name in ("fastseg", "torch", "torchvision", "fastai", "albumentations")]
-    return [("python", platform.python_version()), ("device", device), *packages]
+    packages = [(name, installed_version(name)) for name in ("torch", "torchvision", "fastai", "albumentations")]
+    return [("python", platform.python_version()), ("device", device), ("fastseg", __version__), *packages]
+
+
+def installed_version(name: str) -> str:
+    """The installed distribution's version, or "not installed" (a package imported from a folder)."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def split_rows(cfg, roots=None) -> list[tuple[str, str]]:

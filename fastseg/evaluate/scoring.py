@@ -11,18 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from fastseg.classes import VOC, ClassSet
 from fastseg.console import tracked
 from fastseg.constants import DEFAULT_CROP, IGNORE_INDEX, MIN_SIZE, padded_size
-from fastseg.data.dataloaders import SizeGroupedDL, header_size, segmentation_block
+from fastseg.data.dataloaders import SizeGroupedDL, header_size, segmentation_block, shard_batches
 from fastseg.data.samples import Sample
 from fastseg.data.transforms import pad_batch
-from fastseg.devices.distributed import is_main, rank, world_size
+from fastseg.devices.collectives import all_gather_object, all_reduce_sum, rank, world_size
+from fastseg.devices.distributed import is_main
 from fastseg.errors import FastsegError
-from fastseg.evaluate.metrics import SCORE_KEYS, all_reduced, class_iou, confusion_matrix, scores, truth_shares
+from fastseg.evaluate.metrics import SCORE_KEYS, class_iou, confusion_matrix, scores, truth_shares
 from fastseg.evaluate.tta import predict_classes, uses_tta
 
 BOOTSTRAP_SAMPLES = 1000
@@ -132,33 +132,9 @@ class EvalResult:
     gallery: Gallery
 
 
-def size_batches(sizes: list[tuple[int, int]], bs: int) -> list[list[int]]:
-    """Sample indices ordered by padded size (then index), in batches of at most `bs` of one padded
-    size: the batches `SizeGroupedDL` forms from the samples in that order."""
-    order = sorted(range(len(sizes)), key=lambda i: (padded_size([sizes[i]]), i))
-    batches: list[list[int]] = []
-    for i in order:
-        last = batches[-1] if batches else None
-        if last and len(last) < bs and padded_size([sizes[last[0]]]) == padded_size([sizes[i]]):
-            last.append(i)
-        else:
-            batches.append([i])
-    return batches
-
-
-def shard_batches(n: int, bs: int, rank: int, world: int, sizes: list[tuple[int, int]] | None = None) -> list[int]:
-    """Sample indices of batches rank, rank + world, ... of `size_batches` (samples of equal size:
-    batch b holds samples b*bs .. b*bs+bs-1): each process scores whole batches, as one process would."""
-    batches = size_batches(sizes or [(0, 0)] * n, bs)
-    return [i for batch in batches[rank::world] for i in batch]
-
-
 def gather_rows(indices: list[int], rows: torch.Tensor, n: int) -> torch.Tensor:
     """Every process's rows (one per sample index) assembled in sample order, in every process."""
-    parts = [(indices, rows)]
-    if world_size() > 1:
-        parts = [None] * world_size()
-        dist.all_gather_object(parts, (indices, rows))
+    parts = all_gather_object((indices, rows))
     out = torch.zeros((n, *rows.shape[1:]), dtype=rows.dtype)
     for part_indices, part_rows in parts:
         if part_indices:
@@ -199,7 +175,7 @@ def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bo
             _offer(gallery, indices[start:start + len(x)], sizes, x, y, pred, miou_rows(cms).cpu())
             start += len(x)
     per_image = gather_rows(indices, torch.cat(per_image), len(samples))
-    band_cm, interior_cm, plain_cm = (all_reduced(m) for m in (band_cm, interior_cm, plain_cm))
+    band_cm, interior_cm, plain_cm = (all_reduce_sum(m) for m in (band_cm, interior_cm, plain_cm))
     cm = per_image.sum(0)
     bg = classes.background
     return EvalResult(classes, [s.id for s in samples], cm, per_image, scores(cm, bg),

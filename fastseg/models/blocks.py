@@ -18,9 +18,11 @@ def conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
 class Unpool(nn.Module):
     """Max-unpooling 2×2 with stride 2 that places each value at its recorded argmax.
 
-    In eager mode this is `nn.MaxUnpool2d`. During ONNX export the same operation is written as a
-    scatter into a zero tensor of the pre-pool size, which exports with dynamic sizes (the
-    exporter's MaxUnpool cannot take a runtime output size).
+    In eager mode this is `nn.MaxUnpool2d`. During ONNX export, and under
+    `torch.use_deterministic_algorithms(True)` (`fit --deterministic`), the same operation is written
+    as a scatter into a zero tensor of the pre-pool size: it exports with dynamic sizes (the
+    exporter's MaxUnpool cannot take a runtime output size), and PyTorch has a deterministic scatter
+    (and gather backward) where `max_unpool2d` refuses deterministic mode.
     """
 
     def __init__(self):
@@ -29,7 +31,7 @@ class Unpool(nn.Module):
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, size: torch.Size) -> torch.Tensor:
         """x, indices: N×C×h×w; size: the pre-pool N×C×H×W. Returns N×C×H×W."""
-        if torch.onnx.is_in_onnx_export():
+        if torch.onnx.is_in_onnx_export() or torch.are_deterministic_algorithms_enabled():
             return scatter_unpool(x, indices, size)
         return self.unpool(x, indices, output_size=size[-2:])
 
@@ -38,7 +40,7 @@ def scatter_unpool(x: torch.Tensor, indices: torch.Tensor, size: torch.Size) -> 
     """`max_unpool2d` as a scatter: flat H*W indices per (n, c) plane. Shapes as in `Unpool`."""
     n, c = x.shape[:2]
     flat = x.new_zeros((n, c, size[-2] * size[-1]))
-    flat = flat.scatter(2, indices.flatten(2), x.flatten(2))
+    flat = flat.scatter(2, indices.reshape(n, c, -1), x.reshape(n, c, -1))
     return flat.view(n, c, size[-2], size[-1])
 
 
@@ -74,3 +76,4 @@ def set_head_prior(head: nn.Conv2d, shares) -> nn.Conv2d:
     with torch.no_grad():
         head.bias.copy_((logits - logits.mean()).to(head.bias.dtype))
     return head
+

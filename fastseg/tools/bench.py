@@ -71,15 +71,16 @@ def model_flops(model, x: torch.Tensor) -> tuple[float, float]:
 
 
 def bench_model(arch: str, cfg: BenchConfig, device: torch.device) -> dict:
-    """Training images/s (forward+backward+SGD step, fp32) and GFLOPs per image."""
-    model, x, step = _training_step(arch, cfg, device, None, False, False)
-    fwd, both = model_flops(model, x)
+    """Training images/s (fastseg's Learner step in fp32, see `learner_epoch_seconds`) and GFLOPs per
+    image."""
+    model = create_model(arch, width=cfg.width).to(device)
+    fwd, both = model_flops(model, torch.randn(cfg.batch, 3, cfg.arch_size, cfg.arch_size, device=device))
     model.zero_grad(set_to_none=True)
-    seconds = time_call(step, cfg.steps, device)
+    step_s = learner_epoch_seconds(model, random_batches(cfg, device), device) / cfg.steps
     params = sum(p.numel() for p in model.parameters())
     return {"arch": arch, "params_m": params / 1e6, "gflops_fwd": fwd / cfg.batch / 1e9,
-            "gflops_train": both / cfg.batch / 1e9, "train_img_s": cfg.batch / seconds,
-            "tflops_s": both / seconds / 1e12}
+            "gflops_train": both / cfg.batch / 1e9, "train_img_s": cfg.batch / step_s,
+            "tflops_s": both / step_s / 1e12}
 
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16 tensor-core peaks
@@ -99,39 +100,64 @@ def peak_tflops(device: torch.device) -> float | None:
 
 def bench_precision(arch: str, cfg: BenchConfig, device: torch.device, train_gflops: float,
                     modes=PRECISION_MODES) -> list[dict]:
-    """(e) Training img/s, peak memory and MFU per precision mode (SGD step, batch cfg.batch)."""
+    """(e) Training img/s, peak memory and MFU per precision mode: fastseg's Learner step (input path,
+    precision callbacks, SGD) over cfg.steps cached batches of cfg.batch, as `fit` trains."""
     rows, peak = [], peak_tflops(device)
     for name, dtype, channels_last, compiled in modes:
-        _, _, step = _training_step(arch, cfg, device, dtype, channels_last, compiled)
-        for _ in range(2 if compiled else 0):
-            step()  # compilation happens here, outside the timing
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        seconds = time_call(step, cfg.steps, device)
-        tflops = train_gflops * cfg.batch / seconds / 1e3
-        rows.append({"arch": arch, "mode": name, "img_s": cfg.batch / seconds, "tflops_s": tflops,
+        if compiled and not cfg.compile:
+            continue
+        model = create_model(arch, width=cfg.width)
+        amp = "off" if dtype is None else "bf16"
+        seconds = learner_epoch_seconds(model, random_batches(cfg, device), device, amp, channels_last, compiled)
+        img_s = cfg.batch * cfg.steps / seconds
+        tflops = train_gflops * img_s / 1e3
+        rows.append({"arch": arch, "mode": name, "img_s": img_s, "tflops_s": tflops,
                      "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
                      "mfu": tflops / peak if peak else None})
     return rows
 
 
-def _training_step(arch: str, cfg: BenchConfig, device: torch.device, dtype, channels_last: bool, compiled: bool):
-    """(model, input batch, step): `step()` runs one SGD step of a fresh model on one fixed batch in
-    the given mode."""
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = create_model(arch, width=cfg.width).to(device).to(memory_format=fmt)
-    run_model = torch.compile(model) if compiled else model
-    opt = plain_sgd(model)
-    x = torch.randn(cfg.batch, 3, cfg.arch_size, cfg.arch_size, device=device).to(memory_format=fmt)
-    y = torch.randint(0, NUM_CLASSES, (cfg.batch, cfg.arch_size, cfg.arch_size), device=device)
+def random_batches(cfg: BenchConfig, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """cfg.steps (images B×3×S×S float32, masks B×S×S int64) on the host, pinned when `device` is CUDA:
+    where fit's loader leaves its batches before the copy to the device."""
+    def host(t):
+        return t.pin_memory() if device.type == "cuda" else t
+    return [(host(torch.randn(cfg.batch, 3, cfg.arch_size, cfg.arch_size)),
+             host(torch.randint(0, NUM_CLASSES, (cfg.batch, cfg.arch_size, cfg.arch_size))))
+            for _ in range(cfg.steps)]
 
-    def step():
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = torch.nn.functional.cross_entropy(run_model(x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return model, x, step
+
+def learner_epoch_seconds(model, batches, device: torch.device, amp: str = "off", channels_last: bool = False,
+                          compiled: bool = False) -> float:
+    """Seconds of one training epoch over `batches` (host tensors) of a fastai Learner built the way
+    `fit` builds one: the batches copied by fastseg's loader, `InputPath`, the precision callbacks,
+    device-side losses, SGD with momentum and L2 decay. The first epoch warms up (and compiles).
+    CUDA's peak-memory counter is reset before the timed epoch."""
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    from fastai.learner import Learner
+
+    from fastseg.devices.precision import precision_callbacks
+    from fastseg.devices.transfer import NonBlockingLoader
+    from fastseg.evaluate.metrics import seg_metrics
+    from fastseg.train.callbacks import NaNGuard
+    from fastseg.train.fastpath import InputPath, install_device_losses
+    from fastseg.train.learner import make_opt_func
+    from fastseg.train.losses import segmentation_loss
+
+    class CachedBatches(NonBlockingLoader, DataLoader):
+        pass
+    model = model.to(device).to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    dls = DataLoaders(CachedBatches(batches, bs=None, pin_memory=device.type == "cuda"),
+                      CachedBatches(batches[:1], bs=None), device=device)
+    learn = Learner(dls, torch.compile(model) if compiled else model, loss_func=segmentation_loss(),
+                    opt_func=make_opt_func("sgd", MOMENTUM), metrics=seg_metrics(), lr=LR, wd=WD,
+                    cbs=[InputPath(channels_last), NaNGuard(), *precision_callbacks(amp, device)])
+    install_device_losses(learn)
+    timer = _TrainTimer(device)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(2, cbs=[timer])
+    return timer.seconds
 
 
 def bench_data(voc: Path, sbd: Path, n: int) -> dict:
@@ -150,30 +176,13 @@ def bench_data(voc: Path, sbd: Path, n: int) -> dict:
 
 
 def bench_learner_vs_plain(arch: str, cfg: BenchConfig, device: torch.device) -> dict:
-    """Training img/s of fastseg's Learner (all its callbacks) against a minimal PyTorch loop over
-    the same model, cached batches, SGD (lr, momentum, L2 weight decay) and precision."""
-    from fastai.data.core import DataLoaders
-    from fastai.data.load import DataLoader
-
-    from fastseg.evaluate.metrics import seg_metrics
-    from fastseg.train.callbacks import NaNGuard
-    from fastseg.train.fastpath import install_device_losses
-    from fastseg.train.learner import make_opt_func
-    from fastseg.train.losses import segmentation_loss
-    batches = [(torch.randn(cfg.batch, 3, cfg.arch_size, cfg.arch_size, device=device),
-                torch.randint(0, NUM_CLASSES, (cfg.batch, cfg.arch_size, cfg.arch_size), device=device))
-               for _ in range(cfg.steps)]
+    """Training img/s of fastseg's Learner step (`learner_epoch_seconds`: its loader copy, input path
+    and callbacks) against a minimal PyTorch loop over the same model, batches, SGD and precision."""
+    batches = random_batches(cfg, device)
     plain = _plain_loop_seconds(create_model(arch, width=cfg.width).to(device), batches, device)
-    from fastai.learner import Learner
-    dls = DataLoaders(DataLoader(batches, bs=None), DataLoader(batches[:1], bs=None), device=device)
-    learn = Learner(dls, create_model(arch, width=cfg.width).to(device), loss_func=segmentation_loss(),
-                    opt_func=make_opt_func("sgd", MOMENTUM), metrics=seg_metrics(), cbs=[NaNGuard()], lr=LR, wd=WD)
-    install_device_losses(learn)
-    timer = _TrainTimer(device)
-    with learn.no_bar(), learn.no_logging():
-        learn.fit(2, cbs=[timer])  # the first epoch warms up
-    return {"arch": arch, "plain_img_s": len(batches) * cfg.batch / plain,
-            "learner_img_s": len(batches) * cfg.batch / timer.seconds, "ratio": plain / timer.seconds}
+    learner = learner_epoch_seconds(create_model(arch, width=cfg.width), batches, device)
+    images = len(batches) * cfg.batch
+    return {"arch": arch, "plain_img_s": images / plain, "learner_img_s": images / learner, "ratio": plain / learner}
 
 
 def _plain_loop_seconds(model, batches, device) -> float:
@@ -182,6 +191,7 @@ def _plain_loop_seconds(model, batches, device) -> float:
 
     def epoch():
         for x, y in batches:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = torch.nn.functional.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)
             loss.backward()
             opt.step()
@@ -199,6 +209,8 @@ class _TrainTimer(Callback):
 
     def before_train(self):
         sync(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         self.start = time.perf_counter()
 
     def after_train(self):

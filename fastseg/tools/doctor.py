@@ -1,10 +1,14 @@
 """`fastseg doctor`: is the fast path right and fast on this device?
 
-Runs one SegNet training step per precision mode (fp32, bf16, bf16 + channels_last, bf16 +
-channels_last + torch.compile) from the same initial weights on one fixed batch, checks each
-against fp32 (first-step loss close, argmax agreement of the logits), and times it: images/s,
-peak memory, achieved TFLOP/s from the FLOP count the bench uses, and its share (MFU) of this
-device's own peak, measured in the same run with a large matmul in the mode's dtype.
+First trains a SegNet briefly in fp32 on one learnable batch (each 16×16 cell is one of four classes,
+drawn in that class's colour), so that its logits have margins: at initial weights most pixels are near-ties, where any
+rounding flips the argmax and an agreement check cannot tell rounding from a real bug. Then, per
+precision mode (fp32, bf16, bf16 + channels_last, bf16 + channels_last + torch.compile), from those
+weights: the eval-mode logits through fit's input path (`InputPath`'s conversion, the mode's
+autocast) against fp32's (argmax agreement), the first training step's loss against fp32's, and the
+time of fastseg's Learner step (`bench.learner_epoch_seconds`: loader copy, input path, precision
+callbacks): images/s, peak memory, achieved TFLOP/s from the FLOP count the bench uses, and its share
+(MFU) of this device's own peak, measured in the same run with a large matmul in the mode's dtype.
 """
 
 from dataclasses import dataclass, replace
@@ -14,12 +18,25 @@ import torch.nn.functional as F
 
 from fastseg.constants import NUM_CLASSES
 from fastseg.models import create_model
-from fastseg.tools.bench import PRECISION_MODES, machine_line, model_flops, sync, time_call
+from fastseg.tools.bench import (
+    PRECISION_MODES,
+    learner_epoch_seconds,
+    machine_line,
+    model_flops,
+    sync,
+    time_call,
+)
+from fastseg.train.fastpath import plain_input
 
-LOSS_RTOL = 0.05     # bf16 keeps ~3 significant digits; the first-step loss agrees far better than this
-MIN_AGREEMENT = 0.3  # share of pixels whose argmax matches fp32's. Far above chance (1/21), far below 1:
-# at initial weights most pixels are near-ties, and SegNet's unpooling indices follow max-pool
-# argmaxes that bf16 rounding flips, so ~50 % agree on the CPU; a layout or NaN bug gives ~5 %
+LOSS_RTOL = 0.05      # bf16 keeps ~3 significant digits; the first-step loss agrees far better than this,
+LOSS_ATOL = 0.01      # or within this many nats: a trained model's loss is small, so its relative change
+# is not (an H200 at 320², full width: 7 % of a small loss, with 99.9 % of pixels agreeing)
+MIN_AGREEMENT = 0.95  # share of pixels whose argmax matches fp32's on the briefly trained model: bf16
+# rounding flips only the few pixels left near a tie; a layout, cast or NaN bug flips most of them
+CELL = 16                  # side of the learnable batch's single-class cells
+BATCH_CLASSES = (0, 5, 10, 15)  # the classes drawn: few enough to learn in tens of steps
+NOISE = 0.1                # pixel noise around each class's colour
+WARMUP_LR = 1e-2           # Adam, for the brief fp32 training that gives the logits their margins
 
 
 @dataclass
@@ -30,11 +47,12 @@ class DoctorConfig:
     steps: int | None = None        # timed steps per mode; None: 10 on CUDA, 2 on the CPU
     compile: bool | None = None     # the compile row; None: on CUDA only (CPU compilation takes minutes)
     matmul: int | None = None       # side of the peak-measuring matmul; None: 8192 on CUDA, 1024 on the CPU
+    train_steps: int | None = None  # fp32 steps before the checks; None: 30
     device: str | None = None
 
 
-CUDA_DEFAULTS = DoctorConfig(size=320, width=1.0, batch=16, steps=10, compile=True, matmul=8192)
-CPU_DEFAULTS = DoctorConfig(size=64, width=0.125, batch=2, steps=2, compile=False, matmul=1024)
+CUDA_DEFAULTS = DoctorConfig(size=320, width=1.0, batch=16, steps=10, compile=True, matmul=8192, train_steps=30)
+CPU_DEFAULTS = DoctorConfig(size=64, width=0.125, batch=2, steps=2, compile=False, matmul=1024, train_steps=30)
 
 
 def for_device(cfg: DoctorConfig, device: torch.device) -> DoctorConfig:
@@ -45,66 +63,78 @@ def for_device(cfg: DoctorConfig, device: torch.device) -> DoctorConfig:
 
 
 def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, n: int) -> float:
-    """Achieved TFLOP/s of an n×n @ n×n matmul in `dtype`: the device's practical peak for it."""
+    """Achieved TFLOP/s of an n×n @ n×n matmul in `dtype`: the device's practical peak for it. fp32
+    is measured in the math cuDNN's convolutions use (TF32 where `cudnn.allow_tf32`, PyTorch's
+    default), so fp32's MFU compares like with like (an H200: 51 TFLOP/s in IEEE fp32)."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    seconds = time_call(lambda: a @ b, 3, device)
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        seconds = time_call(lambda: a @ b, 3, device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
     return 2 * n**3 / seconds / 1e12
 
 
-def fixed_batch(cfg: DoctorConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images B×3×S×S float32, targets B×S×S int64), seeded."""
+def fixed_batch(cfg: DoctorConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """A learnable batch, seeded, on the host: (images B×3×S×S float32, targets B×S×S int64). Each
+    CELL×CELL cell is one of BATCH_CLASSES, drawn in that class's colour plus NOISE."""
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(cfg.batch, 3, cfg.size, cfg.size, generator=gen)
-    y = torch.randint(0, NUM_CLASSES, (cfg.batch, cfg.size, cfg.size), generator=gen)
-    return x.to(device), y.to(device)
+    cells = -(-cfg.size // CELL)
+    picks = torch.randint(0, len(BATCH_CLASSES), (cfg.batch, cells, cells), generator=gen)
+    y = torch.tensor(BATCH_CLASSES)[picks]
+    y = y.repeat_interleave(CELL, 1).repeat_interleave(CELL, 2)[:, :cfg.size, :cfg.size].contiguous()
+    colours = torch.randn(NUM_CLASSES, 3, generator=gen)
+    x = colours[y].permute(0, 3, 1, 2) + NOISE * torch.randn(cfg.batch, 3, cfg.size, cfg.size, generator=gen)
+    return x.contiguous(), y
 
 
-def reference_weights(cfg: DoctorConfig, device: torch.device, x: torch.Tensor) -> dict:
-    """Seeded initial SegNet weights, BatchNorm statistics set to the fixed batch's (one fp32 pass
-    with a cumulative average): the start of every mode, with activations at a normal scale."""
+def trained_weights(cfg: DoctorConfig, device: torch.device, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """A seeded SegNet trained in fp32 for cfg.train_steps Adam steps on (x, y), BatchNorm statistics
+    settled on the batch: the start of every mode, with logits far from ties."""
     torch.manual_seed(0)
     model = create_model("segnet", NUM_CLASSES, width=cfg.width).to(device).train()
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for m in norms:
-        m.momentum = None
+    opt = torch.optim.Adam(model.parameters(), lr=WARMUP_LR)
+    x, y = x.to(device), y.to(device)
+    for _ in range(cfg.train_steps):
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
     with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = None  # a cumulative average: the next pass sets the batch's statistics
+                m.reset_running_stats()
         model(x)
-    for m in norms:
-        m.momentum = 0.1
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def mode_step(cfg: DoctorConfig, device: torch.device, dtype, channels_last: bool, compiled: bool, x, y,
-              weights: dict):
-    """(model, eval-mode logits of the fixed batch, first-step loss, step()) for one mode, from
-    `weights`. The logits are compared in eval mode: in train mode BatchNorm's batch statistics of
-    a small batch amplify bf16 rounding."""
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+def mode_model(cfg: DoctorConfig, device: torch.device, channels_last: bool, weights: dict) -> torch.nn.Module:
+    """A SegNet from `weights` on `device`, in the mode's memory format."""
     model = create_model("segnet", NUM_CLASSES, width=cfg.width).to(device)
     model.load_state_dict(weights)
-    model.to(memory_format=fmt)
+    return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def mode_outputs(model, device: torch.device, dtype, channels_last: bool, compiled: bool, x, y) -> tuple:
+    """(eval-mode logits B×C×S×S float32, first training step's loss) of one mode, with fit's input
+    conversion (`plain_input`) and the mode's autocast. The logits are compared in eval mode: in
+    train mode BatchNorm's batch statistics of a small batch amplify bf16 rounding."""
     run = torch.compile(model) if compiled else model
-    x = x.contiguous(memory_format=fmt)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    x, y = plain_input(x.to(device), channels_last), y.to(device)
 
     def forward():
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = run(x)
-        return logits.float()
-
-    def step():
-        loss = F.cross_entropy(forward(), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
-
+            return run(x).float()
     model.eval()
     with torch.no_grad():
         logits = forward()
     model.train()
-    return model, logits, float(step().detach()), step
+    loss = F.cross_entropy(forward(), y)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return logits, float(loss.detach())
 
 
 def peak_memory(device: torch.device) -> float | None:
@@ -117,8 +147,8 @@ def run_doctor(cfg: DoctorConfig) -> dict:
     from fastseg.devices.select import pick_device
     device = pick_device(cfg.device)
     cfg = for_device(cfg, device)
-    x, y = fixed_batch(cfg, device)
-    weights = reference_weights(cfg, device, x)
+    x, y = fixed_batch(cfg)
+    weights = trained_weights(cfg, device, x, y)
     peaks = {name: matmul_peak_tflops(device, dtype, cfg.matmul)
              for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     rows, reference, flops = [], None, None
@@ -126,7 +156,7 @@ def run_doctor(cfg: DoctorConfig) -> dict:
         if compiled and not cfg.compile:
             rows.append({"mode": name, "skipped": "--compile"})
             continue
-        row, logits = measure_mode(cfg, device, name, dtype, channels_last, compiled, (x, y, weights), peaks)
+        row, logits = measure_mode(cfg, device, (name, dtype, channels_last, compiled), (x, y, weights), peaks)
         if reference is None:
             reference = (logits, row["loss"])
             flops = row["train_flops"]
@@ -135,17 +165,17 @@ def run_doctor(cfg: DoctorConfig) -> dict:
             flops / cfg.batch / 1e9 if flops else None}
 
 
-def measure_mode(cfg: DoctorConfig, device, name: str, dtype, channels_last: bool, compiled: bool, start: tuple,
-                 peaks: dict) -> tuple[dict, torch.Tensor]:
-    """One mode's timing row (img/s, TFLOP/s, MFU, peak memory) and its logits on the fixed batch;
-    `start` is (images, targets, initial weights)."""
+def measure_mode(cfg: DoctorConfig, device, mode: tuple, start: tuple, peaks: dict) -> tuple[dict, torch.Tensor]:
+    """One mode's row (first-step loss, img/s, TFLOP/s, MFU, peak memory) and its logits on the
+    fixed batch; `mode` is a PRECISION_MODES entry, `start` is (images, targets, trained weights)."""
+    name, dtype, channels_last, compiled = mode
     x, y, weights = start
-    model, logits, loss, step = mode_step(cfg, device, dtype, channels_last, compiled, x, y, weights)
-    _, train_flops = model_flops(model, x)  # counted on the eager fp32 module: the same work in every mode
-    model.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    seconds = time_call(step, cfg.steps, device)
+    model = mode_model(cfg, device, channels_last, weights)
+    logits, loss = mode_outputs(model, device, dtype, channels_last, compiled, x, y)
+    _, train_flops = model_flops(mode_model(cfg, device, False, weights), x.to(device))  # the same work in every mode
+    host = (x.pin_memory(), y.pin_memory()) if device.type == "cuda" else (x, y)
+    seconds = learner_epoch_seconds(model, [host] * cfg.steps, device, "off" if dtype is None else "bf16",
+                                    channels_last, compiled) / cfg.steps
     sync(device)
     tflops = train_flops / seconds / 1e12
     peak = peaks["bf16" if dtype is not None else "fp32"]
@@ -155,11 +185,12 @@ def measure_mode(cfg: DoctorConfig, device, name: str, dtype, channels_last: boo
 
 def check_against_fp32(row: dict, logits: torch.Tensor, ref_logits: torch.Tensor, ref_loss: float) -> dict:
     """`row` with its agreement with fp32: relative first-step loss difference, share of pixels whose
-    argmax matches, and ok (loss within LOSS_RTOL, agreement at least MIN_AGREEMENT)."""
+    argmax matches, and ok (loss within LOSS_RTOL or LOSS_ATOL, agreement at least MIN_AGREEMENT)."""
     loss_rel = abs(row["loss"] - ref_loss) / abs(ref_loss)
+    loss_ok = abs(row["loss"] - ref_loss) <= max(LOSS_RTOL * abs(ref_loss), LOSS_ATOL)
     agreement = float((logits.argmax(1) == ref_logits.argmax(1)).float().mean())
     return {**row, "loss_rel_diff": loss_rel, "argmax_agreement": agreement,
-            "ok": loss_rel <= LOSS_RTOL and agreement >= MIN_AGREEMENT}
+            "ok": loss_ok and agreement >= MIN_AGREEMENT}
 
 
 COLUMNS = ("mode", "img/s", "TFLOP/s", "peak", "MFU", "mem GiB", "Δ loss", "argmax =", "check")

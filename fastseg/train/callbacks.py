@@ -6,11 +6,11 @@ import signal
 import threading
 
 import torch
-import torch.distributed as dist
 from fastai.callback.core import Callback, CancelEpochException, CancelFitException
 from fastai.torch_core import set_seed, to_device
 
-from fastseg.devices.distributed import collective_device, world_size
+from fastseg.devices.collectives import any_process, world_size
+from fastseg.devices.distributed import bare_model, rewrap
 from fastseg.errors import FastsegError
 
 HOST_CHECK_EVERY = 16  # batches between host reads of device-side flags (NaN, stop under DDP)
@@ -21,26 +21,22 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class SeedEpochs(Callback):
-    """Reseeds every RNG (and the training loader's shuffle) from (seed, epoch) at each epoch start,
-    so an epoch's batches and augmentations do not depend on what ran before it: a resumed run
-    sees exactly the data an uninterrupted one would."""
+    """Reseeds every RNG from (seed + rank, epoch) and the training loader's shuffle from (seed,
+    epoch) at each epoch start, so an epoch's batches and augmentations do not depend on what ran
+    before it (a resumed run sees exactly the data an uninterrupted one would), and under DDP each
+    process draws its own augmentations (rank 0 draws those of a single process) from one shared
+    sample order."""
 
     order = -30
 
-    def __init__(self, seed: int):
-        self.seed = seed
+    def __init__(self, seed: int, rank: int = 0):
+        self.seed, self.rank = seed, rank
 
     def before_epoch(self):
-        seed = epoch_seed(self.seed, self.epoch)
-        set_seed(seed)  # python, numpy, torch (and CUDA)
-        self.dls.train.rng = random.Random(seed)
-
-
-def bare_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside DistributedDataParallel and torch.compile wrappers (or the model itself):
-    the module whose state_dict has the plain parameter names that `load_model` expects."""
-    model = getattr(model, "module", model)       # DDP
-    return getattr(model, "_orig_mod", model)     # torch.compile's OptimizedModule
+        set_seed(epoch_seed(self.seed + self.rank, self.epoch))  # python, numpy, torch (and CUDA)
+        shuffling = self.dls.train
+        shuffling = getattr(shuffling, "dl", shuffling)  # DDP's DistributedDL shuffles with its inner loader
+        shuffling.rng = random.Random(epoch_seed(self.seed, self.epoch))
 
 
 def run_state(learn, epoch: int, batch: int, tracker: dict) -> dict:
@@ -136,22 +132,28 @@ class Interrupt(Callback):
         self.requested = signal.Signals(signum).name
 
     def after_batch(self):
-        if not self._agreed():
-            return
-        done = self.iter + 1 if self.training else len(self.dls.train)
-        self.save(done)
+        """In training, all processes stop after the same batch; in validation (where processes may
+        hold different numbers of batches) a single process stops at once, several after it."""
+        if self.training and self._agreed():
+            self._stop(self.iter + 1)
+        if not self.training and world_size() == 1 and self.requested is not None:
+            self._stop(len(self.dls.train))
+
+    def after_validate(self):
+        if world_size() > 1 and any_process(self.requested is not None):
+            self._stop(len(self.dls.train))
+
+    def _stop(self, batches_done: int):
+        self.save(batches_done)
         raise CancelFitException
 
     def _agreed(self) -> bool:
         """Whether any process was asked to stop: under DDP all processes must stop after the same
-        batch, so the flag is all-reduced, every HOST_CHECK_EVERY batches (and at a loader's end)."""
+        training batch, so the flag is all-reduced every HOST_CHECK_EVERY batches (and at the loader's
+        end), batches that every process reaches."""
         if world_size() == 1:
             return self.requested is not None
-        if not host_check_due(self):
-            return False
-        flag = torch.tensor([self.requested is not None], dtype=torch.int32, device=collective_device())
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        return host_check_due(self) and any_process(self.requested is not None)
 
     def after_fit(self):
         for sig, handler in self.previous.items():
@@ -207,15 +209,27 @@ class NaNGuard(Callback):
 
 
 class FreezeEncoder(Callback):
-    """Trains the decoder alone for the first `epochs` epochs, then everything."""
+    """Trains the decoder alone for the first `epochs` epochs, then everything. A fit resumed at
+    `start_epoch` begins in that epoch's state.
 
-    order = 16
+    Order 10: the state is set before DDP is built (order 11), and DDP is rebuilt when it changes,
+    since DDP reduces the gradients of the parameters that required them when it was built."""
 
-    def __init__(self, epochs: int):
-        self.epochs = epochs
+    order = 10
+
+    def __init__(self, epochs: int, start_epoch: int = 0):
+        self.epochs, self.start_epoch = epochs, start_epoch
+
+    def before_fit(self):
+        self.frozen = self.start_epoch < self.epochs
+        self.learn.opt.freeze_to(-1 if self.frozen else 0)
 
     def before_epoch(self):
-        self.learn.opt.freeze_to(-1 if self.epoch < self.epochs else 0)
+        frozen = self.epoch < self.epochs
+        if frozen != self.frozen:
+            self.frozen = frozen
+            self.learn.opt.freeze_to(-1 if frozen else 0)
+            rewrap(self.learn)
 
 
 class L1Penalty(Callback):

@@ -11,7 +11,8 @@ from fastseg.console import console, log
 from fastseg.data.dataloaders import build_dataloaders
 from fastseg.data.splits import dataset_classes
 from fastseg.data.stats import training_class_pixels
-from fastseg.devices.distributed import broadcast_object, distributed, is_main, world_size
+from fastseg.devices.collectives import broadcast_object, rank, world_size
+from fastseg.devices.distributed import distributed, is_main
 from fastseg.devices.precision import amp_warning
 from fastseg.devices.select import run_device
 from fastseg.errors import FastsegError, Interrupted, io_error
@@ -21,6 +22,7 @@ from fastseg.io.runs import (
     FAILED,
     LAST,
     METRICS,
+    check_new_run,
     claim_run,
     default_run_name,
     load_config,
@@ -32,6 +34,7 @@ from fastseg.io.runs import (
 from fastseg.io.serialize import load_state
 from fastseg.models.weights import model_classes, model_metadata, read_metadata
 from fastseg.train.callbacks import FreezeEncoder, Interrupt, Resume, SeedEpochs
+from fastseg.train.fastpath import deterministic_mode
 from fastseg.train.learner import build_learner, needs_class_pixels, resolve_run_options
 from fastseg.train.lr_find import resolve_lr
 from fastseg.train.recorder import RunRecorder
@@ -57,6 +60,8 @@ def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = Non
     with ExitStack() as lock:
         if is_main():  # the folder is taken before anything else (removed again if the start fails)
             lock.enter_context(run_lock(run_dir) if resume else claim_run(run_dir))
+        elif not resume:
+            check_new_run(run_dir)  # a folder holding a run is refused by every process, not rank 0 alone
         state = load_state(run_dir / LAST) if resume else None
         if state and state["epoch"] > cfg.epochs:
             raise FastsegError(f"--epochs {cfg.epochs} is fewer than the {state['epoch']} epochs run {run_dir} has "
@@ -92,11 +97,11 @@ def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, 
     recorder = RunRecorder(run_dir, meta, rows, tracker, start, cfg.patience, learn.metrics[0].state, cfg.monitor,
                            lr)
     interrupt = Interrupt(recorder.save_interrupted)
-    cbs = [SeedEpochs(cfg.seed), recorder, interrupt, *(extra_cbs or [])]
+    cbs = [SeedEpochs(cfg.seed, rank()), recorder, interrupt, *(extra_cbs or [])]
     if cfg.log == "tensorboard" and is_main():
         cbs.append(TensorBoardLog(run_dir, recorder, classes))
     if cfg.freeze_epochs:
-        cbs.append(FreezeEncoder(cfg.freeze_epochs))
+        cbs.append(FreezeEncoder(cfg.freeze_epochs, start))
     if state:
         cbs.append(Resume(state))
     if console.is_terminal and is_main():
@@ -106,7 +111,7 @@ def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, 
     if is_main():
         (run_dir / FAILED).unlink(missing_ok=True)  # a resumed run is no longer the failed one
     try:
-        with distributed(learn):
+        with distributed(learn, cfg.compile), deterministic_mode(resolved.deterministic):
             schedule_fit(learn, resolved, lr, cbs)
     except FastsegError as err:
         unwrap_callback_error(err)

@@ -18,6 +18,7 @@ from fastseg.classes import VOC, ClassSet
 from fastseg.config import OPTIMIZERS, FitConfig
 from fastseg.console import console
 from fastseg.data.stats import median_frequency_weights, read_weights_file
+from fastseg.devices.collectives import world_size
 from fastseg.devices.distributed import is_main
 from fastseg.devices.precision import precision_callbacks, resolve_amp
 from fastseg.errors import FastsegError
@@ -25,7 +26,7 @@ from fastseg.evaluate.metrics import seg_metrics
 from fastseg.models import create_model
 from fastseg.models.blocks import set_head_prior
 from fastseg.train.callbacks import L1Penalty, NaNGuard
-from fastseg.train.fastpath import cuda_settings, install_device_losses
+from fastseg.train.fastpath import InputPath, cuda_settings, install_device_losses
 from fastseg.train.losses import segmentation_loss
 
 ONE_CYCLE_MOM_DIP = 0.85 / 0.95  # fastai's one-cycle momentum dip, relative to its upper value
@@ -118,9 +119,10 @@ def momentum_cycle(cfg: FitConfig) -> list[float]:
 
 def resolve_run_options(cfg: FitConfig, device: torch.device) -> FitConfig:
     """`cfg` with the device-dependent options replaced by what the run really uses (amp,
-    channels_last) and the momentum cycle spelt out: what config.json records."""
+    channels_last), the momentum cycle spelt out and each process's augmentation seed (seed + rank):
+    what config.json records."""
     return replace(cfg, amp=resolve_amp(cfg.amp, device), channels_last=channels_last(cfg, device),
-                   moms=cfg.moms or momentum_cycle(cfg))
+                   moms=cfg.moms or momentum_cycle(cfg), process_seeds=[cfg.seed + r for r in range(world_size())])
 
 
 def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device,
@@ -130,7 +132,8 @@ def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device,
     caller computes once when `needs_class_pixels`."""
     if needs_class_pixels(cfg) and pixels is None:
         raise ValueError("build_learner needs the class pixel counts for median-freq weights or --head-prior")
-    cbs = [NaNGuard(classes.num, cfg.lr), *precision_callbacks(resolve_amp(cfg.amp, device), device)]
+    amp = resolve_amp(cfg.amp, device)
+    cbs = [InputPath(channels_last(cfg, device)), NaNGuard(classes.num, cfg.lr), *precision_callbacks(amp, device)]
     if cfg.l1:
         cbs.append(L1Penalty(cfg.l1))
     if cfg.clip:
@@ -151,10 +154,11 @@ def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device,
 
 
 def place_model(learn: Learner, cfg: FitConfig, device: torch.device) -> None:
-    """Move the model to `device` in the run's memory format, compiled if asked."""
-    cuda_settings(device)
+    """Move the model to `device` in the run's memory format, compiled if asked (under DDP the
+    model is compiled once wrapped: `fastseg.devices.distributed.distributed`)."""
+    cuda_settings(device, cfg.deterministic)
     learn.model.to(device)
     if channels_last(cfg, device):
         learn.model.to(memory_format=torch.channels_last)
-    if cfg.compile:
+    if cfg.compile and world_size() == 1:
         learn.model = torch.compile(learn.model)

@@ -15,8 +15,8 @@ def test_doctor_rows_compare_every_mode_with_fp32():
     assert [r["mode"] for r in rows] == ["fp32", "bf16", "bf16 + channels_last", "bf16 + channels_last + compile"]
     fp32, bf16, bf16_cl, compiled = rows
     assert fp32["loss_rel_diff"] == 0 and fp32["argmax_agreement"] == 1.0
-    for r in (bf16, bf16_cl):
-        assert 0 < r["loss_rel_diff"] < 0.05 and 0.3 <= r["argmax_agreement"] < 1.0  # bf16 really ran
+    for r in (bf16, bf16_cl):  # bf16 really ran (the loss moved), and agrees on the briefly trained model
+        assert 0 < r["loss_rel_diff"] < 0.05 and r["argmax_agreement"] >= 0.95 and r["ok"]
         assert r["img_s"] > 0 and r["mfu"] == r["tflops_s"] / result["peaks"]["bf16"] and r["peak_gib"] is None
     assert compiled == {"mode": "bf16 + channels_last + compile", "skipped": "--compile"}
     cells = table_rows(result)
