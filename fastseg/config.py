@@ -134,7 +134,8 @@ def _set_choice(cfg, name: str, choices: type[StrEnum], option: str) -> None:
     object.__setattr__(cfg, name, member)  # also on frozen dataclasses
 
 
-OPTION_NAMES = {"num_workers": "--workers", "train_split": "--train", "valid_split": "--valid", "val_bs": "--bs"}
+OPTION_NAMES = {"num_workers": "--workers", "train_split": "--train", "valid_split": "--valid", "val_bs": "--bs",
+                "arch_size": "--size"}
 """Config fields whose command-line option is not --<field with - for _>."""
 
 KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text", list: "a list of numbers"}
@@ -353,6 +354,14 @@ class BenchConfig:
     eval_images: int = 8
     compile: bool = True       # the torch.compile precision row on CUDA (a minute of compilation per arch)
     device: str | None = None
+
+    def __post_init__(self) -> None:
+        """Raises OptionError naming the first option of the wrong type or out of range (0 is no default)."""
+        _check_types(self)
+        _check([(self.arch_size >= MIN_SIZE, f"--size {self.arch_size} is too small; use at least {MIN_SIZE} pixels."),
+                (self.width > 0, f"--width {self.width} must be positive.")] +
+               [(value is None or value >= 1, f"--{name} {value} must be at least 1.")
+                for name, value in (("batch", self.batch), ("steps", self.steps), ("images", self.images))])
 
 
 RESUME_CHANGES = ("epochs", "voc", "sbd", "voc11", "data", "device", "num_workers", "cache", "deterministic")

@@ -258,6 +258,18 @@ def test_resume_applies_and_records_what_can_change(run, tmp_path):
     assert (config["epochs"], config["data"]["num_workers"]) == (2, 0)
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--batch", "0"], "Error: --batch 0 must be at least 1."),
+    (["--steps", "0"], "Error: --steps 0 must be at least 1."),
+    (["--size", "8"], "Error: --size 8 is too small; use at least 32 pixels."),
+])
+def test_bench_refuses_0_instead_of_taking_the_default(tmp_path, args, message):
+    result = runner.invoke(app, ["bench", "--device", "cpu", "--out", str(tmp_path / "b.md"), *args])
+    assert result.exit_code == 2
+    assert one_sentence(result) == message
+    assert not (tmp_path / "b.md").exists()
+
+
 # --- 3. a run that diverges stops -----------------------------------------------------------------------------
 
 def test_a_diverging_run_stops_with_exit_1_and_no_best_model(synth_root, tmp_path):
