@@ -78,10 +78,10 @@ def test_predict_masks_a_rotated_photo_as_the_user_sees_it(weights, tmp_path):
 def _twin(mode: str, grey: np.ndarray, rgb: np.ndarray, path):
     """A file in `mode` whose correct reading is `grey` (H×W) or `rgb` (H×W×3) as 8-bit; returns (path, twin)."""
     if mode == "I;16":
-        Image.fromarray(grey.astype(np.uint16) * 257).save(path.with_suffix(".png"))
+        Image.fromarray(grey.astype(np.uint16) * 257 + 100).save(path.with_suffix(".png"))  # rounds down to grey
         return path.with_suffix(".png"), np.repeat(grey[..., None], 3, -1)
     if mode == "I":
-        Image.fromarray(grey.astype(np.int32) * 257, mode="I").save(path.with_suffix(".tif"))
+        Image.fromarray(grey.astype(np.int32) * 257 - 100, mode="I").save(path.with_suffix(".tif"))  # rounds up
         return path.with_suffix(".tif"), np.repeat(grey[..., None], 3, -1)
     if mode == "F":
         Image.fromarray(grey.astype(np.float32) / 255, mode="F").save(path.with_suffix(".tif"))
@@ -184,7 +184,7 @@ def test_a_16bit_training_image_is_read_like_its_8bit_twin(shapes):
     image = next((shapes / "images").glob(f"{stem}.*"))
     grey = np.asarray(Image.open(image).convert("L"))
     image.unlink()
-    Image.fromarray(grey.astype(np.uint16) * 257).save(shapes / "images" / f"{stem}.png")
+    Image.fromarray(grey.astype(np.uint16) * 257 + 100).save(shapes / "images" / f"{stem}.png")
     result = runner.invoke(app, ["check-data", "--data", str(shapes)])
     assert result.exit_code == 0, result.output
     assert (np.asarray(decoded_image(folder_samples(shapes)[stem])) == grey[..., None]).all()
