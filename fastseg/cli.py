@@ -161,6 +161,8 @@ CacheOpt = Annotated[bool, typer.Option("--cache", help="Keep decoded images and
                                         rich_help_panel=DATA_PANEL)]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Leave out samples whose files fail the checks "
                                           "(listed in a warning) instead of refusing.", rich_help_panel=DATA_PANEL)]
+McOpt = Annotated[int, typer.Option("--mc", min=0, help="Monte Carlo dropout: average this many stochastic "
+                                     "passes (a model trained with --dropout; the paper used 50).")]
 ArchOpt = Annotated[Arch, typer.Option("--arch", help="Model architecture.", rich_help_panel=MODEL_PANEL)]
 WidthOpt = Annotated[float, typer.Option(help="Channel multiplier (1.0 = the faithful model).",
                                          rich_help_panel=MODEL_PANEL)]
@@ -369,6 +371,10 @@ def fit(ctx: typer.Context,
         crop: CropOpt = DATA["crop"], bs: BsOpt = DATA["bs"], augment: AugOpt = DATA["augment"],
         workers: WorkersOpt = None, cache: CacheOpt = DATA["cache"], skip_bad: SkipBadOpt = False,
         arch: ArchOpt = Arch(FIT["arch"]), width: WidthOpt = FIT["width"],
+        dropout: Annotated[float, typer.Option(help="Bayesian SegNet's dropout after the 3 deepest encoder and "
+                                               "decoder stages (the paper's 0.5); 0 builds none. Sample it with "
+                                               "evaluate/predict --mc N.", rich_help_panel=MODEL_PANEL)]
+        = FIT["dropout"],
         pretrained: PretrainedOpt = FIT["pretrained"],
         head_prior: Annotated[bool, typer.Option("--head-prior", help="Start the head's biases at the log class "
                               "shares of the training split (one pass over its masks, cached).",
@@ -548,17 +554,20 @@ def export(weights: Annotated[Path, typer.Argument(help="A .safetensors file wri
                                                          "required for folder).")] = None,
            onnx: Annotated[bool, typer.Option("--onnx", help="With --format folder: also model.onnx (normalisation "
                                               "inside) and parity.json against PyTorch.")] = False,
-           opset: Annotated[int, typer.Option(help="ONNX opset (at least 11).")] = 17):
+           opset: Annotated[int, typer.Option(help="ONNX opset (at least 11).")] = 17,
+           probs: Annotated[bool, typer.Option("--probs", help="A second ONNX output, \"probabilities\": softmax of "
+                                               "the logits at the calibrated temperature (evaluate --calibrate).")]
+           = False):
     """Export weights to ONNX with dynamic batch, height and width, or a run as a self-describing model folder."""
     from fastseg.evaluate.export import export_folder, export_onnx
     if format == "folder":
         if out is None:
             raise FastsegError("--format folder needs --out DIR, the folder to write the model into.")
-        log(f"Wrote {export_folder(weights, out, onnx, opset)}")
+        log(f"Wrote {export_folder(weights, out, onnx, opset, probs)}")
         return
     if format != "onnx":
         raise FastsegError(f"--format {format} is not supported; use onnx or folder.")
-    path = export_onnx(weights, out or weights.with_suffix(".onnx"), opset=opset)
+    path = export_onnx(weights, out or weights.with_suffix(".onnx"), opset=opset, probabilities=probs)
     log(f"Wrote {path}")
 
 
@@ -576,8 +585,13 @@ def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .
              classes: ClassesOpt = None,
              bs: Annotated[int | None, typer.Option("--bs", help="Batch size (default: the run's).")] = None,
              runs_dir: RunsOpt = RUNS, device: DeviceOpt = None, skip_bad: SkipBadOpt = False,
+             mc: McOpt = 0,
+             calibrate: Annotated[bool, typer.Option("--calibrate", help="Fit a softmax temperature on this split, "
+                                                     "save it in the weights' metadata (predict --probs and export "
+                                                     "use it) and report NLL and ECE before and after.")] = False,
              nproc: NprocOpt = 1, nnodes: NnodesOpt = 1, rdzv_endpoint: EndpointOpt = None):
-    """Score at native resolution: per-class table, mIoU with a bootstrap 95 % interval, metrics.json, figures."""
+    """Score at native resolution: per-class table, mIoU with a bootstrap 95 % interval, calibration (ECE, NLL,
+    entropy AUROC), metrics.json, figures."""
     from fastseg.evaluate.scoring import evaluate_run
     from fastseg.io.runs import latest_run
     if tta not in ("none", "flip"):
@@ -587,7 +601,8 @@ def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .
     if not source.exists():
         raise FastsegError(f"{source} does not exist; pass a run folder or a .safetensors file written by fastseg.")
     roots = given_roots(voc, sbd, voc11, data, classes)
-    func = functools.partial(evaluate_run, source, split, device, bs, tta == "flip", scales, roots, skip_bad)
+    func = functools.partial(evaluate_run, source, split, device, bs, tta == "flip", scales, roots, skip_bad, mc,
+                             calibrate)
     path, metrics = run_processes(func, nproc, nnodes, rdzv_endpoint, device)
     _print_metrics(metrics)  # rank 0 only under torchrun
     log(f"Wrote {path} and figures beside it.")
@@ -636,18 +651,23 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="Image files or fo
             out: Annotated[Path, typer.Option(help="Folder for masks and overlays.")] = Path("predictions"),
             tile: Annotated[int, typer.Option(help="Images with a longer side above this are tiled.")] = DEFAULT_TILE,
             overlap: Annotated[int, typer.Option(help="Overlap between tiles in pixels.")] = DEFAULT_OVERLAP,
+            mc: McOpt = 0,
+            probs: Annotated[bool, typer.Option("--probs", help="Also per image: NAME_uncertainty.safetensors "
+                                                "(confidence, entropy, and with --mc the sampled variance) and "
+                                                "NAME_uncertainty.png to look at.")] = False,
             device: DeviceOpt = None):
     """Palette PNG masks (the model's class colours) at each image's size, plus overlays; large images by
-    sliding window."""
+    sliding window; with --probs, confidence and entropy maps."""
     from fastseg.devices.select import pick_device
-    from fastseg.evaluate.predict import predict_files
+    from fastseg.evaluate.predict import Uncertainty, predict_files
     from fastseg.models.weights import load_model, model_classes, weights_file
     if tile < MIN_SIZE or not 0 <= overlap < tile:
         raise FastsegError(f"--tile {tile} must be at least {MIN_SIZE} and --overlap {overlap} between 0 and "
                            "the tile size.")
     device = pick_device(device)
     model, meta = load_model(weights_file(weights), device)
-    report = predict_files(model, inputs, out, device, tile, overlap, model_classes(meta).palette())
+    report = predict_files(model, inputs, out, device, tile, overlap, model_classes(meta).palette(),
+                           Uncertainty(mc, probs, meta.get("temperature", 1.0)))
     log(f"Wrote {len(report.written)} mask(s) and overlay(s) to {out}.")
     for path, reason in report.failed:
         log(f"Could not read {path} ({reason}); skipped.")
@@ -729,13 +749,16 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data, 
          seed: Annotated[int | None, typer.Option(help="Training seed (default: the demo's).")] = None,
          seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds: run the demo once per seed "
                                                          "and print a table (e.g. 0,1,2,3,4).")] = None,
-         threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's).")] = None):
+         threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's).")] = None,
+         dropout: Annotated[float | None, typer.Option(help="Bayesian SegNet's dropout (default: none); the "
+                                                       "evaluation then averages 8 Monte Carlo samples.")] = None):
     """Synthetic data → find-lr → fit a reduced-width SegNet → evaluate, against a colour-only control."""
     from dataclasses import replace
 
     from fastseg.tools.demo import DemoConfig, run_demo, run_sweep, torch_threads
     cfg = DemoConfig()
-    cfg = replace(cfg, epochs=cfg.epochs if epochs is None else epochs, seed=cfg.seed if seed is None else seed)
+    cfg = replace(cfg, epochs=cfg.epochs if epochs is None else epochs, seed=cfg.seed if seed is None else seed,
+                  dropout=cfg.dropout if dropout is None else dropout)
     if cfg.epochs < 1:
         raise FastsegError(f"--epochs {cfg.epochs} must be at least 1.")
     if threads is not None and threads < 1:

@@ -274,6 +274,7 @@ class FitConfig:
     data: DataConfig
     arch: Arch = Arch.SEGNET
     width: float = 1.0               # channel multiplier; 1.0 is the faithful model
+    dropout: float = 0.0             # Bayesian SegNet's central dropout (the paper's 0.5); 0: none
     pretrained: str = "imagenet"     # the seed's ImageNet VGG16-BN encoder
     epochs: int = 127                # the SegNet seed's schedule
     lr: float | str = 5e-3           # the seed's SGD learning rate; "auto" = the lr_find valley
@@ -311,6 +312,7 @@ class FitConfig:
         _check([
             (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1."),
             (self.width > 0, f"--width {self.width} must be positive."),
+            (0 <= self.dropout < 1, f"--dropout {self.dropout} must be at least 0 and below 1."),
             (self.lr == "auto" or (not isinstance(self.lr, str) and self.lr > 0),
              f"--lr {self.lr} must be positive (or 'auto')."),
             (self.lr_min is None or self.lr_min > 0, f"--lr-min {self.lr_min} must be positive."),

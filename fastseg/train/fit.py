@@ -93,7 +93,7 @@ def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, 
     start = state["epoch"] if state else 0
     rows = [r for r in read_metrics_csv(run_dir / METRICS) if r["epoch"] <= start] if state else []
     tracker = state["tracker"] if state else {"best": -1.0, "best_epoch": 0, "wait": 0}
-    meta = model_metadata(cfg.arch, classes, cfg.width, config=asdict(resolved))
+    meta = model_metadata(cfg.arch, classes, cfg.width, cfg.dropout, config=asdict(resolved))
     recorder = RunRecorder(run_dir, meta, rows, tracker, start, cfg.patience, learn.metrics[0].state, cfg.monitor,
                            lr)
     interrupt = Interrupt(recorder.save_interrupted)
