@@ -4,6 +4,7 @@ Only typer, rich and fastseg's pure modules (config, console, constants, errors)
 at the top, so that `fastseg --help` starts without torch; each command imports what it runs.
 """
 
+import contextlib
 import functools
 import sys
 from dataclasses import MISSING, fields
@@ -28,6 +29,7 @@ from fastseg.config import (
     FitConfig,
     Log,
     Opt,
+    OptionError,
     Preset,
     Sched,
     SynthConfig,
@@ -58,12 +60,13 @@ def _per_device(what: str, i: int) -> str:
 
 
 def friendly(func):
-    """Turn a FastsegError, an OSError with an errno (disk full, no permission) or Ctrl-C into one
-    sentence on stderr and the documented exit code (fastseg.errors), never a traceback."""
+    """Turn a FastsegError, an OSError with an errno (disk full, no permission), Ctrl-C or SIGTERM into
+    one sentence on stderr and the documented exit code (fastseg.errors), never a traceback."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with sigterm_interrupts():
+                return func(*args, **kwargs)
         except Interrupted as err:
             from fastseg.devices.distributed import is_main
             if is_main():  # under DDP every process stops after the same batch: one says so
@@ -77,10 +80,36 @@ def friendly(func):
                 raise
             typer.echo(f"Error: {io_error(err)}", err=True)
             raise typer.Exit(io_error(err).exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("Interrupted before anything was saved.", err=True)
+        except KeyboardInterrupt as err:
+            by = err.args[0] if err.args else "SIGINT"
+            typer.echo(f"Stopped by {by}; every file written so far is complete and nothing half-written was left.",
+                       err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
     return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that `finally` blocks clean up as after Ctrl-C."""
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """While inside, SIGTERM raises Terminated("SIGTERM") (a KeyboardInterrupt) instead of ending the
+    process at once with 143: temporary files are removed and the command exits 130 with a sentence.
+    `fit` installs its own handler while training, to save a checkpoint first."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated("SIGTERM")
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def worker(func):
@@ -243,9 +272,12 @@ def check_data(voc: VocOpt = None, sbd: SbdOpt = None, voc11: Voc11Opt = None, d
 
 
 def _print_data_report(report) -> None:
-    """The split and leakage tables for a clean dataset; for a faulty one only what is wrong, one
-    line each (the tables would bury it)."""
+    """The notes (images shown rotated, with the orientation their masks follow), then the split and
+    leakage tables for a clean dataset; for a faulty one only what is wrong, one line each (the tables
+    would bury it)."""
     leaks = [(t, e, n) for t, e, n in report.leaks if n]
+    for note in report.notes:
+        log(f"{note.path}: {note.message}.")
     if report.problems or leaks:
         for problem in report.problems:
             log(f"{problem.path}: {problem.message}")
@@ -402,23 +434,52 @@ def fit(ctx: typer.Context,
     from fastseg.train.fit import resume_fit
     if config is not None and resume is not None:
         raise FastsegError("--config starts a new run and --resume continues one; pass only one of them.")
-    if config is not None:
-        options |= recipe_options(config, options, ctx)
+    recipe = recipe_options(config, options, ctx) if config is not None else {}
     if resume is not None:
-        func = functools.partial(resume_fit, resume, voc=voc, sbd=sbd, voc11=voc11, data=data, epochs=epochs)
+        given = {name: value for name, value in options.items() if _given(ctx, name)}
+        func = functools.partial(resume_fit, resume, **config_fields(given))
     else:
+        options |= {name: value for name, (_, value) in recipe.items()}
         if options["voc"] is None and options["data"] is None:
             raise FastsegError("fit needs --voc DIR or --data DIR (or --resume RUN_DIR); run `fastseg synth` for a "
                                "dataset.")
-        overrides = {"epochs": options["epochs"] or FIT["epochs"], "lr": _lr(str(options["lr"]))}
-        func = functools.partial(run_fit, fit_config(**options | overrides))
+        epochs = FIT["epochs"] if options["epochs"] is None else options["epochs"]  # 0 is refused, not the default
+        with recipe_blame(config, recipe):
+            cfg = fit_config(**options | {"epochs": epochs, "lr": _lr(str(options["lr"]))})
+        func = functools.partial(run_fit, cfg)
     run_dir, rows = run_processes(func, device=options["device"], **launch)
     _summarise_fit(run_dir, rows)
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option `name` was typed on the command line (not a default or a recipe's value)."""
+    return ctx.get_parameter_source(name).name == "COMMANDLINE"  # typer vendors its own click
+
+
+def config_fields(options: dict) -> dict:
+    """find-lr's and fit's options (named as their parameters) as config fields with the configs' values."""
+    fields = {DATA_OPTIONS.get(name, name): _plain(value) for name, value in options.items()}
+    if isinstance(fields.get("lr"), str):
+        fields["lr"] = _lr(fields["lr"])
+    return fields
+
+
+@contextlib.contextmanager
+def recipe_blame(path: Path | None, recipe: dict):
+    """Reword an OptionError about a value that the recipe file at `path` set, to name the file and its line."""
+    try:
+        yield
+    except OptionError as err:
+        name = err.option.removeprefix("--").replace("-", "_")
+        if name not in recipe:
+            raise
+        raise FastsegError(f"Recipe {path} sets {recipe[name][0]} = {recipe[name][1]!r}, which fit refuses: "
+                           f"{err}") from None
+
+
 def recipe_options(path: Path, options: dict, ctx: typer.Context) -> dict:
-    """The options a recipe file sets (keys named as fit's options, with - or _), except those given on
-    the command line, which win.
+    """The options a recipe file sets, as {option: (key, value)} with keys named as fit's options (with - or
+    _), except those given on the command line, which win.
 
     Raises:
         FastsegError: the file is missing, is not TOML, or names an option fit does not have.
@@ -437,9 +498,9 @@ def recipe_options(path: Path, options: dict, ctx: typer.Context) -> dict:
         name = key.replace("-", "_")
         if name not in options:
             raise FastsegError(f"Recipe {path} sets '{key}', which is not an option of fit; see `fastseg fit --help`.")
-        if ctx.get_parameter_source(name).name == "COMMANDLINE":  # typer vendors its own click
+        if _given(ctx, name):
             continue
-        chosen[name] = _recipe_value(path, key, value, options[name], RECIPE_CHOICES.get(name))
+        chosen[name] = _recipe_value(path, key, value, RECIPE_CHOICES.get(name))
     return chosen
 
 
@@ -448,23 +509,17 @@ RECIPE_CHOICES = {"arch": Arch, "opt": Opt, "sched": Sched, "augment": Preset, "
 checked by DataConfig, against the dataset's kind)."""
 
 
-def _recipe_value(path: Path, key: str, value, default, choices):
-    """A recipe value in the option's own type (that of its default) and among its choices.
+def _recipe_value(path: Path, key: str, value, choices):
+    """(key, value) as the recipe file wrote them, once the value is among its option's choices (its type
+    is checked with every other option's, when the config is built).
 
     Raises:
-        FastsegError: the value is not of the option's type or not one of its choices.
+        FastsegError: the value is not one of the option's choices.
     """
     if choices is not None and value not in {c.value for c in choices}:
         names = ", ".join(c.value for c in choices)
         raise FastsegError(f"Recipe {path} sets {key} = {value!r}, which fit refuses; choose one of: {names}.")
-    if isinstance(default, Path) or key in ("voc", "data", "sbd", "voc11", "classes"):
-        return Path(value)
-    if isinstance(default, bool) or not isinstance(default, (int, float)):  # StrEnum choices are str
-        return value
-    try:
-        return type(default)(value)
-    except (TypeError, ValueError):
-        raise FastsegError(f"Recipe {path} sets {key} = {value!r}, which fit refuses: it must be a number.") from None
+    return key, value
 
 
 def _lr(text: str) -> float | str:

@@ -14,7 +14,6 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -32,7 +31,8 @@ def export_onnx(weights: str | Path, out: str | Path, opset: int = 17, sample_si
                 normalise: bool = False, probabilities: bool = False) -> Path:
     """Write `out` (.onnx): input "image" N×3×H×W float32 (normalised, or with `normalise` RGB in
     [0, 1] and the normalisation in the graph), output "logits" N×C×H×W and, with `probabilities`,
-    "probabilities" N×C×H×W: softmax(logits / T) at the sidecar's temperature T (1 if none)."""
+    "probabilities" N×C×H×W: softmax(logits / T) at the sidecar's temperature T (1 if none). A missing
+    parent folder is created, as the folder export creates its --out."""
     if opset < MIN_OPSET:
         raise FastsegError(f"--opset {opset} is too old; use {MIN_OPSET} or newer.")
     model, meta = load_model(weights)
@@ -49,6 +49,7 @@ def export_onnx(weights: str | Path, out: str | Path, opset: int = 17, sample_si
             torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=["image"],
                               output_names=outputs, dynamic_axes={name: axes for name in ["image", *outputs]})
         add_onnx_metadata(tmp, meta, normalise)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(Path(out), write)
     return Path(out)
 
@@ -163,8 +164,8 @@ def onnx_parity(wrapped: nn.Module, onnx_path: Path, run: Path, device=None, tem
     10-bit mantissa alone flips 0.2 % of an under-trained model's pixels. With `temperature`, the
     graph's second output is checked too: the largest difference from softmax(logits / temperature)."""
     import onnxruntime as ort
-    from PIL import Image
 
+    from fastseg.data.images import read_image
     from fastseg.data.samples import sample_mask_array
     from fastseg.data.splits import build_split
     from fastseg.devices.select import pick_device
@@ -179,8 +180,7 @@ def onnx_parity(wrapped: nn.Module, onnx_path: Path, run: Path, device=None, tem
     worst = worst_prob = 0.0
     cms = {"pytorch": 0, "onnxruntime": 0}
     for sample in samples:
-        with Image.open(sample.image) as img:
-            x = torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)[None].float() / 255
+        x = torch.from_numpy(read_image(sample.image).copy()).permute(2, 0, 1)[None].float() / 255
         with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
             ref = wrapped(x.to(device)).cpu()
         outputs = session.run(None, {"image": x.numpy()})

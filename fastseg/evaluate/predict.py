@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fastseg.console import tracked
 from fastseg.constants import DEFAULT_OVERLAP, DEFAULT_TILE, IMAGENET_MEAN, IMAGENET_STD, STRIDE, padded_size
+from fastseg.data.images import ImageReadError, read_image
 from fastseg.data.masks import write_palette_png
 from fastseg.errors import FastsegError
 from fastseg.evaluate.figures import overlay
@@ -53,7 +54,11 @@ class PredictReport:
 
 def list_images(inputs: list[Path]) -> list[tuple[Path, Path]]:
     """(image file, its path relative to its input folder) for files named directly (relative path:
-    the name) or found (recursively) in folders, sorted within each folder."""
+    the name) or found (recursively) in folders, sorted within each folder.
+
+    Raises:
+        FastsegError: an input does not exist, or none holds an image (nothing to predict).
+    """
     found = []
     for item in inputs:
         if item.is_dir():
@@ -62,6 +67,10 @@ def list_images(inputs: list[Path]) -> list[tuple[Path, Path]]:
             found.append((item, Path(item.name)))
         else:
             raise FastsegError(f"{item} does not exist; pass image files or folders of images.")
+    if not found:
+        where = ", ".join(map(str, inputs))
+        raise FastsegError(f"No images to predict in {where} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); pass "
+                           "image files or folders that hold some.")
     return found
 
 
@@ -273,10 +282,9 @@ def predict_files(model, inputs: list[Path], out: Path, device, tile: int = DEFA
         model = MonteCarlo(model, uncertainty.mc, keep_variance=uncertainty.probs)
     for path, _ in tracked(images, "predict"):
         try:
-            with Image.open(path) as img:
-                image = np.asarray(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
-            report.failed.append((path, type(err).__name__))
+            image = read_image(path)  # as shown: the mask and overlay match the photo the user sees
+        except ImageReadError as err:
+            report.failed.append((path, err.reason))
             continue
         mask, maps = predict_with_maps(model, image, device, tile, overlap, uncertainty.temperature,
                                        uncertainty.probs)

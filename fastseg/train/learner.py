@@ -133,7 +133,7 @@ def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device,
     if needs_class_pixels(cfg) and pixels is None:
         raise ValueError("build_learner needs the class pixel counts for median-freq weights or --head-prior")
     amp = resolve_amp(cfg.amp, device)
-    cbs = [InputPath(channels_last(cfg, device)), NaNGuard(), *precision_callbacks(amp, device)]
+    cbs = [InputPath(channels_last(cfg, device)), NaNGuard(classes.num, cfg.lr), *precision_callbacks(amp, device)]
     if cfg.l1:
         cbs.append(L1Penalty(cfg.l1))
     if cfg.clip:
