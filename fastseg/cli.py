@@ -136,7 +136,7 @@ DATA_PANEL, MODEL_PANEL, OPT_PANEL, SPEED_PANEL, RUN_PANEL = (
 VocOpt = Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (VOCdevkit/VOC2012 or a parent).",
                                              rich_help_panel=DATA_PANEL)]
 DataOpt = Annotated[Path | None, typer.Option("--data", help="A folder dataset instead of VOC: DIR/images, DIR/masks "
-                                              "and DIR/classes.txt (README, Your own data).",
+                                              "and DIR/classes.txt (docs: Your own data).",
                                               rich_help_panel=DATA_PANEL)]
 ClassesOpt = Annotated[Path | None, typer.Option("--classes", help="Class list for a VOC-layout dataset (one name per "
                                                  "line, optional R G B; default: VOC's 21).",
@@ -177,7 +177,7 @@ SeedOpt = Annotated[int, typer.Option(help="Random seed.", rich_help_panel=RUN_P
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: CUDA when present).",
                                                rich_help_panel=SPEED_PANEL)]
 NprocOpt = Annotated[int, typer.Option("--nproc", help="Processes on this machine, one per GPU (gloo processes on the "
-                                       "CPU), started by fastseg itself (README, Several GPUs).",
+                                       "CPU), started by fastseg itself (docs: Several GPUs).",
                                        rich_help_panel=SPEED_PANEL)]
 NnodesOpt = Annotated[int, typer.Option("--nnodes", help="Machines taking part, each running this command with "
                                         "--nproc processes.", rich_help_panel=SPEED_PANEL)]
@@ -354,7 +354,7 @@ def find_lr_cmd(voc: VocOpt = None, sbd: SbdOpt = None, voc11: Voc11Opt = None, 
 SEGNET_RECIPE = ("fastseg fit --voc data --sbd data --arch segnet --pretrained imagenet --train train-aug "
                  "--valid seg11valid --crop 320 --bs 32 --augment light --opt sgd --lr 5e-3 --mom 0.9 --wd 5e-4 "
                  "--epochs 127")
-"""The SegNet seed's recipe spelt out (every value is fit's default; the README explains each);
+"""The SegNet seed's recipe spelt out (every value is fit's default; docs/training.md explains each);
 recipes/segnet-voc.toml holds the same."""
 
 SKIP_RECIPE = ("fastseg fit --voc data --arch skip --pretrained imagenet --train voc12-train --valid voc12-val-a "

@@ -1,6 +1,6 @@
 """The one exception type for problems a user can fix, and the exit codes of every command.
 
-Exit codes (documented in the README):
+Exit codes (documented in docs/reliability.md and the command reference):
     0   finished
     1   training failed (the run diverged: a loss not finite or exploding) or check-data / predict found bad files
     2   bad input or option: a wrong path, a damaged file, an option out of range

@@ -19,7 +19,7 @@ from fastseg.errors import FastsegError
 from fastseg.io.atomic import atomic_write
 from fastseg.io.runs import BEST, CONFIG, EVALUATION, LR_FIND, load_config
 
-REFERENCES = [  # the seeds' published numbers (README, Reference results)
+REFERENCES = [  # the seeds' published numbers (docs/results.md)
     ("SegNet seed", "train-aug / seg11valid", "60.3 mIoU, 89.9 % pixel accuracy"),
     ("VGG16-BN skip seed", "voc12-train / voc12-val-b (half of VOC12 val)", "87.95 % pixel accuracy"),
 ]

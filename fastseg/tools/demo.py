@@ -31,7 +31,7 @@ from fastseg.train.lr_find import find_lr
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes for about 4 minutes past the install on 2 CPU cores (the README has the timing)."""
+    """Sizes for about 4 minutes past the install on 2 CPU cores (docs/demo.md has the timing)."""
 
     synth: SynthConfig = field(default_factory=lambda: SynthConfig(n_train=400, n_val=60, n_sbd_only=400, size=112))
     width: float = 0.25    # SegNet at 1/4 of its channels (1.85 M parameters): at 1/8 its last decoder
