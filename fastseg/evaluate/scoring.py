@@ -188,7 +188,7 @@ def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bo
             probs = (logits.float() / temperature).softmax(1)
             calibration.update(probs, y)
             if calibration_pixels:
-                pixels.append(sample_pixels(logits, y, max(1, calibration_pixels // max(1, len(samples))), gen))
+                pixels.append(sample_pixels(logits, y, max(1, calibration_pixels * len(x) // len(samples)), gen))
             cms = confusion_matrix(pred, y, c, per_sample=True)
             rows["per_image"].append(cms.cpu())
             band = boundary_band(y)

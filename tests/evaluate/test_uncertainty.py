@@ -186,3 +186,13 @@ def test_onnx_export_emits_probabilities_at_the_temperature(synth_root, tmp_path
     assert [o.name for o in session.get_outputs()] == ["logits", "probabilities"]
     assert np.allclose(probs, expected, atol=1e-5)
     assert json.loads((tmp_path / "e" / "config.json").read_text())["temperature"] == 2.0
+
+
+def test_calibrate_keeps_about_the_asked_number_of_pixels(roots):
+    from fastseg.data.splits import build_split
+    from fastseg.evaluate.scoring import evaluate_samples
+    samples = build_split("voc12-val", roots)
+    model = create_model("segnet", width=0.0625)
+    result = evaluate_samples(model, samples, "cpu", bs=4, calibration_pixels=3000)
+    kept = sum(len(t) for _, t in result.pixels)
+    assert 3000 - len(samples) <= kept <= 3000 and all(t.max() < 21 for _, t in result.pixels)
