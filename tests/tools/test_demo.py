@@ -47,7 +47,8 @@ def test_sweep_runs_each_seed_on_shared_data_and_writes_its_table(tmp_path, monk
     def fake_demo(out, cfg, data_root=None):
         import torch
         calls.append((out, cfg.seed, data_root, torch.get_num_threads()))
-        return {"segnet_miou": 0.5 + cfg.seed / 10, "colour_control_miou": 0.04, "untrained_miou": 0.01}
+        return {"segnet_miou": 0.5 + cfg.seed / 10, "colour_control_miou": 0.04, "untrained_miou": 0.01,
+                "calibration": {"ece": 0.01 * cfg.seed, "nll": 1.0, "entropy_auroc": 0.7}}
     monkeypatch.setattr(demo, "run_demo", fake_demo)
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--seeds", "2,0,1", "--threads", "1"])
     assert result.exit_code == 0, result.output
@@ -55,6 +56,7 @@ def test_sweep_runs_each_seed_on_shared_data_and_writes_its_table(tmp_path, monk
     assert [c[0] for c in calls] == [tmp_path / f"seed-{s}" for s in (2, 0, 1)]
     saved = json.loads((tmp_path / "demo_sweep.json").read_text())
     assert [r["seed"] for r in saved["rows"]] == [2, 0, 1]
+    assert [r["ece"] for r in saved["rows"]] == pytest.approx([0.02, 0.0, 0.01])
     assert saved["segnet_median"] == pytest.approx(0.6) and saved["segnet_min"] == pytest.approx(0.5)
     assert "SegNet median 0.600, minimum 0.500; colour control at most 0.040." in result.output
 
