@@ -220,3 +220,16 @@ def test_read_only_data_folder_falls_back_silently(synth_copy):
         assert not (devkit / "fastseg-cache").exists()
     finally:
         devkit.chmod(mode)
+
+
+def test_the_preflight_cache_notices_a_changed_mask(synth_copy):
+    preflight_of(synth_copy)
+    mask_path = voc_of(synth_copy) / "SegmentationClass" / f"{ids_of(synth_copy, 'val')[0]}.png"
+    with Image.open(mask_path) as img:
+        mask = np.array(img)
+    mask[0, 0] = 40
+    write_palette_png(mask, mask_path)
+    with pytest.raises(FastsegError) as err:
+        preflight_of(synth_copy)
+    assert str(err.value) == (f"{mask_path}: mask has values [40] outside 0..20 and 255 (the dataset has 21 "
+                              "classes); fix or remove it, or pass --skip-bad to leave bad samples out.")
