@@ -81,3 +81,10 @@ def test_predict_classes_is_one_plain_pass_without_tta_and_the_tta_argmax_with_i
     spy = Spy(lambda z: left_right(z) + one_hot(z, torch.tensor(2)) * (BIG - 0.5) / BIG)  # wins once averaged
     assert predict_classes(spy, x, flip=True).tolist() == [[[2] * 6] * 4]
     assert len(spy.inputs) == 2
+
+
+def test_predict_classes_passes_scales_without_flipping():
+    x = torch.randn(1, 3, 4, 6)
+    spy = Spy(left_right)
+    assert predict_classes(spy, x, scales=(1.0, 2.0)).tolist() == [[[0, 0, 0, 1, 1, 1]] * 4]
+    assert [tuple(i.shape[-2:]) for i in spy.inputs] == [(4, 6), (8, 12)]
