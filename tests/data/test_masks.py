@@ -68,7 +68,8 @@ def test_rgb_mask_with_class_colours_in_no_particular_order(tmp_path):
     ids = np.array([[1, 0, 255, 3], [2, 2, 1, 0]], np.uint8)
     lookup = {i: rgb for rgb, i in colours}
     Image.fromarray(np.array([[lookup[i] for i in row] for row in ids], np.uint8)).save(tmp_path / "c.png")
-    assert np.array_equal(read_mask(tmp_path / "c.png", colours), ids)
+    got = read_mask(tmp_path / "c.png", colours)
+    assert got.dtype == np.uint8 and np.array_equal(got, ids)
     rgba = np.dstack([np.array([[lookup[i] for i in row] for row in ids], np.uint8), np.full((2, 4), 255, np.uint8)])
     Image.fromarray(rgba, mode="RGBA").save(tmp_path / "a.png")
     assert np.array_equal(read_mask(tmp_path / "a.png", colours), ids)

@@ -1,6 +1,8 @@
 """`predict`: overlapping tiles blended as documented (a numpy reference over the whole image), files
 it must never overwrite, and exit 1 when an input cannot be read."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -145,8 +147,10 @@ def test_predict_rewrites_its_own_outputs_but_not_ones_changed_since(tmp_path):
 
 def test_an_out_inside_the_input_folder_is_refused(tmp_path):
     write_image(tmp_path / "in" / "a.png", 0)
-    with pytest.raises(FastsegError, match="is inside the input folder"):
+    with pytest.raises(FastsegError) as err:
         predict_files(nn.Conv2d(3, 21, 1), [tmp_path / "in"], tmp_path / "in" / "out", torch.device("cpu"))
+    assert str(err.value) == (f"--out {tmp_path / 'in' / 'out'} is inside the input folder {tmp_path / 'in'}; choose "
+                              "an --out outside it, so that no input can be overwritten.")
     assert not (tmp_path / "in" / "out").exists()
 
 
@@ -173,3 +177,57 @@ def test_predict_exits_1_when_an_image_cannot_be_read(tmp_path):
     assert (tmp_path / "out" / "a.png").is_file()
     (tmp_path / "in" / "broken.png").unlink()
     assert runner.invoke(app, args).exit_code == 0
+
+
+PALETTE = [v for c in range(256) for v in ((7 * c) % 256, (31 * c + 5) % 256, (101 * c) % 256)]
+"""A palette unlike VOC's, so a mask or overlay in VOC colours is told apart."""
+
+
+def numpy_overlay(image: np.ndarray, mask: np.ndarray, palette: list[int]) -> np.ndarray:
+    """Half image, half class colour, truncated to uint8."""
+    colours = np.array(palette, np.float32).reshape(256, 3)[mask]
+    return (image.astype(np.float32) * 0.5 + colours * 0.5).astype(np.uint8)
+
+
+def test_overlays_are_blended_in_bands_in_the_given_colours(monkeypatch):
+    import fastseg.evaluate.predict as predict
+    rng = np.random.default_rng(3)
+    image, mask = rng.integers(0, 256, (23, 9, 3), dtype=np.uint8), rng.integers(0, 21, (23, 9)).astype(np.uint8)
+    monkeypatch.setattr(predict, "OVERLAY_ROWS", 5)
+    assert np.array_equal(predict.banded_overlay(image, mask, PALETTE), numpy_overlay(image, mask, PALETTE))
+
+
+def test_written_files_use_the_palette_tile_and_overlap_given(tmp_path):
+    write_image(tmp_path / "in" / "b.png", 4, size=(100, 90))
+    model = WindowModel().eval()
+    report = predict_files(model, [tmp_path / "in"], tmp_path / "out", torch.device("cpu"), tile=40, overlap=12,
+                           palette=PALETTE)
+    image = np.asarray(Image.open(tmp_path / "in" / "b.png").convert("RGB"))
+    expected = predict_image(model, image, torch.device("cpu"), tile=40, overlap=12)
+    assert not np.array_equal(expected, predict_image(model, image, torch.device("cpu"), tile=40, overlap=0))
+    with Image.open(report.written[0]) as mask:
+        assert mask.getpalette() == PALETTE and np.array_equal(np.asarray(mask), expected)
+    reference = tmp_path / "reference.jpg"
+    Image.fromarray(numpy_overlay(image, expected, PALETTE)).save(reference, format="JPEG", quality=90)
+    assert (tmp_path / "out" / "b_overlay.jpg").read_bytes() == reference.read_bytes()
+
+
+def test_an_unreadable_image_is_reported_and_the_next_one_still_written(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(b"not a png")
+    Image.fromarray(np.full((33, 35), 90, np.uint8), mode="L").save(tmp_path / "in" / "b.png")  # greyscale
+    report = predict_files(nn.Conv2d(3, 21, 1), [tmp_path / "in"], tmp_path / "out", torch.device("cpu"))
+    assert report.failed == [(tmp_path / "in" / "a.png", "UnidentifiedImageError")]
+    assert report.written == [tmp_path / "out" / "b.png"]
+    assert Image.open(tmp_path / "out" / "b.png").size == (35, 33)
+
+
+def test_inputs_are_listed_from_every_folder_and_file(tmp_path):
+    a, b = write_image(tmp_path / "x" / "a.png", 0), write_image(tmp_path / "y" / "s" / "b.jpg", 1)
+    (tmp_path / "y" / "notes.txt").write_text("")
+    from fastseg.evaluate.predict import list_images
+    assert list_images([tmp_path / "x", tmp_path / "y", a]) == [(a, Path("a.png")), (b, Path("s/b.jpg")),
+                                                                 (a, Path("a.png"))]
+    with pytest.raises(FastsegError) as err:
+        list_images([tmp_path / "none.png"])
+    assert str(err.value) == f"{tmp_path / 'none.png'} does not exist; pass image files or folders of images."

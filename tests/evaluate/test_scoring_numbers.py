@@ -114,6 +114,7 @@ def test_confused_pairs_are_the_largest_shares_of_each_true_class():
                      {"truth": "a", "predicted": "b", "fraction": 0.3},
                      {"truth": "a", "predicted": "c", "fraction": 0.1}]
     assert confused_pairs(cm, ("a", "b", "c"), top=1) == pairs[:1]
+    assert len(confused_pairs(torch.ones(5, 5, dtype=torch.long) + torch.eye(5, dtype=torch.long) * 3, "abcde")) == 10
 
 
 def test_gallery_keeps_the_best_worst_and_random_images():
@@ -160,6 +161,20 @@ def test_result_json_headline_interval_and_tta_gain():
     assert out["per_class"]["cat"] == {"iou": pytest.approx(4 / 7), "acc": pytest.approx(4 / 6)}
     assert out["miou_without_tta"] == 0.5 and out["tta_gain"] == pytest.approx(out["miou"] - 0.5)
     assert "tta_gain" not in result_json(hand_result(None), "val", "w", {})
+    assert (out["split"], out["weights"], out["tta"]) == ("val", "w.safetensors", {"flip": True, "scales": [1.0]})
+    assert (out["bootstrap_samples"], out["boundary_band_px"]) == (1000, 5)
+    assert out["fg_miou_note"] == "classes 1..1: without background"
+    assert out["confused_pairs"] == [{"truth": "cat", "predicted": "background", "fraction": pytest.approx(2 / 6)},
+                                     {"truth": "background", "predicted": "cat", "fraction": pytest.approx(1 / 6)}]
+    assert sorted(out) == sorted(["split", "weights", "images", "tta", "miou", "fg_miou", "pixel_acc", "mean_acc",
+                                  "fw_iou", "fg_miou_note", "miou_ci95", "bootstrap_samples", "per_class",
+                                  "confused_pairs", "boundary_band_px", "boundary_miou", "interior_miou",
+                                  "miou_without_tta", "tta_gain"])
+
+
+def test_fg_miou_note_names_the_classes_it_averages():
+    from fastseg.evaluate.scoring import fg_miou_note
+    assert fg_miou_note(VOC) == "classes 1..20: without background"
 
 
 def test_per_image_file_round_trips(tmp_path):
