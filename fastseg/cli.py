@@ -4,6 +4,7 @@ Only typer, rich and fastseg's pure modules (config, console, constants, errors)
 at the top, so that `fastseg --help` starts without torch; each command imports what it runs.
 """
 
+import contextlib
 import functools
 import sys
 from dataclasses import MISSING, fields
@@ -28,6 +29,7 @@ from fastseg.config import (
     FitConfig,
     Log,
     Opt,
+    OptionError,
     Preset,
     Sched,
     SynthConfig,
@@ -58,12 +60,13 @@ def _per_device(what: str, i: int) -> str:
 
 
 def friendly(func):
-    """Turn a FastsegError, an OSError with an errno (disk full, no permission) or Ctrl-C into one
-    sentence on stderr and the documented exit code (fastseg.errors), never a traceback."""
+    """Turn a FastsegError, an OSError with an errno (disk full, no permission), Ctrl-C or SIGTERM into
+    one sentence on stderr and the documented exit code (fastseg.errors), never a traceback."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with sigterm_interrupts():
+                return func(*args, **kwargs)
         except Interrupted as err:
             from fastseg.devices.distributed import is_main
             if is_main():  # under DDP every process stops after the same batch: one says so
@@ -77,10 +80,36 @@ def friendly(func):
                 raise
             typer.echo(f"Error: {io_error(err)}", err=True)
             raise typer.Exit(io_error(err).exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("Interrupted before anything was saved.", err=True)
+        except KeyboardInterrupt as err:
+            by = err.args[0] if err.args else "SIGINT"
+            typer.echo(f"Stopped by {by}; every file written so far is complete and nothing half-written was left.",
+                       err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
     return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that `finally` blocks clean up as after Ctrl-C."""
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """While inside, SIGTERM raises Terminated("SIGTERM") (a KeyboardInterrupt) instead of ending the
+    process at once with 143: temporary files are removed and the command exits 130 with a sentence.
+    `fit` installs its own handler while training, to save a checkpoint first."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated("SIGTERM")
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def worker(func):
@@ -107,7 +136,7 @@ DATA_PANEL, MODEL_PANEL, OPT_PANEL, SPEED_PANEL, RUN_PANEL = (
 VocOpt = Annotated[Path | None, typer.Option("--voc", help="VOC2012 folder (VOCdevkit/VOC2012 or a parent).",
                                              rich_help_panel=DATA_PANEL)]
 DataOpt = Annotated[Path | None, typer.Option("--data", help="A folder dataset instead of VOC: DIR/images, DIR/masks "
-                                              "and DIR/classes.txt (README, Your own data).",
+                                              "and DIR/classes.txt (docs: Your own data).",
                                               rich_help_panel=DATA_PANEL)]
 ClassesOpt = Annotated[Path | None, typer.Option("--classes", help="Class list for a VOC-layout dataset (one name per "
                                                  "line, optional R G B; default: VOC's 21).",
@@ -132,6 +161,8 @@ CacheOpt = Annotated[bool, typer.Option("--cache", help="Keep decoded images and
                                         rich_help_panel=DATA_PANEL)]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Leave out samples whose files fail the checks "
                                           "(listed in a warning) instead of refusing.", rich_help_panel=DATA_PANEL)]
+McOpt = Annotated[int, typer.Option("--mc", min=0, help="Monte Carlo dropout: average this many stochastic "
+                                     "passes (a model trained with --dropout; the paper used 50).")]
 ArchOpt = Annotated[Arch, typer.Option("--arch", help="Model architecture.", rich_help_panel=MODEL_PANEL)]
 WidthOpt = Annotated[float, typer.Option(help="Channel multiplier (1.0 = the faithful model).",
                                          rich_help_panel=MODEL_PANEL)]
@@ -146,7 +177,7 @@ SeedOpt = Annotated[int, typer.Option(help="Random seed.", rich_help_panel=RUN_P
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: CUDA when present).",
                                                rich_help_panel=SPEED_PANEL)]
 NprocOpt = Annotated[int, typer.Option("--nproc", help="Processes on this machine, one per GPU (gloo processes on the "
-                                       "CPU), started by fastseg itself (README, Several GPUs).",
+                                       "CPU), started by fastseg itself (docs: Several GPUs).",
                                        rich_help_panel=SPEED_PANEL)]
 NnodesOpt = Annotated[int, typer.Option("--nnodes", help="Machines taking part, each running this command with "
                                         "--nproc processes.", rich_help_panel=SPEED_PANEL)]
@@ -241,9 +272,12 @@ def check_data(voc: VocOpt = None, sbd: SbdOpt = None, voc11: Voc11Opt = None, d
 
 
 def _print_data_report(report) -> None:
-    """The split and leakage tables for a clean dataset; for a faulty one only what is wrong, one
-    line each (the tables would bury it)."""
+    """The notes (images shown rotated, with the orientation their masks follow), then the split and
+    leakage tables for a clean dataset; for a faulty one only what is wrong, one line each (the tables
+    would bury it)."""
     leaks = [(t, e, n) for t, e, n in report.leaks if n]
+    for note in report.notes:
+        log(f"{note.path}: {note.message}.")
     if report.problems or leaks:
         for problem in report.problems:
             log(f"{problem.path}: {problem.message}")
@@ -320,7 +354,7 @@ def find_lr_cmd(voc: VocOpt = None, sbd: SbdOpt = None, voc11: Voc11Opt = None, 
 SEGNET_RECIPE = ("fastseg fit --voc data --sbd data --arch segnet --pretrained imagenet --train train-aug "
                  "--valid seg11valid --crop 320 --bs 32 --augment light --opt sgd --lr 5e-3 --mom 0.9 --wd 5e-4 "
                  "--epochs 127")
-"""The SegNet seed's recipe spelt out (every value is fit's default; the README explains each);
+"""The SegNet seed's recipe spelt out (every value is fit's default; docs/training.md explains each);
 recipes/segnet-voc.toml holds the same."""
 
 SKIP_RECIPE = ("fastseg fit --voc data --arch skip --pretrained imagenet --train voc12-train --valid voc12-val-a "
@@ -337,6 +371,10 @@ def fit(ctx: typer.Context,
         crop: CropOpt = DATA["crop"], bs: BsOpt = DATA["bs"], augment: AugOpt = DATA["augment"],
         workers: WorkersOpt = None, cache: CacheOpt = DATA["cache"], skip_bad: SkipBadOpt = False,
         arch: ArchOpt = Arch(FIT["arch"]), width: WidthOpt = FIT["width"],
+        dropout: Annotated[float, typer.Option(help="Bayesian SegNet's dropout after the 3 deepest encoder and "
+                                               "decoder stages (the paper's 0.5); 0 builds none. Sample it with "
+                                               "evaluate/predict --mc N.", rich_help_panel=MODEL_PANEL)]
+        = FIT["dropout"],
         pretrained: PretrainedOpt = FIT["pretrained"],
         head_prior: Annotated[bool, typer.Option("--head-prior", help="Start the head's biases at the log class "
                               "shares of the training split (one pass over its masks, cached).",
@@ -380,7 +418,7 @@ def fit(ctx: typer.Context,
         device: DeviceOpt = None, nproc: NprocOpt = 1, nnodes: NnodesOpt = 1, rdzv_endpoint: EndpointOpt = None,
         runs_dir: RunsOpt = RUNS, name: NameOpt = None, seed: SeedOpt = FIT["seed"],
         log: Annotated[Log, typer.Option("--log", help="Also log to TensorBoard (<run>/tensorboard; needs "
-                                         "pip install 'fastseg[tensorboard]').", rich_help_panel=RUN_PANEL)]
+                                         "pip install 'fastseg\\[tensorboard]').", rich_help_panel=RUN_PANEL)]
         = FIT["log"],
         resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder (--voc, --sbd, --voc11 "
                                                          "relocate its data, --epochs extends it).",
@@ -396,23 +434,52 @@ def fit(ctx: typer.Context,
     from fastseg.train.fit import resume_fit
     if config is not None and resume is not None:
         raise FastsegError("--config starts a new run and --resume continues one; pass only one of them.")
-    if config is not None:
-        options |= recipe_options(config, options, ctx)
+    recipe = recipe_options(config, options, ctx) if config is not None else {}
     if resume is not None:
-        func = functools.partial(resume_fit, resume, voc=voc, sbd=sbd, voc11=voc11, data=data, epochs=epochs)
+        given = {name: value for name, value in options.items() if _given(ctx, name)}
+        func = functools.partial(resume_fit, resume, **config_fields(given))
     else:
+        options |= {name: value for name, (_, value) in recipe.items()}
         if options["voc"] is None and options["data"] is None:
             raise FastsegError("fit needs --voc DIR or --data DIR (or --resume RUN_DIR); run `fastseg synth` for a "
                                "dataset.")
-        overrides = {"epochs": options["epochs"] or FIT["epochs"], "lr": _lr(str(options["lr"]))}
-        func = functools.partial(run_fit, fit_config(**options | overrides))
+        epochs = FIT["epochs"] if options["epochs"] is None else options["epochs"]  # 0 is refused, not the default
+        with recipe_blame(config, recipe):
+            cfg = fit_config(**options | {"epochs": epochs, "lr": _lr(str(options["lr"]))})
+        func = functools.partial(run_fit, cfg)
     run_dir, rows = run_processes(func, device=options["device"], **launch)
     _summarise_fit(run_dir, rows)
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option `name` was typed on the command line (not a default or a recipe's value)."""
+    return ctx.get_parameter_source(name).name == "COMMANDLINE"  # typer vendors its own click
+
+
+def config_fields(options: dict) -> dict:
+    """find-lr's and fit's options (named as their parameters) as config fields with the configs' values."""
+    fields = {DATA_OPTIONS.get(name, name): _plain(value) for name, value in options.items()}
+    if isinstance(fields.get("lr"), str):
+        fields["lr"] = _lr(fields["lr"])
+    return fields
+
+
+@contextlib.contextmanager
+def recipe_blame(path: Path | None, recipe: dict):
+    """Reword an OptionError about a value that the recipe file at `path` set, to name the file and its line."""
+    try:
+        yield
+    except OptionError as err:
+        name = err.option.removeprefix("--").replace("-", "_")
+        if name not in recipe:
+            raise
+        raise FastsegError(f"Recipe {path} sets {recipe[name][0]} = {recipe[name][1]!r}, which fit refuses: "
+                           f"{err}") from None
+
+
 def recipe_options(path: Path, options: dict, ctx: typer.Context) -> dict:
-    """The options a recipe file sets (keys named as fit's options, with - or _), except those given on
-    the command line, which win.
+    """The options a recipe file sets, as {option: (key, value)} with keys named as fit's options (with - or
+    _), except those given on the command line, which win.
 
     Raises:
         FastsegError: the file is missing, is not TOML, or names an option fit does not have.
@@ -431,9 +498,9 @@ def recipe_options(path: Path, options: dict, ctx: typer.Context) -> dict:
         name = key.replace("-", "_")
         if name not in options:
             raise FastsegError(f"Recipe {path} sets '{key}', which is not an option of fit; see `fastseg fit --help`.")
-        if ctx.get_parameter_source(name).name == "COMMANDLINE":  # typer vendors its own click
+        if _given(ctx, name):
             continue
-        chosen[name] = _recipe_value(path, key, value, options[name], RECIPE_CHOICES.get(name))
+        chosen[name] = _recipe_value(path, key, value, RECIPE_CHOICES.get(name))
     return chosen
 
 
@@ -442,23 +509,17 @@ RECIPE_CHOICES = {"arch": Arch, "opt": Opt, "sched": Sched, "augment": Preset, "
 checked by DataConfig, against the dataset's kind)."""
 
 
-def _recipe_value(path: Path, key: str, value, default, choices):
-    """A recipe value in the option's own type (that of its default) and among its choices.
+def _recipe_value(path: Path, key: str, value, choices):
+    """(key, value) as the recipe file wrote them, once the value is among its option's choices (its type
+    is checked with every other option's, when the config is built).
 
     Raises:
-        FastsegError: the value is not of the option's type or not one of its choices.
+        FastsegError: the value is not one of the option's choices.
     """
     if choices is not None and value not in {c.value for c in choices}:
         names = ", ".join(c.value for c in choices)
         raise FastsegError(f"Recipe {path} sets {key} = {value!r}, which fit refuses; choose one of: {names}.")
-    if isinstance(default, Path) or key in ("voc", "data", "sbd", "voc11", "classes"):
-        return Path(value)
-    if isinstance(default, bool) or not isinstance(default, (int, float)):  # StrEnum choices are str
-        return value
-    try:
-        return type(default)(value)
-    except (TypeError, ValueError):
-        raise FastsegError(f"Recipe {path} sets {key} = {value!r}, which fit refuses: it must be a number.") from None
+    return key, value
 
 
 def _lr(text: str) -> float | str:
@@ -493,17 +554,20 @@ def export(weights: Annotated[Path, typer.Argument(help="A .safetensors file wri
                                                          "required for folder).")] = None,
            onnx: Annotated[bool, typer.Option("--onnx", help="With --format folder: also model.onnx (normalisation "
                                               "inside) and parity.json against PyTorch.")] = False,
-           opset: Annotated[int, typer.Option(help="ONNX opset (at least 11).")] = 17):
+           opset: Annotated[int, typer.Option(help="ONNX opset (at least 11).")] = 17,
+           probs: Annotated[bool, typer.Option("--probs", help="A second ONNX output, \"probabilities\": softmax of "
+                                               "the logits at the calibrated temperature (evaluate --calibrate).")]
+           = False):
     """Export weights to ONNX with dynamic batch, height and width, or a run as a self-describing model folder."""
     from fastseg.evaluate.export import export_folder, export_onnx
     if format == "folder":
         if out is None:
             raise FastsegError("--format folder needs --out DIR, the folder to write the model into.")
-        log(f"Wrote {export_folder(weights, out, onnx, opset)}")
+        log(f"Wrote {export_folder(weights, out, onnx, opset, probs)}")
         return
     if format != "onnx":
         raise FastsegError(f"--format {format} is not supported; use onnx or folder.")
-    path = export_onnx(weights, out or weights.with_suffix(".onnx"), opset=opset)
+    path = export_onnx(weights, out or weights.with_suffix(".onnx"), opset=opset, probabilities=probs)
     log(f"Wrote {path}")
 
 
@@ -521,8 +585,13 @@ def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .
              classes: ClassesOpt = None,
              bs: Annotated[int | None, typer.Option("--bs", help="Batch size (default: the run's).")] = None,
              runs_dir: RunsOpt = RUNS, device: DeviceOpt = None, skip_bad: SkipBadOpt = False,
+             mc: McOpt = 0,
+             calibrate: Annotated[bool, typer.Option("--calibrate", help="Fit a softmax temperature on this split, "
+                                                     "save it in the weights' metadata (predict --probs and export "
+                                                     "use it) and report NLL and ECE before and after.")] = False,
              nproc: NprocOpt = 1, nnodes: NnodesOpt = 1, rdzv_endpoint: EndpointOpt = None):
-    """Score at native resolution: per-class table, mIoU with a bootstrap 95 % interval, metrics.json, figures."""
+    """Score at native resolution: per-class table, mIoU with a bootstrap 95 % interval, calibration (ECE, NLL,
+    entropy AUROC), metrics.json, figures."""
     from fastseg.evaluate.scoring import evaluate_run
     from fastseg.io.runs import latest_run
     if tta not in ("none", "flip"):
@@ -532,7 +601,8 @@ def evaluate(source: Annotated[Path | None, typer.Argument(help="Run folder or .
     if not source.exists():
         raise FastsegError(f"{source} does not exist; pass a run folder or a .safetensors file written by fastseg.")
     roots = given_roots(voc, sbd, voc11, data, classes)
-    func = functools.partial(evaluate_run, source, split, device, bs, tta == "flip", scales, roots, skip_bad)
+    func = functools.partial(evaluate_run, source, split, device, bs, tta == "flip", scales, roots, skip_bad, mc,
+                             calibrate)
     path, metrics = run_processes(func, nproc, nnodes, rdzv_endpoint, device)
     _print_metrics(metrics)  # rank 0 only under torchrun
     log(f"Wrote {path} and figures beside it.")
@@ -581,18 +651,23 @@ def predict(inputs: Annotated[list[Path], typer.Argument(help="Image files or fo
             out: Annotated[Path, typer.Option(help="Folder for masks and overlays.")] = Path("predictions"),
             tile: Annotated[int, typer.Option(help="Images with a longer side above this are tiled.")] = DEFAULT_TILE,
             overlap: Annotated[int, typer.Option(help="Overlap between tiles in pixels.")] = DEFAULT_OVERLAP,
+            mc: McOpt = 0,
+            probs: Annotated[bool, typer.Option("--probs", help="Also per image: NAME_uncertainty.safetensors "
+                                                "(confidence, entropy, and with --mc the sampled variance) and "
+                                                "NAME_uncertainty.png to look at.")] = False,
             device: DeviceOpt = None):
     """Palette PNG masks (the model's class colours) at each image's size, plus overlays; large images by
-    sliding window."""
+    sliding window; with --probs, confidence and entropy maps."""
     from fastseg.devices.select import pick_device
-    from fastseg.evaluate.predict import predict_files
+    from fastseg.evaluate.predict import Uncertainty, predict_files
     from fastseg.models.weights import load_model, model_classes, weights_file
     if tile < MIN_SIZE or not 0 <= overlap < tile:
         raise FastsegError(f"--tile {tile} must be at least {MIN_SIZE} and --overlap {overlap} between 0 and "
                            "the tile size.")
     device = pick_device(device)
     model, meta = load_model(weights_file(weights), device)
-    report = predict_files(model, inputs, out, device, tile, overlap, model_classes(meta).palette())
+    report = predict_files(model, inputs, out, device, tile, overlap, model_classes(meta).palette(),
+                           Uncertainty(mc, probs, meta.get("temperature", 1.0)))
     log(f"Wrote {len(report.written)} mask(s) and overlay(s) to {out}.")
     for path, reason in report.failed:
         log(f"Could not read {path} ({reason}); skipped.")
@@ -674,13 +749,16 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data, 
          seed: Annotated[int | None, typer.Option(help="Training seed (default: the demo's).")] = None,
          seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds: run the demo once per seed "
                                                          "and print a table (e.g. 0,1,2,3,4).")] = None,
-         threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's).")] = None):
+         threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's).")] = None,
+         dropout: Annotated[float | None, typer.Option(help="Bayesian SegNet's dropout (default: none); the "
+                                                       "evaluation then averages 8 Monte Carlo samples.")] = None):
     """Synthetic data → find-lr → fit a reduced-width SegNet → evaluate, against a colour-only control."""
     from dataclasses import replace
 
     from fastseg.tools.demo import DemoConfig, run_demo, run_sweep, torch_threads
     cfg = DemoConfig()
-    cfg = replace(cfg, epochs=cfg.epochs if epochs is None else epochs, seed=cfg.seed if seed is None else seed)
+    cfg = replace(cfg, epochs=cfg.epochs if epochs is None else epochs, seed=cfg.seed if seed is None else seed,
+                  dropout=cfg.dropout if dropout is None else dropout)
     if cfg.epochs < 1:
         raise FastsegError(f"--epochs {cfg.epochs} must be at least 1.")
     if threads is not None and threads < 1:

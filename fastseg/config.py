@@ -7,9 +7,13 @@ in `__post_init__`, and raises FastsegError naming the option. This module impor
 fastai or numpy, so that `fastseg --help` starts fast; it imports only constants and errors.
 """
 
-from dataclasses import dataclass
+import math
+import re
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from pathlib import Path
+from types import NoneType, UnionType
+from typing import get_args, get_origin
 
 from fastseg.constants import DEFAULT_CROP, MIN_SIZE, VOC_CLASSES
 from fastseg.errors import FastsegError
@@ -130,11 +134,85 @@ def _set_choice(cfg, name: str, choices: type[StrEnum], option: str) -> None:
     object.__setattr__(cfg, name, member)  # also on frozen dataclasses
 
 
+OPTION_NAMES = {"num_workers": "--workers", "train_split": "--train", "valid_split": "--valid", "val_bs": "--bs",
+                "arch_size": "--size"}
+"""Config fields whose command-line option is not --<field with - for _>."""
+
+KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text", list: "a list of numbers"}
+INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def option_name(field: str) -> str:
+    """The command-line option of a config field: num_workers -> --workers, lr_min -> --lr-min."""
+    return OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+def _kinds(annotation) -> tuple:
+    """The plain types a field annotation allows: `int | None` -> (int, NoneType); enums count as str."""
+    kinds = get_args(annotation) if isinstance(annotation, UnionType) else (annotation,)
+    return tuple(str if isinstance(k, type) and issubclass(k, StrEnum) else get_origin(k) or k for k in kinds)
+
+
+def _as_kind(value, kind):
+    """`value` as `kind`, exactly (ints as ints or their digits, numbers as floats), else None."""
+    if kind is bool or isinstance(value, bool):
+        return value if kind is bool and isinstance(value, bool) else None
+    if kind is int:
+        return value if isinstance(value, int) else int(value) if isinstance(value, str) and \
+            INTEGER.fullmatch(value.strip()) else None
+    if kind is float and isinstance(value, int | float):
+        return float(value)
+    if kind is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    if kind is list and isinstance(value, list | tuple) and all(_as_kind(v, float) is not None for v in value):
+        return [float(v) for v in value]
+    return value if kind is str and isinstance(value, str) else None
+
+
+def typed(field: str, value, annotation):
+    """`value` in the type `annotation` allows (see `_as_kind`), or FastsegError naming the option.
+
+    A float must be finite; None only where the annotation allows it (the option's "not given").
+    """
+    kinds = _kinds(annotation)
+    if value is None and NoneType in kinds:
+        return None
+    for kind in (k for k in kinds if k is not NoneType):
+        converted = _as_kind(value, kind)
+        if converted is not None:
+            if isinstance(converted, float) and not math.isfinite(converted):
+                raise OptionError(option_name(field), f"{option_name(field)} {value} must be a finite number.")
+            return converted
+    words = " or ".join(KIND_WORDS.get(k, k.__name__) for k in kinds if k is not NoneType)
+    raise OptionError(option_name(field), f"{option_name(field)} must be {words}.")
+
+
+def _check_types(cfg, skip: tuple[str, ...] = ()) -> None:
+    """Replace every field of a config dataclass by `typed`'s value (raises naming the first wrong one)."""
+    for f in fields(cfg):
+        if f.name not in skip:
+            object.__setattr__(cfg, f.name, typed(f.name, getattr(cfg, f.name), f.type))
+
+
+class OptionError(FastsegError):
+    """A value an option refuses; `option` names it as the command line does (e.g. "--epochs"), so that a
+    caller can say where the value came from (a recipe file's key)."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(message)
+        self.option = option
+
+
 def _check(checks: list[tuple[bool, str]]) -> None:
-    """Raise FastsegError with the message of the first failed (ok, message) check."""
+    """Raise the message of the first failed (ok, message) check: an OptionError when it begins with
+    the option's name, else a FastsegError."""
     for ok, message in checks:
         if not ok:
-            raise FastsegError(message)
+            option = message.split()[0]
+            raise OptionError(option, message) if option.startswith("--") else FastsegError(message)
 
 
 @dataclass(frozen=True)
@@ -157,7 +235,8 @@ class DataConfig:
     skip_bad: bool = False           # leave out samples whose files fail the preflight (with a warning)
 
     def __post_init__(self) -> None:
-        """Raises FastsegError naming the first option out of range."""
+        """Raises FastsegError naming the first option of the wrong type or out of range."""
+        _check_types(self)
         _set_choice(self, "augment", Preset, "--augment")
         self._check_source()
         defaults = FOLDER_SPLITS if self.data else VOC_DEFAULT_SPLITS
@@ -195,6 +274,7 @@ class FitConfig:
     data: DataConfig
     arch: Arch = Arch.SEGNET
     width: float = 1.0               # channel multiplier; 1.0 is the faithful model
+    dropout: float = 0.0             # Bayesian SegNet's central dropout (the paper's 0.5); 0: none
     pretrained: str = "imagenet"     # the seed's ImageNet VGG16-BN encoder
     epochs: int = 127                # the SegNet seed's schedule
     lr: float | str = 5e-3           # the seed's SGD learning rate; "auto" = the lr_find valley
@@ -225,12 +305,14 @@ class FitConfig:
     def __post_init__(self) -> None:
         if isinstance(self.data, dict):
             self.data = DataConfig(**self.data)
+        _check_types(self, skip=("data",))
         for name, choices, option in (("arch", Arch, "--arch"), ("opt", Opt, "--opt"), ("sched", Sched, "--sched"),
                                       ("amp", Amp, "--amp"), ("log", Log, "--log")):
             _set_choice(self, name, choices, option)
         _check([
             (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1."),
             (self.width > 0, f"--width {self.width} must be positive."),
+            (0 <= self.dropout < 1, f"--dropout {self.dropout} must be at least 0 and below 1."),
             (self.lr == "auto" or (not isinstance(self.lr, str) and self.lr > 0),
              f"--lr {self.lr} must be positive (or 'auto')."),
             (self.lr_min is None or self.lr_min > 0, f"--lr-min {self.lr_min} must be positive."),
@@ -274,3 +356,42 @@ class BenchConfig:
     eval_images: int = 8
     compile: bool = True       # the torch.compile precision row on CUDA (a minute of compilation per arch)
     device: str | None = None
+
+    def __post_init__(self) -> None:
+        """Raises OptionError naming the first option of the wrong type or out of range (0 is no default)."""
+        _check_types(self)
+        _check([(self.arch_size >= MIN_SIZE, f"--size {self.arch_size} is too small; use at least {MIN_SIZE} pixels."),
+                (self.width > 0, f"--width {self.width} must be positive.")] +
+               [(value is None or value >= 1, f"--{name} {value} must be at least 1.")
+                for name, value in (("batch", self.batch), ("steps", self.steps), ("images", self.images))])
+
+
+RESUME_CHANGES = ("epochs", "voc", "sbd", "voc11", "data", "device", "num_workers", "cache", "deterministic")
+"""The options `fit --resume` applies (and records in config.json): the data's new place, a new total
+of epochs, and how the run is computed where the results do not depend on it. Any other option
+given with --resume must equal the run's."""
+
+
+def resumed_config(cfg: FitConfig, given: dict, run: Path) -> tuple[FitConfig, dict]:
+    """A run's config with the options given on resume (config field -> value) applied.
+
+    Returns:
+        (the new config, {field: (the run's value, the new value)} for each option that changed).
+
+    Raises:
+        OptionError: an option not in RESUME_CHANGES differs from the run's, or a value is refused.
+    """
+    data_fields = {f.name for f in fields(DataConfig)}
+    changed = {}
+    for field, value in given.items():
+        recorded = getattr(cfg.data if field in data_fields else cfg, field)
+        if value is None or value == recorded:
+            continue
+        option = option_name(field)
+        if field not in RESUME_CHANGES:
+            raise OptionError(option, f"{option} {value} cannot change when resuming {run} (it was started with "
+                                      f"{recorded}); resume without {option}, or start a new run with another --name.")
+        changed[field] = (recorded, value)
+    data = {k: v for k, (_, v) in changed.items() if k in data_fields}
+    rest = {k: v for k, (_, v) in changed.items() if k not in data_fields}
+    return replace(cfg, data=replace(cfg.data, **data), **rest), changed

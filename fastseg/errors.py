@@ -1,11 +1,11 @@
 """The one exception type for problems a user can fix, and the exit codes of every command.
 
-Exit codes (documented in the README):
+Exit codes (documented in docs/reliability.md and the command reference):
     0   finished
-    1   training failed (e.g. the loss became NaN) or check-data / predict found bad files
+    1   training failed (the run diverged: a loss not finite or exploding) or check-data / predict found bad files
     2   bad input or option: a wrong path, a damaged file, an option out of range
     74  I/O fault while writing (disk full, a file that cannot be written): EX_IOERR of sysexits.h
-    130 interrupted (Ctrl-C or SIGTERM) after a checkpoint was saved: 128 + SIGINT, as shells report
+    130 interrupted (Ctrl-C or SIGTERM; fit saves its checkpoint first): 128 + SIGINT, as shells report
 """
 
 import errno

@@ -10,7 +10,7 @@ import hashlib
 import os
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,8 @@ from fastseg.classes import VOC, ClassSet
 from fastseg.config import FOLDER_SPLITS
 from fastseg.console import progress_bar
 from fastseg.constants import IGNORE_INDEX, NUM_CLASSES
-from fastseg.data.folder import folder_samples
+from fastseg.data.folder import empty_split_reason, folder_samples
+from fastseg.data.images import SWAPS_AXES, TOO_LARGE, TRUNCATED, ImageReadError, mask_fit, read_rgb
 from fastseg.data.masks import read_mask
 from fastseg.data.samples import Sample, list_lines
 from fastseg.data.sbd import resolve_sbd_root
@@ -38,13 +39,16 @@ from fastseg.data.splits import (
 from fastseg.data.voc import resolve_voc_root
 from fastseg.errors import FastsegError
 
-CHECKS_VERSION = 2  # part of the cache key: a change to the checks invalidates old passes
+CHECKS_VERSION = 3  # part of the cache key: a change to the checks invalidates old passes
 
 
 @dataclass(frozen=True)
 class Problem:
+    """What is wrong with a file; a `note` (an image shown rotated, its mask matched) is reported, not refused."""
+
     path: Path
     message: str
+    note: bool = False
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
@@ -56,6 +60,7 @@ class DataReport:
     leaks: list[tuple[str, str, int]]     # (train split, eval split, shared ids)
     problems: list[Problem]
     classes: ClassSet = VOC               # the dataset's classes (mask values 0..num-1 are valid)
+    notes: list[Problem] = field(default_factory=list)  # images shown rotated whose masks match one way
 
 
 def split_samples(roots: DataRoots) -> tuple[dict[str, list[Sample]], dict[str, str]]:
@@ -69,28 +74,32 @@ def split_samples(roots: DataRoots) -> tuple[dict[str, list[Sample]], dict[str, 
     return built, missing
 
 
-def image_size(path: Path) -> tuple[int, int] | str:
-    """(width, height) of a fully decoded image, or what is wrong with the file.
+def stored_image(path: Path) -> tuple[tuple[int, int], int] | str:
+    """((H, W) of the stored pixels, EXIF orientation) of a fully decoded image, or what is wrong with it.
 
-    A truncated file fails here (the whole image is decoded, not only its header); so does one
-    over Pillow's decompression-bomb limit, warning included.
+    A truncated file fails here (the whole image is decoded, not only its header); so do one over
+    Pillow's decompression-bomb limit, warning included, and a pixel mode fastseg does not convert.
     """
     if not path.is_file():
         return "image is missing"
     if path.stat().st_size == 0:
         return "image is empty (0 bytes)"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()
-                return img.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return f"image is larger than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels"
-    except (OSError, SyntaxError, ValueError) as err:
-        if "truncated" in str(err) or "broken data stream" in str(err):
-            return "image is truncated"
-        return f"image cannot be read ({type(err).__name__})"
+        pixels, turn = read_rgb(path, upright=False)
+    except ImageReadError as err:
+        if err.reason == TRUNCATED or err.reason.startswith(TOO_LARGE):
+            return "image " + err.reason.removeprefix("it ")
+        return f"image cannot be read ({err.reason})"
+    return pixels.shape[:2], turn
+
+
+def image_size(path: Path) -> tuple[int, int] | str:
+    """(width, height) of a fully decoded image as shown, or what is wrong with the file (`stored_image`)."""
+    stored = stored_image(path)
+    if isinstance(stored, str):
+        return stored
+    (h, w), turn = stored
+    return (h, w) if turn in SWAPS_AXES else (w, h)
 
 
 def mask_array(path: Path, colours=None) -> np.ndarray | str:
@@ -110,24 +119,40 @@ def mask_array(path: Path, colours=None) -> np.ndarray | str:
 
 
 def check_sample(sample: Sample, num_classes: int = NUM_CLASSES) -> list[Problem]:
-    """Problems of one sample: unreadable, empty or missing files, size mismatch, mask values outside
-    0..num_classes-1 and 255."""
-    size = image_size(sample.image)
-    if isinstance(size, str):
-        return [Problem(sample.image, size)]
+    """Problems of one sample: unreadable, empty or missing files, size mismatch, an image shown
+    rotated whose mask fits both orientations, mask values outside 0..num_classes-1 and 255; and a
+    note for an image shown rotated whose mask fits one orientation."""
+    stored = stored_image(sample.image)
+    if isinstance(stored, str):
+        return [Problem(sample.image, stored)]
     mask = mask_array(sample.mask, sample.colours)
     if isinstance(mask, str):
         return [Problem(sample.mask, mask)]
-    problems = []
-    width, height = size
-    if mask.shape != (height, width):
-        problems.append(Problem(sample.mask, f"mask is {mask.shape[1]}×{mask.shape[0]} but its image is "
-                                             f"{width}×{height}"))
+    problems = orientation_problems(sample, mask.shape, *stored)
     bad = sorted(set(np.unique(mask).tolist()) - set(range(num_classes)) - {IGNORE_INDEX})
     if bad:
         problems.append(Problem(sample.mask, f"mask has values {bad[:8]} outside 0..{num_classes - 1} and 255 "
                                              f"(the dataset has {num_classes} classes)"))
     return problems
+
+
+def orientation_problems(sample: Sample, mask: tuple[int, int], stored: tuple[int, int], turn: int) -> list[Problem]:
+    """Whether a mask of (H, W) `mask` fits its image (stored (H, W) `stored`, EXIF orientation `turn`):
+    a size mismatch or an ambiguous rotation as a problem, a rotation whose mask fits one way as a note."""
+    fit = mask_fit(mask, stored, turn)
+    h, w = stored if turn not in SWAPS_AXES else stored[::-1]
+    rotated = f"image is rotated when shown (EXIF orientation {turn})"
+    if fit is None:
+        shown = f" as shown ({stored[1]}×{stored[0]} stored)" if turn != 1 else ""
+        return [Problem(sample.mask, f"mask is {mask[1]}×{mask[0]} but its image is {w}×{h}{shown}")]
+    if fit == "both":
+        return [Problem(sample.image, f"{rotated} and its mask fits both the stored and the shown orientation, so "
+                                      "which one it follows is unknown; save the image upright without the EXIF "
+                                      "orientation (e.g. with exiftool -Orientation= or any editor's export)")]
+    if fit in ("shown", "stored"):
+        return [Problem(sample.image, f"{rotated}; its mask matches the {fit} orientation, so both are used as "
+                                      "shown", note=True)]
+    return []
 
 
 def check_lists(paths: list[Path]) -> list[Problem]:
@@ -184,8 +209,8 @@ def check_dataset(roots: DataRoots, progress=None) -> DataReport:
         for evaluation in (e for e in evals if e in built):
             leaks.append((train, evaluation, len(shared_ids(built[train], built[evaluation]))))
     lists = [p for name in built for p in split_lists(name, roots)]
-    problems = check_lists(lists) + check_samples(unique_samples(built), classes.num, progress)
-    return DataReport(counts, leaks, problems, classes)
+    found = check_lists(lists) + check_samples(unique_samples(built), classes.num, progress)
+    return DataReport(counts, leaks, [p for p in found if not p.note], classes, [p for p in found if p.note])
 
 
 def fingerprint(paths: list[Path]) -> str:
@@ -237,7 +262,8 @@ def preflight(splits: dict[str, list[Sample]], roots: DataRoots, skip_bad: bool 
     if done.is_file():
         return splits
     with progress_bar("checking files", len(samples)) as advance:
-        problems = check_lists(lists) + check_samples(samples, dataset_classes(roots).num, advance)
+        problems = [p for p in check_lists(lists) + check_samples(samples, dataset_classes(roots).num, advance)
+                    if not p.note]
     if not problems:
         remember_pass(done)
         return splits
@@ -252,7 +278,10 @@ def preflight(splits: dict[str, list[Sample]], roots: DataRoots, skip_bad: bool 
 
 def _refuse_empty(splits: dict[str, list[Sample]], roots: DataRoots) -> None:
     for name, samples in splits.items():
-        if not samples:
-            lists = ", ".join(str(p) for p in split_lists(name, roots)) or "its id lists"
-            raise FastsegError(f"Split {name} has no images to use (read from {lists}); add ids to the "
-                               "list or choose another split.")
+        if samples:
+            continue
+        if roots.folder is not None:
+            raise FastsegError(f"Split {name} has no images: {empty_split_reason(roots.folder, name)}.")
+        lists = ", ".join(str(p) for p in split_lists(name, roots)) or "its id lists"
+        raise FastsegError(f"Split {name} has no images to use (read from {lists}); add ids to the "
+                           "list or choose another split.")

@@ -15,11 +15,11 @@ from fastai.vision.all import (
     PILMask,
     TfmdDL,
 )
-from PIL import Image
 
 from fastseg.config import DataConfig
 from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES, padded_size
 from fastseg.data.folder import split_note
+from fastseg.data.images import read_image, shown_size
 from fastseg.data.samples import Sample, sample_mask_array
 from fastseg.data.splits import build_split, check_leakage, dataset_classes
 from fastseg.data.transforms import AlbumentationsTransform, build_augmentation, pad_batch
@@ -27,17 +27,14 @@ from fastseg.devices.transfer import NonBlockingLoader
 from fastseg.errors import FastsegError
 
 
-def sample_image(sample: Sample):
-    return sample.image
-
-
 def sample_mask(sample: Sample) -> PILMask:
     return PILMask.create(sample_mask_array(sample))
 
 
 def decoded_image(sample: Sample) -> PILImage:
-    """The sample's RGB image, decoded (H×W×3) as ImageBlock would decode `sample_image`'s path."""
-    return PILImage.create(sample.image)
+    """The sample's image as shown, H×W×3 RGB (`fastseg.data.images.read_image`: EXIF orientation applied,
+    16-bit and other modes converted)."""
+    return PILImage.create(read_image(sample.image))
 
 
 def decoded_once(read):
@@ -61,7 +58,7 @@ def segmentation_block(crop: int, augment: str, splitter, cache: bool = False,
     With `cache`, each image and mask is decoded once and then served from memory."""
     return DataBlock(
         blocks=(ImageBlock, MaskBlock(codes=list(codes))),
-        get_x=decoded_once(decoded_image) if cache else sample_image,
+        get_x=decoded_once(decoded_image) if cache else decoded_image,
         get_y=decoded_once(sample_mask) if cache else sample_mask, splitter=splitter,
         item_tfms=[AlbumentationsTransform(build_augmentation(augment, crop))],
         batch_tfms=[Normalize.from_stats(IMAGENET_MEAN, IMAGENET_STD)],
@@ -83,9 +80,8 @@ def paired_splits(cfg: DataConfig, log=print) -> tuple[list[Sample], list[Sample
 
 
 def header_size(path: Path) -> tuple[int, int]:
-    """(H, W) of an image file, from its header."""
-    with Image.open(path) as img:
-        return img.size[1], img.size[0]
+    """(H, W) of an image file as shown, from its header."""
+    return shown_size(path)
 
 
 def by_padded_size(samples: list[Sample]) -> list[Sample]:

@@ -106,9 +106,22 @@ def split_note(root: Path) -> str | None:
         return None
     if listed:
         other = next(n for n in FOLDER_SPLITS if n not in listed)
-        return f"Splits: {listed[0]} from {list_file(root, listed[0])}, {other} every other image of {root}."
+        return (f"Splits: {listed[0]} from {list_file(root, listed[0])}, {other} the images of {Path(root) / IMAGES} "
+                f"it does not list.")
     return (f"Splits: {root} has no train.txt or val.txt, so {VAL_SHARE:.0%} of its images (chosen with seed "
             f"{FOLDER_SPLIT_SEED}, the same on every machine) are val and the rest train; write the lists to choose.")
+
+
+def empty_split_reason(root: Path, name: str) -> str:
+    """Why split `name` of the folder dataset at `root` has no images, for the sentence refusing it."""
+    listed = list_file(root, name)
+    if listed.is_file():
+        return f"{listed} names none"
+    other = next(n for n in FOLDER_SPLITS if n != name)
+    if list_file(root, other).is_file():
+        return (f"{list_file(root, other)} lists every image of {Path(root) / IMAGES} and there is no {listed}; leave "
+                f"some out of {other}.txt or write {name}.txt")
+    return f"{Path(root) / IMAGES} holds too few images to split; add images or write {name}.txt"
 
 
 def folder_lists(root: Path) -> list[Path]:

@@ -18,9 +18,12 @@ class Sample:
 
 
 def sample_mask_array(sample: Sample):
-    """The sample's mask as H×W uint8 class ids (`fastseg.data.masks.read_mask`, colours converted)."""
+    """The sample's mask as H×W uint8 class ids (`fastseg.data.masks.read_mask`, colours converted), in
+    the orientation its image is shown in (a mask drawn on the stored pixels of an image with an EXIF
+    rotation is turned with it)."""
+    from fastseg.data.images import mask_as_shown
     from fastseg.data.masks import read_mask
-    return read_mask(sample.mask, sample.colours)
+    return mask_as_shown(read_mask(sample.mask, sample.colours), sample.image)
 
 
 def read_id_list(path: Path) -> list[str]:

@@ -14,7 +14,6 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -29,22 +28,28 @@ MIN_OPSET = 11  # ScatterElements and dynamic Resize
 
 
 def export_onnx(weights: str | Path, out: str | Path, opset: int = 17, sample_size: int = 64,
-                normalise: bool = False) -> Path:
+                normalise: bool = False, probabilities: bool = False) -> Path:
     """Write `out` (.onnx): input "image" N×3×H×W float32 (normalised, or with `normalise` RGB in
-    [0, 1] and the normalisation in the graph), output "logits" N×C×H×W."""
+    [0, 1] and the normalisation in the graph), output "logits" N×C×H×W and, with `probabilities`,
+    "probabilities" N×C×H×W: softmax(logits / T) at the sidecar's temperature T (1 if none). A missing
+    parent folder is created, as the folder export creates its --out."""
     if opset < MIN_OPSET:
         raise FastsegError(f"--opset {opset} is too old; use {MIN_OPSET} or newer.")
     model, meta = load_model(weights)
     if normalise:
         model = Normalised(model, meta["mean"], meta["std"]).eval()
+    outputs = ["logits"]
+    if probabilities:
+        model, outputs = WithProbabilities(model, meta.get("temperature", 1.0)).eval(), ["logits", "probabilities"]
     example = torch.randn(1, 3, sample_size, sample_size)
     axes = {0: "batch", 2: "height", 3: "width"}
     def write(tmp: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=["image"],
-                              output_names=["logits"], dynamic_axes={"image": axes, "logits": axes})
+                              output_names=outputs, dynamic_axes={name: axes for name in ["image", *outputs]})
         add_onnx_metadata(tmp, meta, normalise)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(Path(out), write)
     return Path(out)
 
@@ -79,6 +84,18 @@ class Normalised(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
+class WithProbabilities(nn.Module):
+    """`model` with a second output: N×3×H×W → (logits, softmax(logits / temperature)), N×C×H×W each."""
+
+    def __init__(self, model: nn.Module, temperature: float = 1.0):
+        super().__init__()
+        self.model, self.temperature = model, temperature
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(x)
+        return logits, (logits / self.temperature).softmax(1)
+
+
 def class_table(meta: dict) -> list[dict]:
     """[{id, name, color}] of a sidecar's classes: their colours, else the VOC colour map's."""
     classes = model_classes(meta)
@@ -91,6 +108,7 @@ def export_config(meta: dict) -> dict:
     input contract, and where it came from."""
     classes = model_classes(meta)
     return {"format": EXPORT_FORMAT, "arch": meta["arch"], "num_classes": meta["num_classes"], "width": meta["width"],
+            **{k: meta[k] for k in ("dropout", "temperature") if k in meta},
             "classes": class_table(meta), **{k: v for k, v in classes.meta().items() if k != "classes"},
             "void_label": 255, "mean": meta["mean"], "std": meta["std"],
             "input": {"layout": "N×3×H×W", "dtype": "float32", "colour": "RGB",
@@ -115,7 +133,7 @@ def check_export_out(out: Path) -> None:
                            "export into a new or empty folder.")
 
 
-def export_folder(run: Path, out: Path, onnx: bool = False, opset: int = 17) -> Path:
+def export_folder(run: Path, out: Path, onnx: bool = False, opset: int = 17, probabilities: bool = False) -> Path:
     """Write the model folder of a run's best.safetensors into `out` (see the module docstring)."""
     if not (run / BEST).is_file() or not (run / CONFIG).is_file():
         raise FastsegError(f"{run} is not a run folder with {BEST}; pass a folder written by `fastseg fit`.")
@@ -128,8 +146,9 @@ def export_folder(run: Path, out: Path, onnx: bool = False, opset: int = 17) -> 
         (out / stale).unlink(missing_ok=True)
     parity = None
     if onnx:
-        export_onnx(out / EXPORT_WEIGHTS, out / ONNX, opset=opset, normalise=True)
-        parity = onnx_parity(Normalised(model, meta["mean"], meta["std"]).eval(), out / ONNX, run)
+        export_onnx(out / EXPORT_WEIGHTS, out / ONNX, opset=opset, normalise=True, probabilities=probabilities)
+        parity = onnx_parity(Normalised(model, meta["mean"], meta["std"]).eval(), out / ONNX, run,
+                             temperature=meta.get("temperature", 1.0) if probabilities else None)
         atomic_write(out / PARITY, lambda tmp: tmp.write_text(json.dumps(parity, indent=2)))
     from fastseg.evaluate.report import model_card
     card = model_card(run, config, parity)
@@ -137,15 +156,16 @@ def export_folder(run: Path, out: Path, onnx: bool = False, opset: int = 17) -> 
     return out
 
 
-def onnx_parity(wrapped: nn.Module, onnx_path: Path, run: Path, device=None) -> dict:
+def onnx_parity(wrapped: nn.Module, onnx_path: Path, run: Path, device=None, temperature: float | None = None) -> dict:
     """ONNX Runtime (on the CPU) against PyTorch on `device` (default: CUDA when present; `wrapped`:
     the model behind its normalisation, as the ONNX graph is) on the run's validation split at native
     size: the share of pixels whose class agrees, the largest logit difference, and both mIoUs
     against the masks. PyTorch computes in full fp32 (cuDNN's TF32 off), as ONNX Runtime does: TF32's
-    10-bit mantissa alone flips 0.2 % of an under-trained model's pixels."""
+    10-bit mantissa alone flips 0.2 % of an under-trained model's pixels. With `temperature`, the
+    graph's second output is checked too: the largest difference from softmax(logits / temperature)."""
     import onnxruntime as ort
-    from PIL import Image
 
+    from fastseg.data.images import read_image
     from fastseg.data.samples import sample_mask_array
     from fastseg.data.splits import build_split
     from fastseg.devices.select import pick_device
@@ -157,15 +177,18 @@ def onnx_parity(wrapped: nn.Module, onnx_path: Path, run: Path, device=None) -> 
     wrapped = wrapped.to(device)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     agree = total = 0
-    worst = 0.0
+    worst = worst_prob = 0.0
     cms = {"pytorch": 0, "onnxruntime": 0}
     for sample in samples:
-        with Image.open(sample.image) as img:
-            x = torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)[None].float() / 255
+        x = torch.from_numpy(read_image(sample.image).copy()).permute(2, 0, 1)[None].float() / 255
         with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
             ref = wrapped(x.to(device)).cpu()
-        got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+        outputs = session.run(None, {"image": x.numpy()})
+        got = torch.from_numpy(outputs[0])
         worst = max(worst, float((got - ref).abs().max()))
+        if temperature is not None:
+            expected = (ref / temperature).softmax(1)
+            worst_prob = max(worst_prob, float((torch.from_numpy(outputs[1]) - expected).abs().max()))
         target = torch.from_numpy(sample_mask_array(sample)).long()[None]
         for name, logits in (("pytorch", ref), ("onnxruntime", got)):
             cms[name] = cms[name] + confusion_matrix(logits.argmax(1), target, ref.shape[1])
@@ -175,4 +198,6 @@ def onnx_parity(wrapped: nn.Module, onnx_path: Path, run: Path, device=None) -> 
     return {"split": cfg.data.valid_split, "images": len(samples), "pixel_agreement": agree / total,
             "max_abs_logit_difference": worst, "miou_pytorch": mious["pytorch"],
             "miou_onnxruntime": mious["onnxruntime"], "miou_difference": mious["onnxruntime"] - mious["pytorch"],
-            "onnxruntime": ort.__version__, "torch": torch.__version__, "torch_device": str(device)}
+            "onnxruntime": ort.__version__, "torch": torch.__version__, "torch_device": str(device),
+            **({"max_abs_probability_difference": worst_prob, "temperature": temperature}
+               if temperature is not None else {})}

@@ -74,19 +74,57 @@ def error_map(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return out
 
 
-def plot_gallery(entries: list, path: Path, title: str, palette: list[int] | None = None) -> Path:
+def plot_gallery(entries: list, path: Path, title: str, palette: list[int] | None = None,
+                 score_name: str = "mIoU") -> Path:
     """Rows of image | truth | prediction (coloured in `palette`) | error map; entries are
-    (mIoU, index, (img, truth, pred))."""
+    (score, index, (img, truth, pred)), the score shown as `score_name`."""
     n = max(1, len(entries))
     fig, axes = plt.subplots(n, 4, figsize=(10, 2.6 * n), squeeze=False)
     for row, (score, _, (img, truth, pred)) in enumerate(entries):
         panels = (img, colorize(truth, palette), colorize(pred, palette), error_map(truth, pred))
         for col, (panel, name) in enumerate(zip(panels, ("image", "truth", "prediction", "errors"), strict=True)):
             axes[row, col].imshow(panel)
-            axes[row, col].set_title(f"{name}" + (f" (mIoU {score:.2f})" if col == 0 else ""), fontsize=9)
+            axes[row, col].set_title(f"{name}" + (f" ({score_name} {score:.2f})" if col == 0 else ""), fontsize=9)
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_reliability(calibration: dict, path: Path) -> Path:
+    """reliability.png: per confidence bin, the accuracy of its pixels against the diagonal of perfect
+    calibration, with the share of pixels per bin below; `calibration` as `CalibrationStats.summary()`."""
+    bins = calibration["bins"]
+    centres = [(b["lo"] + b["hi"]) / 2 for b in bins]
+    width = bins[0]["hi"] - bins[0]["lo"]
+    accuracy = [b["accuracy"] or 0.0 for b in bins]
+    total = max(1, calibration["pixels"])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.bar(centres, accuracy, width=width * 0.95, color="#4c72b0", label="accuracy")
+    top.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
+    top.set(ylabel="accuracy", ylim=(0, 1), title=f"Reliability (ECE {calibration['ece']:.3f}, NLL "
+            f"{calibration['nll']:.3f}, T {calibration.get('temperature', 1.0):.2f})")
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(centres, [b["pixels"] / total for b in bins], width=width * 0.95, color="#999999")
+    bottom.set(xlabel="confidence (max softmax)", ylabel="pixels", xlim=(0, 1))
+    return save_figure(fig, path)
+
+
+def plot_uncertainty(image: np.ndarray, mask: np.ndarray, maps: dict, path: Path,
+                     palette: list[int] | None = None) -> Path:
+    """One row: image | prediction (in `palette`) | confidence (max softmax, dark = unsure) | entropy
+    (bright = unsure); `maps` as `predict.uncertainty_maps` gives them (H×W each)."""
+    aspect = image.shape[0] / max(image.shape[1], 1)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4 * aspect + 0.6))
+    axes[0].imshow(image)
+    axes[1].imshow(colorize(mask, palette))
+    shown = axes[2].imshow(maps["confidence"], cmap="viridis", vmin=0, vmax=1)
+    fig.colorbar(shown, ax=axes[2], fraction=0.046)
+    shown = axes[3].imshow(maps["entropy"], cmap="magma", vmin=0)
+    fig.colorbar(shown, ax=axes[3], fraction=0.046)
+    for ax, title in zip(axes, ("image", "prediction", "confidence", "entropy (nats)"), strict=True):
+        ax.set_title(title)
+        ax.axis("off")
     return save_figure(fig, path)
 
 

@@ -23,7 +23,8 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int 
     """Count (truth, prediction) pairs in one bincount.
 
     Args:
-        pred, target: integer tensors of the same shape (e.g. N×H×W) on the same device.
+        pred: integer class ids (e.g. N×H×W).
+        target: integer true classes of pred's shape, on pred's device.
         per_sample: one matrix per entry of the first dimension instead of one in all.
     Returns:
         C×C (or N×C×C) int64 on that device; rows are true classes, columns predicted classes.

@@ -19,19 +19,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fastseg.console import tracked
 from fastseg.constants import DEFAULT_OVERLAP, DEFAULT_TILE, IMAGENET_MEAN, IMAGENET_STD, STRIDE, padded_size
+from fastseg.data.images import ImageReadError, read_image
 from fastseg.data.masks import write_palette_png
 from fastseg.errors import FastsegError
 from fastseg.evaluate.figures import overlay
+from fastseg.evaluate.uncertainty import MonteCarlo
 from fastseg.io.atomic import atomic_write
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 TAPER_SIGMA = 0.125    # Gaussian taper: sigma as a fraction of the tile side (0.25 and flat weights disagree more)
 MANIFEST = ".fastseg-predict.json"  # in --out: every file predict wrote there, with size and mtime
 OVERLAY_ROWS = 1024    # rows blended at a time, so the overlay needs no float copy of the whole image
+
+
+@dataclass
+class Uncertainty:
+    """What predict adds to each mask: Monte Carlo dropout samples (`mc`, 0 for one deterministic pass),
+    the uncertainty maps (`probs`), and the softmax temperature the maps use (the sidecar's)."""
+
+    mc: int = 0
+    probs: bool = False
+    temperature: float = 1.0
 
 
 @dataclass
@@ -42,7 +54,11 @@ class PredictReport:
 
 def list_images(inputs: list[Path]) -> list[tuple[Path, Path]]:
     """(image file, its path relative to its input folder) for files named directly (relative path:
-    the name) or found (recursively) in folders, sorted within each folder."""
+    the name) or found (recursively) in folders, sorted within each folder.
+
+    Raises:
+        FastsegError: an input does not exist, or none holds an image (nothing to predict).
+    """
     found = []
     for item in inputs:
         if item.is_dir():
@@ -51,6 +67,10 @@ def list_images(inputs: list[Path]) -> list[tuple[Path, Path]]:
             found.append((item, Path(item.name)))
         else:
             raise FastsegError(f"{item} does not exist; pass image files or folders of images.")
+    if not found:
+        where = ", ".join(map(str, inputs))
+        raise FastsegError(f"No images to predict in {where} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); pass "
+                           "image files or folders that hold some.")
     return found
 
 
@@ -122,12 +142,16 @@ def to_input(image: np.ndarray, device) -> torch.Tensor:
     return ((x - mean) / std).unsqueeze(0)
 
 
-def predict_padded(model, x: torch.Tensor) -> torch.Tensor:
-    """Probabilities 1×C×H×W for 1×3×H×W input, padded (bottom/right, zeros) to a multiple of 32."""
+def predict_padded(model, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Probabilities 1×C×H×W for 1×3×H×W input, padded (bottom/right, zeros) to a multiple of 32, at
+    softmax temperature `temperature`. For a `MonteCarlo` model with maps wanted (`model.keep_variance`),
+    one more channel: the sampled variance of the winning class (1×(C+1)×H×W)."""
     h, w = x.shape[-2:]
     ph, pw = padded_size([(h, w)], STRIDE)
     padded = torch.nn.functional.pad(x, (0, pw - w, 0, ph - h))
-    return model(padded)[..., :h, :w].float().softmax(1)
+    probs = (model(padded)[..., :h, :w].float() / temperature).softmax(1)
+    variance = getattr(model, "variance", None)
+    return probs if variance is None else torch.cat([probs, variance[:, None, :h, :w]], 1)
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -148,33 +172,61 @@ def taper(length: int, device=None) -> torch.Tensor:
     return torch.exp(-0.5 * ((i - (length - 1) / 2) / sigma) ** 2).clamp_min(1e-4)
 
 
-def predict_tiled(model, image: np.ndarray, device, tile: int, overlap: int) -> np.ndarray:
-    """H×W×3 uint8 → H×W uint8 class ids from overlapping tile×tile windows blended by `taper`.
+def predict_tiled(model, image: np.ndarray, device, tile: int, overlap: int, temperature: float = 1.0,
+                  maps: bool = False) -> tuple[np.ndarray, dict | None]:
+    """H×W×3 uint8 → (H×W uint8 class ids, uncertainty maps or None) from overlapping tile×tile
+    windows blended by `taper`.
 
     The weighted sums live in one band of tile rows (C×tile×W float32, allocated once): a row is
     finished as soon as no later window reaches it, and the rows still shared with the next row of
-    windows move up. The classes are the argmax of the sums (dividing by the per-pixel weight total
-    would not change it).
+    windows move up. The classes are the argmax of the sums; with `maps`, the sums are divided by the
+    per-pixel weight total for `uncertainty_maps`.
     """
     h, w = image.shape[:2]
-    out = np.empty((h, w), np.uint8)
+    out, found = np.empty((h, w), np.uint8), {}
     tops, lefts = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     total = None
     for k, top in enumerate(tops):
         bottom = min(top + tile, h)
         for left in lefts:
             right = min(left + tile, w)
-            prob = predict_padded(model, to_input(image[top:bottom, left:right], device))[0]
-            if total is None:
-                total = _band(prob.shape[0], min(tile, h), w, device)
+            prob = predict_padded(model, to_input(image[top:bottom, left:right], device), temperature)[0]
+            if total is None:  # with maps, one more channel: the weight total
+                total = _band(prob.shape[0] + maps, min(tile, h), w, device)
             window = taper(bottom - top, device)[:, None] * taper(right - left, device)[None, :]
-            total[:, : bottom - top, left:right] += prob * window
+            total[:prob.shape[0], : bottom - top, left:right] += prob * window
+            if maps:
+                total[-1, : bottom - top, left:right] += window
         done = (tops[k + 1] if k + 1 < len(tops) else h) - top  # rows no later window reaches
-        out[top:top + done] = total[:, :done].argmax(0).byte().cpu().numpy()
+        classes = image_classes(total[:total.shape[0] - maps], model)
+        out[top:top + done] = total[:classes, :done].argmax(0).byte().cpu().numpy()
+        if maps:
+            _store_rows(found, uncertainty_maps(total[:-1, :done] / total[-1:, :done], classes), top, (h, w))
         shared = bottom - top - done
         total[:, :shared] = total[:, done:done + shared].clone()
         total[:, shared:] = 0
-    return out
+    return out, (found or None)
+
+
+def image_classes(probs: torch.Tensor, model) -> int:
+    """The number of class channels of `predict_padded`'s output (one fewer with the MC variance).
+    In a tiled band with maps, the weight total comes last and is not counted by the caller."""
+    return probs.shape[0] - (getattr(model, "variance", None) is not None)
+
+
+def uncertainty_maps(probs: torch.Tensor, classes: int) -> dict[str, torch.Tensor]:
+    """From (C[+1])×H×W probabilities (and the MC variance as the last channel): H×W confidence (max
+    softmax), entropy in nats, and the variance when present."""
+    p = probs[:classes]
+    found = {"confidence": p.max(0).values, "entropy": -(p * p.clamp_min(1e-30).log()).sum(0)}
+    if probs.shape[0] > classes:
+        found["variance"] = probs[classes]
+    return found
+
+
+def _store_rows(found: dict, rows: dict, top: int, shape: tuple) -> None:
+    for name, values in rows.items():
+        found.setdefault(name, np.zeros(shape, np.float32))[top:top + values.shape[0]] = values.cpu().numpy()
 
 
 def _band(classes: int, rows: int, width: int, device) -> torch.Tensor:
@@ -185,11 +237,21 @@ def _band(classes: int, rows: int, width: int, device) -> torch.Tensor:
 def predict_image(model, image: np.ndarray, device, tile: int = DEFAULT_TILE,
                   overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
     """H×W×3 uint8 image → H×W uint8 class ids (tiled when the longer side exceeds `tile`)."""
+    return predict_with_maps(model, image, device, tile, overlap)[0]
+
+
+def predict_with_maps(model, image: np.ndarray, device, tile: int = DEFAULT_TILE,
+                      overlap: int = DEFAULT_OVERLAP, temperature: float = 1.0,
+                      maps: bool = False) -> tuple[np.ndarray, dict | None]:
+    """H×W×3 uint8 image → (H×W uint8 class ids, H×W float32 uncertainty maps when `maps`, else None);
+    tiled when the longer side exceeds `tile`."""
     with torch.no_grad():
         if max(image.shape[:2]) > tile:
-            return predict_tiled(model, image, device, tile, overlap)
-        prob = predict_padded(model, to_input(image, device))
-    return prob.argmax(1)[0].byte().cpu().numpy()
+            return predict_tiled(model, image, device, tile, overlap, temperature, maps)
+        prob = predict_padded(model, to_input(image, device), temperature)[0]
+        classes = image_classes(prob, model)
+        mask = prob[:classes].argmax(0).byte().cpu().numpy()
+        return mask, ({k: v.cpu().numpy() for k, v in uncertainty_maps(prob, classes).items()} if maps else None)
 
 
 def banded_overlay(image: np.ndarray, mask: np.ndarray, palette: list[int] | None = None) -> np.ndarray:
@@ -201,9 +263,11 @@ def banded_overlay(image: np.ndarray, mask: np.ndarray, palette: list[int] | Non
 
 
 def predict_files(model, inputs: list[Path], out: Path, device, tile: int = DEFAULT_TILE,
-                  overlap: int = DEFAULT_OVERLAP, palette: list[int] | None = None) -> PredictReport:
+                  overlap: int = DEFAULT_OVERLAP, palette: list[int] | None = None,
+                  uncertainty: Uncertainty = Uncertainty()) -> PredictReport:
     """Write a palette mask and an overlay per image under `out` (names: the module docstring), coloured
-    in `palette` (768 ints, the model's `ClassSet.palette()`; None: VOC's).
+    in `palette` (768 ints, the model's `ClassSet.palette()`; None: VOC's); with `uncertainty.probs`
+    also `<stem>_uncertainty.safetensors` and `<stem>_uncertainty.png` (`write_uncertainty`).
 
     Raises:
         FastsegError: --out could overwrite a file predict did not write (`check_out`), or two inputs
@@ -214,15 +278,19 @@ def predict_files(model, inputs: list[Path], out: Path, device, tile: int = DEFA
     manifest = check_out(inputs, out, list(names.values()))
     report = PredictReport([], [])
     model = model.to(device).eval()
+    if uncertainty.mc:
+        model = MonteCarlo(model, uncertainty.mc, keep_variance=uncertainty.probs)
     for path, _ in tracked(images, "predict"):
         try:
-            with Image.open(path) as img:
-                image = np.asarray(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
-            report.failed.append((path, type(err).__name__))
+            image = read_image(path)  # as shown: the mask and overlay match the photo the user sees
+        except ImageReadError as err:
+            report.failed.append((path, err.reason))
             continue
-        mask = predict_image(model, image, device, tile, overlap)
+        mask, maps = predict_with_maps(model, image, device, tile, overlap, uncertainty.temperature,
+                                       uncertainty.probs)
         report.written.append(write_outputs(image, mask, out, names[path], manifest, palette))
+        if maps is not None:
+            write_uncertainty(image, mask, maps, out, names[path], manifest, palette)
     return report
 
 
@@ -236,3 +304,25 @@ def write_outputs(image: np.ndarray, mask: np.ndarray, out: Path, rel: Path, man
         manifest[str(name)] = _stamp(atomic_write(out / name, write))
     atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
     return out / rel
+
+
+def uncertainty_names(rel: Path) -> tuple[Path, Path]:
+    """The maps' files beside a mask: `<stem>_uncertainty.safetensors` and `<stem>_uncertainty.png`."""
+    stem = rel.with_suffix("").name
+    return rel.with_name(f"{stem}_uncertainty.safetensors"), rel.with_name(f"{stem}_uncertainty.png")
+
+
+def write_uncertainty(image: np.ndarray, mask: np.ndarray, maps: dict, out: Path, rel: Path, manifest: dict,
+                      palette: list[int] | None = None) -> None:
+    """The maps as one safetensors file (H×W float32 each: confidence in [0, 1], entropy in nats,
+    and with --mc the variance of the winning class) and a PNG of image | prediction | confidence |
+    entropy."""
+    from safetensors.numpy import save
+
+    from fastseg.evaluate.figures import plot_uncertainty
+    tensors, picture = uncertainty_names(rel)
+    for name, write in ((tensors, lambda tmp: tmp.write_bytes(save({k: np.ascontiguousarray(v) for k, v in
+                                                                     maps.items()}))),
+                        (picture, lambda tmp: plot_uncertainty(image, mask, maps, tmp, palette))):
+        manifest[str(name)] = _stamp(atomic_write(out / name, write))
+    atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))

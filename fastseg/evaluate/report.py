@@ -19,14 +19,15 @@ from fastseg.errors import FastsegError
 from fastseg.io.atomic import atomic_write
 from fastseg.io.runs import BEST, CONFIG, EVALUATION, LR_FIND, load_config
 
-REFERENCES = [  # the seeds' published numbers (README, Reference results)
+REFERENCES = [  # the seeds' published numbers (docs/results.md)
     ("SegNet seed", "train-aug / seg11valid", "60.3 mIoU, 89.9 % pixel accuracy"),
     ("VGG16-BN skip seed", "voc12-train / voc12-val-b (half of VOC12 val)", "87.95 % pixel accuracy"),
 ]
 LR_SUGGESTIONS = ("valley", "slide", "steep", "minimum")  # the numbers of lr_find.json (beside arch, width)
 FIGURES = [("Training curves", "curves.png"), ("lr_find", "lr_find.png"),
            ("Confusion matrix", "confusion_matrix.png"), ("Random images", "predictions_random.png"),
-           ("Best images", "predictions_best.png"), ("Worst images", "predictions_worst.png")]
+           ("Best images", "predictions_best.png"), ("Worst images", "predictions_worst.png"),
+           ("Reliability diagram", "reliability.png"), ("Most uncertain images", "predictions_uncertain.png")]
 
 
 def environment() -> list[tuple[str, str]]:
@@ -77,10 +78,32 @@ def blocks(run: Path, metrics: dict, roots=None) -> list[tuple]:
     if "tta_gain" in metrics:
         gain = f"{metrics['tta_gain']:+.4f} mIoU over {metrics['miou_without_tta']:.4f} without it"
         out.append(("p", f"TTA {metrics['tta']}: {gain}."))
+    out += uncertainty_blocks(metrics)
     out += [("h2", "Learning rate"), ("p", _lr_text(run, cfg)),
             ("h2", "Data"), ("table", (("split", "images"), split_rows(cfg, roots))),
             ("h2", "Configuration"), ("table", (("option", "value"), _config_rows(cfg))),
             ("h2", "Environment"), ("table", (("what", "version"), environment()))]
+    return out
+
+
+def uncertainty_blocks(metrics: dict) -> list[tuple]:
+    """The card's uncertainty section: the MC dropout gain with its interval, calibration (ECE, NLL,
+    before and after a fitted temperature) and how well entropy flags wrong pixels."""
+    cal = metrics.get("calibration")
+    if cal is None:
+        return []
+    out = [("h2", "Uncertainty")]
+    if "mc" in metrics:
+        mc = metrics["mc"]
+        lo, hi = mc["gain_ci95"]
+        out.append(("p", f"Monte Carlo dropout, {mc['samples']} samples: {mc['gain']:+.4f} mIoU over the "
+                         f"deterministic pass ({mc['miou_deterministic']:.4f}); 95 % CI of the gain {lo:+.4f} to "
+                         f"{hi:+.4f} (paired bootstrap over images)."))
+    rows = [(f"temperature {c['temperature']:.3f}", f"{c['ece']:.4f}", f"{c['nll']:.4f}")
+            for c in (metrics.get("calibration_before"), cal) if c is not None]
+    out.append(("table", (("probabilities", "ECE (15 bins)", "NLL per pixel"), rows)))
+    out.append(("p", f"Entropy flags wrong pixels with AUROC {cal['entropy_auroc']:.3f} (0.5: no better than "
+                     f"chance) over {cal['pixels']} pixels."))
     return out
 
 

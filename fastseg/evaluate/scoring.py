@@ -23,7 +23,15 @@ from fastseg.devices.collectives import all_gather_object, all_reduce_sum, rank,
 from fastseg.devices.distributed import is_main
 from fastseg.errors import FastsegError
 from fastseg.evaluate.metrics import SCORE_KEYS, class_iou, confusion_matrix, scores, truth_shares
-from fastseg.evaluate.tta import predict_classes, uses_tta
+from fastseg.evaluate.tta import predict_classes, tta_probabilities, uses_tta
+from fastseg.evaluate.uncertainty import (
+    TEMPERATURE_PIXELS,
+    CalibrationStats,
+    MonteCarlo,
+    entropy,
+    fit_temperature,
+    sample_pixels,
+)
 
 BOOTSTRAP_SAMPLES = 1000
 BOUNDARY_BAND = 5  # pixels either side of a true boundary, VOC's void band width
@@ -93,26 +101,29 @@ def confused_pairs(cm: torch.Tensor, names: tuple[str, ...], top: int = 10) -> l
 
 @dataclass
 class Gallery:
-    """Keeps (image, truth, prediction) for the best, worst and a seeded random set of images."""
+    """Keeps (image, truth, prediction) for the best, worst, most uncertain (highest mean entropy of
+    the prediction) and a seeded random set of images."""
 
     random_ids: set
     k: int = GALLERY
     best: list = field(default_factory=list)
     worst: list = field(default_factory=list)
     random: list = field(default_factory=list)
+    uncertain: list = field(default_factory=list)  # (mean entropy, index, item), highest first
 
-    def wants(self, index: int, score: float) -> bool:
+    def wants(self, index: int, score: float, entropy: float = 0.0) -> bool:
         """Whether `offer` would keep this image (so its pixels are only copied when needed)."""
-        if index in self.random_ids:
+        if index in self.random_ids or len(self.uncertain) < self.k or entropy > self.uncertain[-1][0]:
             return True
         if np.isnan(score):
             return False
         return len(self.best) < self.k or score > self.best[-1][0] or score < self.worst[-1][0]
 
-    def offer(self, index: int, score: float, item: tuple):
+    def offer(self, index: int, score: float, item: tuple, entropy: float = 0.0):
         entry = (score, index, item)
         if index in self.random_ids:
             self.random.append(entry)
+        self.uncertain = sorted(self.uncertain + [(entropy, index, item)], key=lambda e: -e[0])[: self.k]
         if not np.isnan(score):
             self.best = sorted(self.best + [entry], key=lambda e: -e[0])[: self.k]
             self.worst = sorted(self.worst + [entry], key=lambda e: e[0])[: self.k]
@@ -128,8 +139,13 @@ class EvalResult:
     ci: tuple[float, float]
     band_scores: dict
     interior_scores: dict
-    plain_scores: dict | None      # without TTA, when TTA was used
+    plain_scores: dict | None      # of the baseline pass: without TTA (TTA alone), or without MC (with --mc)
     gallery: Gallery
+    plain_per_image: torch.Tensor | None = None  # N×C×C of that baseline pass
+    mc: int = 0                    # Monte Carlo dropout samples (0: one deterministic pass)
+    calibration: dict | None = None  # uncertainty.CalibrationStats.summary()
+    temperature: float = 1.0       # the logits' divisor the calibration was measured with
+    pixels: list = field(default_factory=list)  # (logits P×C, targets P) kept for fit_temperature
 
 
 def gather_rows(indices: list[int], rows: torch.Tensor, n: int) -> torch.Tensor:
@@ -144,43 +160,74 @@ def gather_rows(indices: list[int], rows: torch.Tensor, n: int) -> torch.Tensor:
 
 def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bool = False,
                      scales: tuple[float, ...] = (1.0,), num_workers: int = 0, seed: int = 0,
-                     classes: ClassSet = VOC) -> EvalResult:
+                     classes: ClassSet = VOC, mc: int = 0, temperature: float = 1.0,
+                     calibration_pixels: int = 0) -> EvalResult:
     """Score `model` (one output per class of `classes`) on every sample at native resolution (shared
-    out by batch under DDP)."""
+    out by batch under DDP). With `mc`, the prediction averages that many Monte Carlo dropout passes
+    (`uncertainty.MonteCarlo`); calibration statistics use softmax(logits / `temperature`); with
+    `calibration_pixels`, that many random non-void pixels' logits are kept for `fit_temperature`."""
     c = classes.num
     model = model.to(device).eval()
-    tta = uses_tta(flip, scales)
+    scorer = MonteCarlo(model, mc, seed) if mc else model
+    baseline = model if mc or uses_tta(flip, scales) else None  # the pass the gain is measured against
     sizes = [header_size(s.image) for s in samples]
     check_scales(sizes, scales)
     indices = shard_batches(len(samples), bs, rank(), world_size(), sizes)
     local = [samples[i] for i in indices]
     rng = np.random.default_rng(seed)
     gallery = Gallery(set(rng.choice(len(samples), size=min(GALLERY, len(samples)), replace=False).tolist()))
-    per_image = [torch.zeros(0, c, c, dtype=torch.long)]
+    rows = {"per_image": [torch.zeros(0, c, c, dtype=torch.long)], "plain": [torch.zeros(0, c, c, dtype=torch.long)]}
     band_cm, interior_cm = torch.zeros(c, c, dtype=torch.long), torch.zeros(c, c, dtype=torch.long)
-    plain_cm = torch.zeros(c, c, dtype=torch.long)
+    calibration, pixels, gen = CalibrationStats(c), [], torch.Generator().manual_seed(seed)
     dl = eval_dataloader(local, bs, device, num_workers, classes.names) if local else []
     start = 0
     with torch.no_grad():
         for x, y in tracked(dl, "evaluate"):
             x, y = torch.Tensor(x).as_subclass(torch.Tensor), y.as_subclass(torch.Tensor)
-            pred = predict_classes(model, x, flip, scales)
+            pred, logits = predict_outputs(scorer, x, flip, scales)
+            probs = (logits.float() / temperature).softmax(1)
+            calibration.update(probs, y)
+            if calibration_pixels:
+                pixels.append(sample_pixels(logits, y, max(1, calibration_pixels * len(x) // len(samples)), gen))
             cms = confusion_matrix(pred, y, c, per_sample=True)
-            per_image.append(cms.cpu())
+            rows["per_image"].append(cms.cpu())
             band = boundary_band(y)
             band_cm += confusion_matrix(pred, torch.where(band, y, IGNORE_INDEX), c).cpu()
             interior_cm += confusion_matrix(pred, torch.where(band, IGNORE_INDEX, y), c).cpu()
-            if tta:
-                plain_cm += confusion_matrix(predict_classes(model, x), y, c).cpu()
-            _offer(gallery, indices[start:start + len(x)], sizes, x, y, pred, miou_rows(cms).cpu())
+            if baseline is not None:
+                plain = predict_classes(baseline, x, flip, scales) if mc else predict_classes(baseline, x)
+                rows["plain"].append(confusion_matrix(plain, y, c, per_sample=True).cpu())
+            _offer(gallery, indices[start:start + len(x)], sizes, (x, y, pred), miou_rows(cms).cpu(),
+                   mean_entropy(probs, y).cpu())
             start += len(x)
-    per_image = gather_rows(indices, torch.cat(per_image), len(samples))
-    band_cm, interior_cm, plain_cm = (all_reduce_sum(m) for m in (band_cm, interior_cm, plain_cm))
-    cm = per_image.sum(0)
-    bg = classes.background
+    per_image = gather_rows(indices, torch.cat(rows["per_image"]), len(samples))
+    plain = gather_rows(indices, torch.cat(rows["plain"]), len(samples)) if baseline is not None else None
+    band_cm, interior_cm = (all_reduce_sum(m) for m in (band_cm, interior_cm))
+    calibration.reduce(all_reduce_sum)
+    cm, bg = per_image.sum(0), classes.background
     return EvalResult(classes, [s.id for s in samples], cm, per_image, scores(cm, bg),
                       bootstrap_miou(per_image, seed=seed), scores(band_cm, bg), scores(interior_cm, bg),
-                      scores(plain_cm, bg) if tta else None, gallery)
+                      scores(plain.sum(0), bg) if plain is not None else None, gallery, plain, mc,
+                      calibration.summary(), temperature, pixels)
+
+
+def predict_outputs(scorer, x: torch.Tensor, flip: bool, scales: tuple[float, ...]) -> tuple:
+    """(class ids N×H×W, logits N×C×H×W) of `scorer` on N×3×H×W images; with TTA the logits are the
+    log of the averaged probabilities and the classes their argmax, as `predict_classes` gives."""
+    if not uses_tta(flip, scales):
+        logits = scorer(x)
+        return logits.argmax(1), logits
+    probs = tta_probabilities(scorer, x, flip, scales)
+    return probs.argmax(1), probs.clamp_min(1e-30).log()
+
+
+def paired_gain(per_image: torch.Tensor, baseline: torch.Tensor, seed: int = 0) -> dict:
+    """mIoU of `per_image` minus `baseline`'s (N×C×C each, same images), with the 95 % interval of
+    that difference over the paired resamples `compare` uses."""
+    counts = resample_counts(per_image.shape[0], BOOTSTRAP_SAMPLES, seed)
+    diffs = resampled_mious(per_image, counts) - resampled_mious(baseline, counts)
+    gain = float(miou_rows(per_image.sum(0, keepdim=True))[0] - miou_rows(baseline.sum(0, keepdim=True))[0])
+    return {"gain": gain, "gain_ci95": [float(diffs.quantile(0.025)), float(diffs.quantile(0.975))]}
 
 
 def check_scales(sizes: list[tuple[int, int]], scales: tuple[float, ...]) -> None:
@@ -192,14 +239,22 @@ def check_scales(sizes: list[tuple[int, int]], scales: tuple[float, ...]) -> Non
                            f"padded) below {MIN_SIZE} pixels; use scales of at least {lowest:.2f}.")
 
 
-def _offer(gallery: Gallery, batch_indices: list[int], sizes: list, x, y, pred, image_mious):
+def _offer(gallery: Gallery, batch_indices: list[int], sizes: list, batch: tuple, image_mious, entropies):
+    """Offer each image of `batch` (images, truths, predictions) with its mIoU and mean entropy."""
     from fastseg.evaluate.figures import denormalize
-    for i, score in enumerate(image_mious.tolist()):
+    x, y, pred = batch
+    for i, (score, ent) in enumerate(zip(image_mious.tolist(), entropies.tolist(), strict=True)):
         index = batch_indices[i]
-        if gallery.wants(index, score):
+        if gallery.wants(index, score, ent):
             h, w = sizes[index]
             item = (denormalize(x[i:i + 1, :, :h, :w])[0], y[i, :h, :w].cpu().numpy(), pred[i, :h, :w].cpu().numpy())
-            gallery.offer(index, score, item)
+            gallery.offer(index, score, item, ent)
+
+
+def mean_entropy(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per image, the mean entropy (nats) of N×C×H×W `probs` over its non-void pixels: N values."""
+    valid = (target != IGNORE_INDEX).float()
+    return (entropy(probs) * valid).sum((1, 2)) / valid.sum((1, 2)).clamp_min(1)
 
 
 def result_json(result: EvalResult, split: str, weights: str, tta: dict) -> dict:
@@ -212,9 +267,15 @@ def result_json(result: EvalResult, split: str, weights: str, tta: dict) -> dict
            "confused_pairs": confused_pairs(result.cm, names),
            "boundary_band_px": BOUNDARY_BAND, "boundary_miou": result.band_scores["miou"],
            "interior_miou": result.interior_scores["miou"]}
-    if result.plain_scores is not None:
+    if result.plain_scores is not None and not result.mc:
         out["miou_without_tta"] = result.plain_scores["miou"]
         out["tta_gain"] = s["miou"] - result.plain_scores["miou"]
+        out["tta_gain_ci95"] = paired_gain(result.per_image, result.plain_per_image)["gain_ci95"]
+    if result.mc:
+        out["mc"] = {"samples": result.mc, "miou_deterministic": result.plain_scores["miou"],
+                     **paired_gain(result.per_image, result.plain_per_image)}
+    if result.calibration is not None:
+        out["calibration"] = {"temperature": result.temperature, **result.calibration}
     return out
 
 
@@ -248,10 +309,14 @@ def load_per_image(path: Path) -> tuple[str, list[str], torch.Tensor]:
 
 
 def write_figures(result: EvalResult, folder: Path) -> list[Path]:
-    """confusion_matrix.png and predictions_{random,best,worst}.png in `folder`."""
-    from fastseg.evaluate.figures import plot_confusion, plot_gallery
+    """confusion_matrix.png, reliability.png and predictions_{random,best,worst,uncertain}.png in `folder`."""
+    from fastseg.evaluate.figures import plot_confusion, plot_gallery, plot_reliability
     g, classes = result.gallery, result.classes
+    uncertain = [(ent, index, item) for ent, index, item in g.uncertain]
     return [plot_confusion(result.cm, folder / "confusion_matrix.png", classes.names),
+            plot_reliability(result.calibration | {"temperature": result.temperature}, folder / "reliability.png"),
+            plot_gallery(uncertain, folder / "predictions_uncertain.png", "Most uncertain images", classes.palette(),
+                         "entropy"),
             plot_gallery(sorted(g.random, key=lambda e: e[1]), folder / "predictions_random.png", "Random images",
                          classes.palette()),
             plot_gallery(g.best, folder / "predictions_best.png", "Best images by mIoU", classes.palette()),
@@ -260,10 +325,12 @@ def write_figures(result: EvalResult, folder: Path) -> list[Path]:
 
 def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | None = None,
                  flip: bool = False, scales: tuple[float, ...] = (1.0,), roots=None,
-                 skip_bad: bool = False) -> tuple[Path, dict]:
+                 skip_bad: bool = False, mc: int = 0, calibrate: bool = False) -> tuple[Path, dict]:
     """Evaluate a run folder (its best.safetensors) or a weights file on a split, after the preflight
     of its files; writes metrics.json and the figures beside the weights. Returns (metrics.json path,
-    its content)."""
+    its content). `mc`: Monte Carlo dropout samples; calibration is measured with the temperature in
+    the weights' sidecar (1 without one), and `calibrate` fits a new one on this split, stores it in
+    the sidecar and scores again with it (metrics.json keeps the calibration before, too)."""
     import json
 
     from fastseg.console import log
@@ -278,6 +345,8 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
         model_classes,
         read_metadata,
         require_weights,
+        set_temperature,
+        sidecar_path,
         weights_file,
     )
     weights = weights_file(source)
@@ -298,9 +367,22 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
     bs = bs or (cfg.data.val_bs or cfg.data.bs if cfg else 8)
     device = run_device(device)
     samples = preflight({split: build_split(split, roots)}, roots, skip_bad, log)[split]
-    model, _ = load_model(weights, device)
-    result = evaluate_samples(model, samples, device, bs=bs, flip=flip, scales=scales, classes=classes)
+    model, meta = load_model(weights, device)
+    options = dict(bs=bs, flip=flip, scales=scales, classes=classes, mc=mc)
+    result = evaluate_samples(model, samples, device, temperature=meta.get("temperature", 1.0),
+                              calibration_pixels=TEMPERATURE_PIXELS if calibrate else 0, **options)
     content = result_json(result, split, str(weights), {"flip": flip, "scales": list(scales)})
+    if calibrate:
+        temperature = fit_temperature(*gathered_pixels(result.pixels))
+        before = content["calibration"]
+        result = evaluate_samples(model, samples, device, temperature=temperature, **options)
+        content = result_json(result, split, str(weights), {"flip": flip, "scales": list(scales)})
+        content["calibration_before"] = before
+        if is_main():
+            set_temperature(weights, temperature)
+            log(f"Temperature {temperature:.3f} fitted on {split}: NLL {before['nll']:.4f} → "
+                f"{content['calibration']['nll']:.4f}, ECE {before['ece']:.4f} → {content['calibration']['ece']:.4f}; "
+                f"saved in {sidecar_path(weights)}.")
     path = folder / "metrics.json"
     if not is_main():
         return path, content
@@ -311,6 +393,13 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
         from fastseg.evaluate.report import write_report
         write_report(folder, roots)
     return path, content
+
+
+def gathered_pixels(pixels: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every process's kept (logits P×C, targets P) pairs, concatenated: the temperature's sample."""
+    parts = all_gather_object(pixels)
+    pairs = [pair for part in parts for pair in part]
+    return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
 
 
 def matching_classes(model: ClassSet, roots, weights: Path) -> ClassSet:

@@ -56,24 +56,76 @@ def ensure_writable(folder: Path) -> Path:
 
 
 @contextmanager
-def run_lock(run: Path):
-    """Hold `run/.lock` (this process's PID) while inside; a lock left by a process that no longer
-    exists (killed with -9) is taken over.
+def run_lock(run: Path, refusal: str = "wait for it to finish or stop it before resuming"):
+    """Hold `run/.lock` (this process's PID) while inside. The lock file is created exclusively, so of
+    two processes taking it at once one wins; a lock left by a process that no longer exists (killed
+    with -9) is taken over.
 
     Raises:
-        FastsegError: another live process holds the lock.
+        FastsegError: another live process holds the lock (`refusal` says what to do).
     """
     path = run / LOCK
-    holder = _lock_holder(path)
-    if holder is not None and holder != os.getpid() and _alive(holder):
-        raise FastsegError(f"Run folder {run} is in use by process {holder} (see {path}); wait for it to "
-                           "finish or stop it before resuming.")
-    atomic_write(path, lambda tmp: tmp.write_text(f"{os.getpid()}\n"))
+    for _ in range(2):
+        if _link_lock(path):
+            break
+        holder = _lock_holder(path)
+        if holder is not None and holder != os.getpid() and _alive(holder):
+            raise FastsegError(f"Run folder {run} is in use by process {holder} (see {path}); {refusal}.")
+        path.unlink(missing_ok=True)  # left by a dead process: take it over
+    else:
+        raise FastsegError(f"Run folder {run} is being taken by another process (see {path}); {refusal}.")
     try:
         yield path
     finally:
         if _lock_holder(path) == os.getpid():
             path.unlink(missing_ok=True)
+
+
+@contextmanager
+def claim_run(run: Path):
+    """Take a new run's folder before anything else, atomically: create it (and its parents) and hold
+    its lock while inside. Of several fits started at once with one --name, exactly one gets it.
+    A folder holding only find-lr's results is reused. When the body fails before config.json is
+    written, what this created is removed again, so a failed start leaves nothing.
+
+    Raises:
+        FastsegError: the folder holds a run, another process holds it, or it cannot be written.
+    """
+    created = [p for p in (run, *run.parents) if not p.exists()][::-1]
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FastsegError(f"Run folder {run} cannot be written ({err.strerror}); choose a writable "
+                           "--runs-dir.") from None
+    try:
+        with run_lock(run, "choose another --name, or wait for it to finish"):
+            check_new_run(run)  # after the lock: a run that finished meanwhile is not overwritten
+            yield ensure_writable(run)
+    finally:
+        if not (run / CONFIG).exists():
+            for folder in reversed(created):
+                _remove_if_empty(folder)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _link_lock(path: Path) -> bool:
+    """Create the lock file `path` holding this process's PID, complete or not at all (a hard link of a
+    written file, which fails when `path` exists). Returns whether this process created it."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{os.getpid()}\n")
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _lock_holder(path: Path) -> int | None:

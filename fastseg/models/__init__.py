@@ -26,7 +26,7 @@ BASELINES: dict[str, type[nn.Module]] = {Arch.COLOUR_CONTROL: ColourControl}
 
 
 def create_model(arch: str, num_classes: int = NUM_CLASSES, pretrained: str | Path | None = None,
-                 width: float = 1.0) -> nn.Module:
+                 width: float = 1.0, dropout: float = 0.0) -> nn.Module:
     """Build a registered model.
 
     Args:
@@ -36,6 +36,7 @@ def create_model(arch: str, num_classes: int = NUM_CLASSES, pretrained: str | Pa
             encoder), or a fastseg weights file with its sidecar (the whole model, fine-tuned; the
             head is re-initialised when its class count differs).
         width: channel multiplier; 1.0 is the faithful model and the only one taking ImageNet weights.
+        dropout: Bayesian SegNet's central dropout probability (models.dropout); 0 builds no dropout.
 
     Raises:
         ValueError: unknown arch (the message lists the valid ones).
@@ -45,7 +46,8 @@ def create_model(arch: str, num_classes: int = NUM_CLASSES, pretrained: str | Pa
         raise ValueError(f"Unknown arch '{arch}'; choose one of: {', '.join(MODELS)}.")
     if width <= 0:
         raise ValueError(f"width must be positive, got {width}.")
-    model = he_init(known[arch](num_classes=num_classes, width=width))
+    kwargs = {"dropout": dropout} if dropout else {}  # the colour control has no dropout
+    model = he_init(known[arch](num_classes=num_classes, width=width, **kwargs))
     if pretrained not in (None, "none", "imagenet") and Path(pretrained).is_dir():  # a run or export folder
         from fastseg.models.weights import weights_file
         pretrained = weights_file(pretrained)

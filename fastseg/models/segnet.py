@@ -6,6 +6,7 @@ from torch import nn
 
 from fastseg.constants import NUM_CLASSES
 from fastseg.models.blocks import Unpool, conv_bn_relu, scaled
+from fastseg.models.dropout import central_dropouts
 from fastseg.models.encoder import VGG16_STAGES, VGG16BNEncoder
 
 
@@ -39,17 +40,20 @@ def decoder_channels(width: float) -> list[list[int]]:
 
 
 class SegNet(nn.Module):
-    """SegNet over any H×W ≥ 32: each unpool restores its stage's exact pre-pool size."""
+    """SegNet over any H×W ≥ 32: each unpool restores its stage's exact pre-pool size. With
+    `dropout` > 0 it is Bayesian SegNet's central encoder-decoder (models.dropout)."""
 
-    def __init__(self, num_classes: int = NUM_CLASSES, width: float = 1.0):
+    def __init__(self, num_classes: int = NUM_CLASSES, width: float = 1.0, dropout: float = 0.0):
         super().__init__()
-        self.encoder = VGG16BNEncoder(width)
+        self.encoder = VGG16BNEncoder(width, dropout)
         self.decoder = nn.ModuleList(SegNetDecoderStage(c) for c in decoder_channels(width))
+        self.dropouts = central_dropouts(len(self.decoder), dropout)  # after the deepest decoder stages
         self.head = nn.Conv2d(scaled(64, width), num_classes, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: N×3×H×W normalised RGB. Returns logits N×num_classes×H×W."""
         x, _, indices, sizes = self.encoder(x)
-        for stage, idx, size in zip(self.decoder, reversed(indices), reversed(sizes), strict=True):
-            x = stage(x, idx, size)
+        for stage, drop, idx, size in zip(self.decoder, self.dropouts, reversed(indices), reversed(sizes),
+                                          strict=True):
+            x = drop(stage(x, idx, size))
         return self.head(x)

@@ -34,11 +34,13 @@ def weights_file(source: str | Path, run_best: str = "best.safetensors") -> Path
     return source / EXPORT_WEIGHTS if (source / EXPORT_WEIGHTS).is_file() else source / run_best
 
 
-def model_metadata(arch: str, classes: ClassSet, width: float, **extra) -> dict:
+def model_metadata(arch: str, classes: ClassSet, width: float, dropout: float = 0.0, **extra) -> dict:
     """The sidecar content: enough to rebuild the model, feed it correctly and name (and colour) its
-    outputs, so `evaluate`, `predict` and `export` need nothing else."""
-    return {"arch": arch, "num_classes": classes.num, "width": width, **classes.meta(), "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD), "fastseg_version": __version__, **extra}
+    outputs, so `evaluate`, `predict` and `export` need nothing else. `dropout` (Bayesian SegNet's)
+    is written only when used, so sidecars of models without it are unchanged."""
+    return {"arch": arch, "num_classes": classes.num, "width": width, **({"dropout": dropout} if dropout else {}),
+            **classes.meta(), "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "fastseg_version": __version__,
+            **extra}
 
 
 def model_classes(meta: dict) -> ClassSet:
@@ -99,7 +101,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         raise FastsegError(f"Weights file {path} is not a safetensors file; pass the .safetensors "
                            "file that fastseg wrote (fastseg never loads pickled files).") from None
     try:
-        model = create_model(meta["arch"], meta["num_classes"], width=meta["width"])
+        model = create_model(meta["arch"], meta["num_classes"], width=meta["width"], dropout=meta.get("dropout", 0.0))
     except (ValueError, TypeError) as err:
         raise FastsegError(f"Metadata file {sidecar_path(path)} names a model fastseg cannot build ({err}); "
                            "restore the .json that fastseg wrote beside the weights.") from None
@@ -109,3 +111,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         raise FastsegError(f"Weights file {path} does not match its metadata ({meta['arch']}, width "
                            f"{meta['width']}); keep each .safetensors with its own .json.") from None
     return model.to(device).eval(), meta
+
+
+def set_temperature(path: str | Path, temperature: float) -> Path:
+    """Record a fitted softmax temperature (logits / T) in the sidecar of weights file `path`, written
+    atomically; predict's probabilities and the export use it. Returns the sidecar's path."""
+    side = sidecar_path(Path(path))
+    meta = read_metadata(path) | {"temperature": temperature}
+    atomic_write(side, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+    return side

@@ -31,7 +31,7 @@ from fastseg.train.lr_find import find_lr
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes for about 4 minutes past the install on 2 CPU cores (the README has the timing)."""
+    """Sizes for about 4 minutes past the install on 2 CPU cores (docs/demo.md has the timing)."""
 
     synth: SynthConfig = field(default_factory=lambda: SynthConfig(n_train=400, n_val=60, n_sbd_only=400, size=112))
     width: float = 0.25    # SegNet at 1/4 of its channels (1.85 M parameters): at 1/8 its last decoder
@@ -43,6 +43,8 @@ class DemoConfig:
     lr: float = 2e-2       # Adam peak of the one-cycle schedule; at 5e-2 one seed in four took off late (BENCHMARKS.md)
     lr_find_iters: int = 16  # lr_find's suggestions need 8; the demo shows them, it trains at `lr`
     channels_last: bool = True  # NHWC: an epoch took 7.5 s against 9 s NCHW on 2 Xeon cores (BENCHMARKS.md)
+    dropout: float = 0.0   # Bayesian SegNet's central dropout; 0.5 is measured as a candidate in BENCHMARKS.md
+    mc: int = 8            # Monte Carlo samples the evaluation averages when dropout is on
     seed: int = 0
 
 
@@ -53,7 +55,7 @@ def demo_fit_config(cfg: DemoConfig, data_root: Path, runs: Path, arch: str, nam
     # mom 0.95: Adam's beta1 cycles 0.95 -> 0.85 -> 0.95 over the one-cycle schedule, fastai's default
     return FitConfig(data=data, arch=arch, width=cfg.width, pretrained="none", epochs=cfg.epochs, lr=cfg.lr,
                      opt="adam", mom=0.95, wd=1e-4, head_prior=True, channels_last=cfg.channels_last, seed=cfg.seed,
-                     runs_dir=str(runs), name=name)
+                     dropout=cfg.dropout if arch == "segnet" else 0.0, runs_dir=str(runs), name=name)
 
 
 def background_only_miou(fit_cfg: FitConfig) -> float:
@@ -99,9 +101,9 @@ def run_demo(out: Path, cfg: DemoConfig = DemoConfig(), data_root: Path | None =
     clock.done("find_lr")
     run_dir, _ = fit(segnet)
     clock.done("fit")
-    _, metrics = evaluate_run(run_dir)
+    _, metrics = evaluate_run(run_dir, mc=cfg.mc if cfg.dropout else 0)
     clock.done("evaluate")
-    control = replace(segnet, arch="colour-control", name=_fresh_name(runs, "colour-control"))
+    control = replace(segnet, arch="colour-control", dropout=0.0, name=_fresh_name(runs, "colour-control"))
     control_dir, _ = fit(control)
     control_metrics = score_weights(control_dir / BEST, control)  # the number only: no figures, no report
     clock.done("control")
@@ -109,7 +111,9 @@ def run_demo(out: Path, cfg: DemoConfig = DemoConfig(), data_root: Path | None =
                "untrained_miou": before, "background_only_miou": background_only_miou(segnet),
                "colour_control_miou": control_metrics["miou"],
                "gap_over_control": metrics["miou"] - control_metrics["miou"], "run": str(run_dir),
-               "control_run": str(control_dir), "seconds": clock.seconds, "config": asdict(cfg)}
+               "control_run": str(control_dir), "seconds": clock.seconds, "config": asdict(cfg),
+               "calibration": {k: metrics["calibration"][k] for k in ("ece", "nll", "entropy_auroc")},
+               **({"mc": metrics["mc"]} if "mc" in metrics else {})}
     write_json(out / "demo_summary.json", summary)
     return summary
 
@@ -154,6 +158,8 @@ def run_sweep(out: Path, cfg: DemoConfig, seeds: list[int], threads: int | None 
             started = time.monotonic()
             summary = run_demo(out / f"seed-{seed}", replace(cfg, seed=seed), data_root=out / "data")
         rows.append({"seed": seed, "threads": used, "segnet_miou": summary["segnet_miou"],
+                     **({"mc_gain": summary["mc"]["gain"], "miou_deterministic": summary["mc"]["miou_deterministic"]}
+                        if "mc" in summary else {}), "ece": summary["calibration"]["ece"],
                      "colour_control_miou": summary["colour_control_miou"],
                      "untrained_miou": summary["untrained_miou"], "seconds": time.monotonic() - started})
         write_json(out / "demo_sweep.json", sweep_summary(rows, cfg))

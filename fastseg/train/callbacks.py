@@ -1,5 +1,6 @@
 """fastai callbacks that make a run reproducible, resumable and safe to interrupt."""
 
+import math
 import random
 import signal
 import threading
@@ -160,11 +161,26 @@ class Interrupt(Callback):
         self.previous = {}
 
 
+EXPLODE_FACTOR = 100
+"""A training loss above EXPLODE_FACTOR × ln(classes), the cross-entropy of an untrained model that
+spreads its probability evenly, means the run diverged: no run that learns gets there."""
+
+
+def divergence_advice(lr) -> str:
+    """What to try after a run diverged at peak learning rate `lr`."""
+    shown = f"{lr:g}" if isinstance(lr, int | float) else str(lr)
+    return f"lower --lr ({shown} now) or set --clip, and start a new run."
+
+
 class NaNGuard(Callback):
-    """Stops the run when the loss is not finite, naming the epoch and batch. The check keeps a flag
-    on the device and reads it every HOST_CHECK_EVERY batches, so it adds no host sync per step."""
+    """Stops the run when the training loss is not finite or explodes (above EXPLODE_FACTOR × ln
+    `classes`), naming the epoch, batch and loss. The check keeps flags on the device and reads them
+    every HOST_CHECK_EVERY batches, so it adds no host sync per step."""
 
     order = 6
+
+    def __init__(self, classes: int = 21, lr=None):
+        self.limit, self.lr = EXPLODE_FACTOR * math.log(max(classes, 2)), lr
 
     def before_epoch(self):
         self.first_bad = None
@@ -172,19 +188,24 @@ class NaNGuard(Callback):
     def after_loss(self):
         if not self.training:
             return
-        bad = ~torch.isfinite(self.learn.loss.detach())
-        here = torch.full_like(self.learn.loss.detach(), float(self.iter), dtype=torch.float32)
+        loss = self.learn.loss.detach().float()
+        bad = ~torch.isfinite(loss) | (loss > self.limit)
         if self.first_bad is None:
-            self.first_bad = torch.full_like(here, -1.0)
-        self.first_bad = torch.where(bad & (self.first_bad < 0), here, self.first_bad)
+            self.first_bad = torch.full((2,), -1.0, device=loss.device)  # (batch, its loss)
+        here = torch.stack([torch.full_like(loss, float(self.iter)), loss])
+        self.first_bad = torch.where(bad & (self.first_bad[0] < 0), here, self.first_bad)
         if host_check_due(self):
             self._check()
 
     def _check(self):
-        batch = int(self.first_bad.item())
-        if batch >= 0:
-            raise FastsegError(f"The training loss became NaN at epoch {self.epoch + 1}, batch {batch + 1}; "
-                               "lower --lr or set --clip, then resume from the last checkpoint.", exit_code=1)
+        batch, loss = self.first_bad.tolist()
+        if batch < 0:
+            return
+        where = f"at epoch {self.epoch + 1}, batch {int(batch) + 1}"
+        what = (f"became {'NaN' if math.isnan(loss) else 'infinite'} {where}" if not math.isfinite(loss) else
+                f"exploded to {loss:.3g} {where} (over {EXPLODE_FACTOR} times an untrained model's "
+                f"{self.limit / EXPLODE_FACTOR:.2f})")
+        raise FastsegError(f"The training loss {what}; {divergence_advice(self.lr)}", exit_code=1)
 
 
 class FreezeEncoder(Callback):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastai.torch_core import set_seed
 
-from fastseg.config import DataConfig, FitConfig, check_monitor
+from fastseg.config import DataConfig, FitConfig, check_monitor, option_name, resumed_config
 from fastseg.console import console, log
 from fastseg.data.dataloaders import build_dataloaders
 from fastseg.data.splits import dataset_classes
@@ -23,8 +23,8 @@ from fastseg.io.runs import (
     LAST,
     METRICS,
     check_new_run,
+    claim_run,
     default_run_name,
-    ensure_writable,
     load_config,
     mark_failed,
     read_metrics_csv,
@@ -46,8 +46,9 @@ def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = Non
     """Train (or resume) a run; returns (run folder, metrics rows). Writes config.json,
     metrics.csv, curves.png, best.safetensors/json and last.safetensors/json.
 
-    The run folder and config.json appear only once options, data (the preflight), the checkpoint
-    and the pretrained weights have passed their checks, so a failed start leaves nothing behind.
+    The run folder is taken first (`claim_run`: of two fits with one --name, one gets it); config.json
+    appears once options, data (the preflight), the checkpoint and the pretrained weights have passed
+    their checks, and a failed start removes the folder again.
 
     Raises:
         FastsegError: bad options, data or files (exit 2); an I/O fault while writing (exit 74).
@@ -55,10 +56,12 @@ def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = Non
     """
     device = run_device(cfg.device)  # under torchrun: this process's device
     name = broadcast_object(cfg.name or default_run_name(cfg.arch))
-    run_dir = resume or check_new_run(Path(cfg.runs_dir) / name)
+    run_dir = resume or Path(cfg.runs_dir) / name
     with ExitStack() as lock:
-        if resume and is_main():
-            lock.enter_context(run_lock(run_dir))
+        if is_main():  # the folder is taken before anything else (removed again if the start fails)
+            lock.enter_context(run_lock(run_dir) if resume else claim_run(run_dir))
+        elif not resume:
+            check_new_run(run_dir)  # a folder holding a run is refused by every process, not rank 0 alone
         state = load_state(run_dir / LAST) if resume else None
         if state and state["epoch"] > cfg.epochs:
             raise FastsegError(f"--epochs {cfg.epochs} is fewer than the {state['epoch']} epochs run {run_dir} has "
@@ -79,9 +82,6 @@ def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = Non
         pixels = training_class_pixels(cfg.data, classes.num) if needs_class_pixels(cfg) else None
         learn = build_learner(resolved, dls, run_dir, device, pixels, classes)  # reads the pretrained weights
         if is_main():
-            if not resume:
-                lock.enter_context(run_lock(ensure_writable(run_dir)))
-                check_new_run(run_dir)  # another process may have started this run meanwhile
             save_config(resolved, run_dir / CONFIG)
         return _train(cfg, learn, run_dir, state, lr, resolved, classes, extra_cbs)
 
@@ -93,8 +93,9 @@ def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, 
     start = state["epoch"] if state else 0
     rows = [r for r in read_metrics_csv(run_dir / METRICS) if r["epoch"] <= start] if state else []
     tracker = state["tracker"] if state else {"best": -1.0, "best_epoch": 0, "wait": 0}
-    meta = model_metadata(cfg.arch, classes, cfg.width, config=asdict(resolved))
-    recorder = RunRecorder(run_dir, meta, rows, tracker, start, cfg.patience, learn.metrics[0].state, cfg.monitor)
+    meta = model_metadata(cfg.arch, classes, cfg.width, cfg.dropout, config=asdict(resolved))
+    recorder = RunRecorder(run_dir, meta, rows, tracker, start, cfg.patience, learn.metrics[0].state, cfg.monitor,
+                           lr)
     interrupt = Interrupt(recorder.save_interrupted)
     cbs = [SeedEpochs(cfg.seed, rank()), recorder, interrupt, *(extra_cbs or [])]
     if cfg.log == "tensorboard" and is_main():
@@ -113,6 +114,7 @@ def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, 
         with distributed(learn, cfg.compile), deterministic_mode(resolved.deterministic):
             schedule_fit(learn, resolved, lr, cbs)
     except FastsegError as err:
+        unwrap_callback_error(err)
         if is_main():
             mark_failed(run_dir, str(err))
         raise
@@ -126,6 +128,14 @@ def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, 
     return run_dir, recorder.rows
 
 
+def unwrap_callback_error(err: Exception) -> None:
+    """Restore the message of an error raised in a callback: fastai prefixes it with "Exception occured in
+    `Callback` when calling event `...`:\n\t", which is no sentence for a user."""
+    head, sep, message = str(err).partition(":\n\t")
+    if sep and head.startswith("Exception occured in `"):
+        err.args = (message,)
+
+
 def check_run_classes(run_dir: Path, classes) -> None:
     """Raises FastsegError when the dataset's classes are not those the run was trained on (best.json's)."""
     if not (run_dir / BEST).is_file():
@@ -137,28 +147,26 @@ def check_run_classes(run_dir: Path, classes) -> None:
                            "run.")
 
 
-def resume_fit(run_dir: Path, extra_cbs: list | None = None, voc: Path | None = None, sbd: Path | None = None,
-               voc11: Path | None = None, epochs: int | None = None,
-               data: Path | None = None) -> tuple[Path, list[dict]]:
+def resume_fit(run_dir: Path, extra_cbs: list | None = None, **given) -> tuple[Path, list[dict]]:
     """Continue the run in `run_dir` from its last checkpoint, on the same schedule.
 
-    `voc`, `sbd`, `voc11` and `data` (a folder dataset) relocate the data, `epochs` extends (or
-    shortens, not below the epochs done) the run; each change is logged and saved into config.json.
-    Relative data paths saved in config.json are resolved by `locate_data`.
+    `given` holds options as config fields (e.g. voc=..., epochs=...; None: not given). Those in
+    `RESUME_CHANGES` are applied, logged and saved into config.json: voc, sbd, voc11 and data (a
+    folder dataset) relocate the data, epochs extends (or shortens, not below the epochs done) the
+    run. Any other option must equal the run's. Relative data paths are resolved by `locate_data`.
+
+    Raises:
+        FastsegError: no checkpoint, or an option the run cannot change (named).
     """
     run_dir = Path(run_dir)
     if not (run_dir / LAST).is_file():
         raise FastsegError(f"Run folder {run_dir} has no checkpoint ({LAST}); pass a folder written by "
                            "`fastseg fit`.")
-    cfg = load_config(run_dir / CONFIG)
-    moved = {k: str(v) for k, v in (("voc", voc), ("sbd", sbd), ("voc11", voc11), ("data", data)) if v is not None}
-    for key, value in moved.items():
-        log(f"Resuming with --{key} {value} (the run was started with {getattr(cfg.data, key)}).")
-    data = locate_data(replace(cfg.data, **moved), run_dir)
-    if epochs is not None and epochs != cfg.epochs:
-        log(f"Resuming with --epochs {epochs} (the run was started with {cfg.epochs}); the learning-rate "
-            "schedule is stretched to the new length from here on.")
-    return fit(replace(cfg, data=data, epochs=epochs or cfg.epochs), resume=run_dir, extra_cbs=extra_cbs)
+    cfg, changed = resumed_config(load_config(run_dir / CONFIG), given, run_dir)
+    for field, (before, after) in changed.items():
+        log(f"Resuming with {option_name(field)} {after} (the run was started with {before})" +
+            ("; the learning-rate schedule is stretched to the new length from here on." if field == "epochs" else "."))
+    return fit(replace(cfg, data=locate_data(cfg.data, run_dir)), resume=run_dir, extra_cbs=extra_cbs)
 
 
 def locate_data(data: DataConfig, run_dir: Path) -> DataConfig:

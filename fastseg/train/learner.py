@@ -53,7 +53,7 @@ def make_opt_func(opt: str, mom: float = 0.9):
 
 
 def seg_learner(dls, arch: str, pretrained: str | None = None, width: float = 1.0,
-                classes: ClassSet = VOC, loss_func=None, metrics=None, opt_func=Adam,
+                classes: ClassSet = VOC, loss_func=None, metrics=None, opt_func=Adam, dropout: float = 0.0,
                 **kwargs) -> Learner:
     """A Learner over `create_model(arch, ...)` (one output per class of `classes`) with the
     encoder | decoder splitter.
@@ -65,7 +65,7 @@ def seg_learner(dls, arch: str, pretrained: str | None = None, width: float = 1.
         learn = seg_learner(dls, "segnet", pretrained="none", width=0.25)
         learn.fit_one_cycle(24, 5e-2)
     """
-    model = create_model(arch, classes.num, pretrained=pretrained, width=width)
+    model = create_model(arch, classes.num, pretrained=pretrained, width=width, dropout=dropout)
     learn = Learner(dls, model, loss_func=loss_func or segmentation_loss(),
                     opt_func=opt_func, metrics=metrics if metrics is not None else seg_metrics(classes),
                     splitter=encoder_decoder_split, **kwargs)
@@ -133,14 +133,15 @@ def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device,
     if needs_class_pixels(cfg) and pixels is None:
         raise ValueError("build_learner needs the class pixel counts for median-freq weights or --head-prior")
     amp = resolve_amp(cfg.amp, device)
-    cbs = [InputPath(channels_last(cfg, device)), NaNGuard(), *precision_callbacks(amp, device)]
+    cbs = [InputPath(channels_last(cfg, device)), NaNGuard(classes.num, cfg.lr), *precision_callbacks(amp, device)]
     if cfg.l1:
         cbs.append(L1Penalty(cfg.l1))
     if cfg.clip:
         cbs.append(GradientClip(cfg.clip))
     loss_func = segmentation_loss(class_weights(cfg, pixels, classes))
     learn = seg_learner(dls, cfg.arch, cfg.pretrained, cfg.width, classes, loss_func=loss_func,
-                        metrics=seg_metrics(classes), opt_func=make_opt_func(cfg.opt, cfg.mom), wd=cfg.wd, cbs=cbs,
+                        metrics=seg_metrics(classes), opt_func=make_opt_func(cfg.opt, cfg.mom), dropout=cfg.dropout,
+                        wd=cfg.wd, cbs=cbs,
                         path=run_dir, model_dir=".")
     learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
     learn.logger = lambda row: None  # RunRecorder prints the table

@@ -16,6 +16,7 @@ from fastseg.devices.select import pick_device
 from fastseg.errors import FastsegError
 from fastseg.io.atomic import atomic_write
 from fastseg.io.runs import LR_FIND, check_new_run, default_run_name, ensure_writable
+from fastseg.train.callbacks import NaNGuard
 from fastseg.train.learner import build_learner, needs_class_pixels
 from fastseg.train.plots import plot_lr_find
 
@@ -63,6 +64,7 @@ def find_lr(cfg: FitConfig, num_it: int = 100) -> tuple[Path, dict]:
     dls = build_dataloaders(cfg.data, device=device, log=log)
     pixels = training_class_pixels(cfg.data, classes.num) if needs_class_pixels(cfg) else None  # the fit's loss
     learn = build_learner(cfg, dls, run_dir, device, pixels, classes)
+    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, NaNGuard)])  # lr_find drives the loss up on purpose
     ensure_writable(run_dir)
     learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=())
     rec = learn.recorder

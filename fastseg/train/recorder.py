@@ -16,7 +16,7 @@ from fastseg.evaluate.metrics import SCORE_KEYS
 from fastseg.io.runs import BEST, LAST, METRICS, write_metrics_csv
 from fastseg.io.serialize import save_state
 from fastseg.models.weights import save_model
-from fastseg.train.callbacks import bare_model, run_state
+from fastseg.train.callbacks import bare_model, divergence_advice, run_state
 from fastseg.train.plots import plot_curves
 
 CURVES_EVERY_S = 30.0
@@ -55,14 +55,26 @@ def track_best(tracker: dict, row: dict, monitor: str) -> bool:
     return False
 
 
+def check_finite(row: dict, lr) -> None:
+    """Raises FastsegError (exit 1) when an epoch's validation or training loss is not finite: the run
+    diverged, and its metrics (the argmax of NaN logits) mean nothing."""
+    for key, name in (("valid_loss", "validation"), ("train_loss", "training")):
+        if not math.isfinite(row[key]):
+            value = "NaN" if math.isnan(row[key]) else "infinite"
+            other = "training" if key == "valid_loss" else "validation"
+            raise FastsegError(f"The {name} loss is {value} after epoch {row['epoch']} ({other} loss "
+                               f"{row['train_loss' if key == 'valid_loss' else 'valid_loss']:.3g}): the run diverged; "
+                               f"{divergence_advice(lr)}", exit_code=1)
+
+
 class RunRecorder(Callback):
     """Runs after fastai's Recorder (order 50), whose `log` then holds the epoch's numbers."""
 
     order = 60
 
     def __init__(self, run_dir: Path, meta: dict, rows: list[dict], tracker: dict, start_epoch: int,
-                 patience: int | None, confusion, monitor: str = "miou"):
-        self.run_dir, self.meta, self.rows, self.tracker = run_dir, meta, rows, tracker
+                 patience: int | None, confusion, monitor: str = "miou", lr=None):
+        self.run_dir, self.meta, self.rows, self.tracker, self.lr = run_dir, meta, rows, tracker, lr
         self.start_epoch, self.patience, self.confusion, self.monitor = start_epoch, patience, confusion, monitor
         self.drawn_at, self.drawn_rows = -math.inf, 0
 
@@ -86,13 +98,14 @@ class RunRecorder(Callback):
             return
         row = self.epoch_row()
         self.rows.append(row)
-        self._track_best(row)
         if is_main():
             write_metrics_csv(self.run_dir / METRICS, self.rows)
+        log(format_row(row))
+        check_finite(row, self.lr)  # before best.safetensors and last.safetensors: the last good epoch's stay
+        self._track_best(row)
         if time.monotonic() - self.drawn_at >= CURVES_EVERY_S:
             self.draw_curves()
         self.save_checkpoint(self.epoch + 1, 0)
-        log(format_row(row))
         if self.patience is not None and self.tracker["wait"] >= self.patience:
             log(f"Early stopping: {self.monitor} has not improved for {self.patience} epochs "
                 f"(best {self.tracker['best']:.4f} at epoch {self.tracker['best_epoch']}).")

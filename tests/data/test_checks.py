@@ -117,7 +117,8 @@ def set_mask_value(path, value):
 FAULTS = {
     "truncated": (lambda p: truncate(p), "image is truncated"),
     "zero-byte": (lambda p: p.write_bytes(b""), "image is empty (0 bytes)"),
-    "random-bytes": (lambda p: p.write_bytes(os.urandom(2000)), "image cannot be read (UnidentifiedImageError)"),
+    "random-bytes": (lambda p: p.write_bytes(os.urandom(2000)),
+                     "image cannot be read (it is not an image file Pillow can read)"),
     "missing": (lambda p: p.unlink(), "image is missing"),
 }
 

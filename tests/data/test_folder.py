@@ -85,7 +85,8 @@ def test_the_folder_splits_come_from_the_lists_or_the_seeded_90_10_split(folder)
     assert split_note(folder) is None
     (folder / "val.txt").unlink()  # train.txt alone: val is every other stem
     assert [s.id for s in folder_split("val", folder)] == ["img_0008", "img_0009", "img_0010"]
-    assert split_note(folder) == f"Splits: train from {folder / 'train.txt'}, val every other image of {folder}."
+    assert split_note(folder) == (f"Splits: train from {folder / 'train.txt'}, val the images of "
+                                  f"{folder / 'images'} it does not list.")
     (folder / "train.txt").unlink()
     train, val = folder_split("train", folder), folder_split("val", folder)
     stems = sorted(p.stem for p in (folder / "images").iterdir())

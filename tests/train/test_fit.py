@@ -118,7 +118,8 @@ class PoisonBatch(Callback):
 
 def test_nan_loss_names_epoch_and_batch(synth_root, tmp_path):
     from fastseg.io.runs import describe_run
-    with pytest.raises(FastsegError, match=r"loss became NaN at epoch 1, batch 3; lower --lr or set --clip") as err:
+    with pytest.raises(FastsegError, match=r"loss became NaN at epoch 1, batch 3; lower --lr \(0\.01 now\) or set "
+                       r"--clip, and start a new run\.$") as err:
         fit(tiny_config(synth_root, tmp_path, "nan", epochs=1), extra_cbs=[PoisonBatch()])
     assert json.loads((tmp_path / "nan" / "failed.json").read_text()) == {"error": str(err.value)}
     assert describe_run(tmp_path / "nan")["state"] == "failed"  # what `fastseg runs` shows
