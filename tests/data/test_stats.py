@@ -17,10 +17,12 @@ MASKS = [np.array([[0, 0, 255], [1, 1, 255]], np.uint8), np.array([[1, 1], [2, 2
 
 
 def mask_samples(folder) -> list[Sample]:
-    """Two palette-PNG masks with void pixels (image paths are not read)."""
+    """Two palette-PNG masks with void pixels, each beside a grey JPEG of its size."""
+    from PIL import Image
     samples = []
     for i, mask in enumerate(MASKS):
         write_palette_png(mask, folder / f"m{i}.png")
+        Image.new("RGB", mask.shape[::-1], (128, 128, 128)).save(folder / f"m{i}.jpg")
         samples.append(Sample(f"m{i}", folder / f"m{i}.jpg", folder / f"m{i}.png"))
     return samples
 

@@ -173,7 +173,8 @@ def test_predict_exits_1_when_an_image_cannot_be_read(tmp_path):
     args = ["predict", str(tmp_path / "in"), "--weights", str(weights), "--out", str(tmp_path / "out")]
     result = runner.invoke(app, args)
     assert result.exit_code == 1
-    assert f"Could not read {tmp_path / 'in' / 'broken.png'} (UnidentifiedImageError); skipped." in result.output
+    reason = "it is not an image file Pillow can read"
+    assert f"Could not read {tmp_path / 'in' / 'broken.png'} ({reason}); skipped." in result.output
     assert (tmp_path / "out" / "a.png").is_file()
     (tmp_path / "in" / "broken.png").unlink()
     assert runner.invoke(app, args).exit_code == 0
@@ -217,7 +218,7 @@ def test_an_unreadable_image_is_reported_and_the_next_one_still_written(tmp_path
     (tmp_path / "in" / "a.png").write_bytes(b"not a png")
     Image.fromarray(np.full((33, 35), 90, np.uint8), mode="L").save(tmp_path / "in" / "b.png")  # greyscale
     report = predict_files(nn.Conv2d(3, 21, 1), [tmp_path / "in"], tmp_path / "out", torch.device("cpu"))
-    assert report.failed == [(tmp_path / "in" / "a.png", "UnidentifiedImageError")]
+    assert report.failed == [(tmp_path / "in" / "a.png", "it is not an image file Pillow can read")]
     assert report.written == [tmp_path / "out" / "b.png"]
     assert Image.open(tmp_path / "out" / "b.png").size == (35, 33)
 

@@ -148,8 +148,9 @@ def hand_result(plain: dict | None) -> EvalResult:
     per_image = torch.stack([torch.tensor([[5, 0], [0, 0]]), torch.tensor([[0, 1], [2, 4]])])
     classes = ClassSet(("background", "cat"))
     s = scores(cm)
+    plain_per_image = torch.stack([torch.tensor([[4, 1], [0, 0]]), torch.tensor([[0, 1], [3, 3]])])
     return EvalResult(classes, ["a", "b"], cm, per_image, s, (0.25, 0.75), {"miou": 0.1}, {"miou": 0.9},
-                      plain, Gallery(set()))
+                      plain, Gallery(set()), plain_per_image=plain_per_image if plain else None)
 
 
 def test_result_json_headline_interval_and_tta_gain():
@@ -169,7 +170,9 @@ def test_result_json_headline_interval_and_tta_gain():
     assert sorted(out) == sorted(["split", "weights", "images", "tta", "miou", "fg_miou", "pixel_acc", "mean_acc",
                                   "fw_iou", "fg_miou_note", "miou_ci95", "bootstrap_samples", "per_class",
                                   "confused_pairs", "boundary_band_px", "boundary_miou", "interior_miou",
-                                  "miou_without_tta", "tta_gain"])
+                                  "miou_without_tta", "tta_gain", "tta_gain_ci95"])
+    low, high = out["tta_gain_ci95"]
+    assert low <= high
 
 
 def test_fg_miou_note_names_the_classes_it_averages():
