@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 RUN ?= $(shell ls -td runs/*/best.safetensors 2>/dev/null | head -1 | xargs -r dirname)
 DEMO_RUN = $(lastword $(sort $(wildcard demo/runs/segnet-*)))
 
-.PHONY: install test test-slow demo demo-sweep evaluate bench lint gpu-check
+.PHONY: install test test-slow mutate demo demo-sweep evaluate bench lint gpu-check
 
 install: $(STAMP)
 
@@ -23,6 +23,14 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
+
+# Mutation testing of the modules whose numbers users read (TESTING.md): each mutant is run against the
+# tests that reach its function, 2 at a time; MODULES=... narrows it (e.g. MODULES="evaluate.metrics").
+MODULES ?= evaluate.metrics evaluate.tta io.atomic io.serialize data.stats data.masks evaluate.predict \
+	data.checks evaluate.scoring evaluate.export
+mutate: install
+	nice -n 10 $(BIN)/mutmut run --max-children $(or $(JOBS),2) $(foreach m,$(MODULES),"fastseg.$(m).*")
+	$(BIN)/python tools/mutation_scores.py
 
 demo: install
 	$(BIN)/fastseg demo --out demo

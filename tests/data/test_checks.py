@@ -7,6 +7,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import fastseg.data.checks as checks
+from fastseg.classes import VOC
 from fastseg.cli import app
 from fastseg.constants import voc_palette
 from fastseg.data.checks import check_dataset, preflight
@@ -221,3 +222,37 @@ def test_read_only_data_folder_falls_back_silently(synth_copy):
         assert not (devkit / "fastseg-cache").exists()
     finally:
         devkit.chmod(mode)
+
+
+def test_the_preflight_cache_notices_a_changed_mask(synth_copy):
+    preflight_of(synth_copy)
+    mask_path = voc_of(synth_copy) / "SegmentationClass" / f"{ids_of(synth_copy, 'val')[0]}.png"
+    with Image.open(mask_path) as img:
+        mask = np.array(img)
+    mask[0, 0] = 40
+    write_palette_png(mask, mask_path)
+    with pytest.raises(FastsegError) as err:
+        preflight_of(synth_copy)
+    assert str(err.value) == (f"{mask_path}: mask has values [40] outside 0..20 and 255 (the dataset has 21 "
+                              "classes); fix or remove it, or pass --skip-bad to leave bad samples out.")
+
+
+def test_check_data_counts_leaks_between_each_training_and_evaluation_split(synth_copy):
+    lists = voc_of(synth_copy) / "ImageSets" / "Segmentation"
+    leaked = ids_of(synth_copy, "val")[:2]
+    (lists / "train.txt").write_text((lists / "train.txt").read_text() + "".join(f"{i}\n" for i in leaked))
+    ticks = []
+    report = check_dataset(roots_of(synth_copy), progress=lambda: ticks.append(1))
+    assert ("voc12-train", "voc12-val", 2) in report.leaks
+    assert [(t, e) for t, e, _ in report.leaks] == [(t, e) for t in ("train-aug", "voc12-train")
+                                                    for e in ("seg11valid", "voc12-val", "voc12-val-a", "voc12-val-b")]
+    assert len(ticks) == 12 + 12 + 10  # each file pair once: VOC train, VOC val, SBD-only
+    assert report.classes.names == VOC.names
+
+
+def test_check_data_without_sbd_says_why_sbd_splits_are_missing(synth_root, tmp_path):
+    report = check_dataset(DataRoots(voc_of(synth_root)))
+    assert isinstance(report.counts["voc12-train"], int)
+    assert report.counts["train-aug"] == "Split train-aug needs SBD; pass --sbd DIR (benchmark_RELEASE/dataset)."
+    with pytest.raises(FastsegError, match="SBD"):
+        check_dataset(DataRoots(voc_of(synth_root), tmp_path / "no-sbd"))

@@ -61,3 +61,38 @@ def test_missing_and_broken_files(tmp_path):
     (tmp_path / "bad.mat").write_bytes(b"not a mat file")
     with pytest.raises(FastsegError, match="is not an SBD cls .mat file"):
         read_mask(tmp_path / "bad.mat")
+
+
+def test_rgb_mask_with_class_colours_in_no_particular_order(tmp_path):
+    colours = (((200, 0, 0), 1), ((0, 0, 0), 0), ((255, 255, 255), 255), ((0, 0, 90), 3), ((10, 200, 10), 2))
+    ids = np.array([[1, 0, 255, 3], [2, 2, 1, 0]], np.uint8)
+    lookup = {i: rgb for rgb, i in colours}
+    Image.fromarray(np.array([[lookup[i] for i in row] for row in ids], np.uint8)).save(tmp_path / "c.png")
+    got = read_mask(tmp_path / "c.png", colours)
+    assert got.dtype == np.uint8 and np.array_equal(got, ids)
+    rgba = np.dstack([np.array([[lookup[i] for i in row] for row in ids], np.uint8), np.full((2, 4), 255, np.uint8)])
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "a.png")
+    assert np.array_equal(read_mask(tmp_path / "a.png", colours), ids)
+
+
+def test_an_unknown_colour_names_its_first_pixel(tmp_path):
+    colours = (((200, 0, 0), 1), ((0, 0, 0), 0))
+    rgb = np.zeros((3, 4, 3), np.uint8)
+    rgb[1, 2] = (255, 255, 254)
+    rgb[2, 0] = (1, 0, 0)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    with pytest.raises(FastsegError) as err:
+        read_mask(tmp_path / "c.png", colours)
+    assert str(err.value) == (f"Mask file {tmp_path / 'c.png'} has colour 255 255 254 at pixel x=2, y=1, which no "
+                              "class in the classes file has; add it to the classes file or fix the mask.")
+
+
+def test_16_bit_and_unreadable_masks(tmp_path):
+    Image.fromarray(np.array([[3, 255], [0, 7]], np.uint16)).save(tmp_path / "i16.png")
+    assert read_mask(tmp_path / "i16.png").tolist() == [[3, 255], [0, 7]]
+    Image.fromarray(np.array([[3, 256]], np.uint16)).save(tmp_path / "big.png")
+    with pytest.raises(FastsegError, match="is an I;16 image|is an I image"):
+        read_mask(tmp_path / "big.png")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    with pytest.raises(FastsegError, match=r"bad\.png cannot be read as an image"):
+        read_mask(tmp_path / "bad.png")

@@ -107,3 +107,45 @@ def test_foreground_miou_keeps_class_0_when_it_is_not_background():
         miou, fg_miou = metrics[0].value, metrics[1].value
         assert (fg_miou == pytest.approx(miou)) is same
         assert [m.name for m in metrics[5:]] == [f"iou_{n}" for n in classes.names]
+
+
+def test_truth_shares_divide_each_row_by_its_own_sum():
+    from fastseg.evaluate.metrics import truth_shares
+    shares = truth_shares(torch.tensor([[3, 1, 0], [1, 0, 0], [0, 0, 0]]))
+    assert shares.tolist() == [[0.75, 0.25, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+
+
+def test_a_fresh_state_totals_zeros_of_its_class_count():
+    state = ConfusionState(4)
+    assert state.total().dtype == torch.long and state.total().tolist() == [[0] * 4] * 4
+    assert ConfusionState().total().shape == (21, 21)
+
+
+def test_state_counts_in_its_own_class_count_and_treats_class_0_as_background():
+    logits = torch.tensor([[[[5.0, 0.0]], [[0.0, 5.0]], [[0.0, 0.0]]]])  # 1×3×1×2: predicts 0, 1
+    state = ConfusionState(3)
+    state.update(logits, torch.tensor([[[0, 2]]]))
+    assert state.cm.tolist() == [[1, 0, 0], [0, 0, 0], [0, 1, 0]]
+    s = state.scores()
+    assert (s["miou"], s["fg_miou"]) == (pytest.approx(1 / 3), 0.0)  # IoU 1, 0, 0; fg leaves class 0 out
+    state.update(logits, torch.tensor([[[0, 1]]]))
+    assert state.scores()["miou"] == pytest.approx((1 + 1 / 2 + 0) / 3)  # cached scores refreshed
+
+
+def test_per_class_metrics_read_each_class_iou():
+    metrics = seg_metrics()
+    assert len(metrics) == 5
+    metrics = seg_metrics(per_class=True)
+    metrics[0].state.cm = torch.diag(torch.arange(21)) + 1
+    expected = scores(metrics[0].state.cm)["iou"]
+    assert [m.value for m in metrics[5:]] == pytest.approx(expected)
+
+
+def test_classes_with_a_single_pixel_and_classes_only_predicted():
+    # class 0: one true pixel, right; class 1: never true, predicted once; class 2: 2 of 3 right
+    s = scores(torch.tensor([[1, 0, 0], [0, 0, 0], [0, 1, 2]]))
+    assert s["iou"] == pytest.approx([1.0, 0.0, 2 / 3])
+    assert math.isnan(s["acc"][1]) and s["acc"][0] == 1.0
+    assert s["mean_acc"] == pytest.approx((1 + 2 / 3) / 2)
+    one = scores(torch.tensor([[1, 0], [0, 0]]))  # a single scored pixel
+    assert (one["pixel_acc"], one["fw_iou"], one["miou"]) == (1.0, 1.0, 1.0)

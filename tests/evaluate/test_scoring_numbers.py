@@ -1,0 +1,226 @@
+"""The numbers `evaluate` writes, against independent references: numpy confusion matrices and
+quantiles, hand-built matrices and masks on disk. Batches reach the sizes users score with (16+)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fastseg.classes import VOC, ClassSet
+from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD
+from fastseg.data.masks import read_mask
+from fastseg.data.splits import build_split
+from fastseg.errors import FastsegError
+from fastseg.evaluate.metrics import confusion_matrix, scores
+from fastseg.evaluate.scoring import (
+    BOOTSTRAP_SAMPLES,
+    EvalResult,
+    Gallery,
+    bootstrap_miou,
+    boundary_band,
+    check_scales,
+    confused_pairs,
+    evaluate_samples,
+    gather_rows,
+    load_per_image,
+    miou_rows,
+    resample_counts,
+    result_json,
+    save_per_image,
+)
+
+
+def numpy_cm(pred: np.ndarray, target: np.ndarray, c: int) -> np.ndarray:
+    """C×C counts of (truth, prediction) over non-void pixels, by np.add.at."""
+    keep = target != 255
+    cm = np.zeros((c, c), np.int64)
+    np.add.at(cm, (target[keep], pred[keep]), 1)
+    return cm
+
+
+def numpy_miou(cm: np.ndarray) -> float:
+    """Mean IoU over classes present in truth or prediction."""
+    tp = np.diag(cm).astype(float)
+    union = cm.sum(0) + cm.sum(1) - tp
+    return float(np.mean(tp[union > 0] / union[union > 0]))
+
+
+def test_per_image_matrices_of_a_batch_of_16_ignore_void():
+    rng = np.random.default_rng(1)
+    target = rng.integers(0, 21, size=(18, 9, 11))
+    target[rng.random(target.shape) < 0.3] = 255
+    pred = rng.integers(0, 21, size=target.shape)
+    cms = confusion_matrix(torch.from_numpy(pred), torch.from_numpy(target), 21, per_sample=True)
+    assert cms.shape == (18, 21, 21)
+    for i in range(18):
+        assert np.array_equal(cms[i].numpy(), numpy_cm(pred[i], target[i], 21)), i
+
+
+def test_miou_rows_and_class_iou_by_hand():
+    cms = torch.tensor([[[2, 1, 0], [0, 3, 0], [0, 0, 0]], [[0, 0, 0], [1, 1, 0], [0, 2, 4]]])
+    # image 0: IoU 2/3, 3/4, class 2 absent; image 1: class 0 0/1, class 1 1/4, class 2 4/6
+    assert miou_rows(cms).tolist() == pytest.approx([(2 / 3 + 3 / 4) / 2, (0 + 1 / 4 + 4 / 6) / 3])
+
+
+def test_resample_counts_draw_every_image_uniformly_n_times():
+    counts = resample_counts(7)
+    assert counts.shape == (BOOTSTRAP_SAMPLES, 7) and counts.dtype == torch.float64
+    assert torch.equal(counts, counts.round()) and bool((counts >= 0).all())
+    assert counts.sum(1).tolist() == [7.0] * BOOTSTRAP_SAMPLES
+    assert counts.mean(0).numpy() == pytest.approx(np.ones(7), abs=0.12)  # the last image too
+    assert counts.max() >= 4  # with replacement: an image can be drawn several times
+
+
+def test_resample_counts_follow_the_seeded_generator():
+    picks = torch.randint(0, 5, (BOOTSTRAP_SAMPLES, 5), generator=torch.Generator().manual_seed(0)).numpy()
+    expected = np.stack([np.bincount(row, minlength=5) for row in picks])
+    assert np.array_equal(resample_counts(5).numpy(), expected)
+    assert np.array_equal(resample_counts(5, seed=3).numpy(), resample_counts(5, seed=3).numpy())
+    assert not np.array_equal(resample_counts(5, seed=3).numpy(), expected)
+    assert resample_counts(5, samples=40).shape == (40, 5)
+
+
+def test_bootstrap_interval_is_the_2_5_and_97_5_percentiles():
+    rng = np.random.default_rng(2)
+    per_image = rng.integers(0, 30, size=(9, 4, 4))
+    counts = resample_counts(9).numpy()
+    mious = [numpy_miou(np.einsum("n,nij->ij", row, per_image)) for row in counts]
+    low, high = bootstrap_miou(torch.from_numpy(per_image))
+    assert low == pytest.approx(np.quantile(mious, 0.025), abs=1e-12)
+    assert high == pytest.approx(np.quantile(mious, 0.975), abs=1e-12)
+    assert low < high
+
+
+def test_boundary_band_marks_pixels_near_a_change_of_label():
+    target = torch.zeros(1, 4, 12, dtype=torch.long)
+    target[..., 5:] = 3
+    band = boundary_band(target, width=2)
+    assert band.shape == (1, 4, 12)
+    assert band[0, 0].nonzero().flatten().tolist() == [3, 4, 5, 6, 7]
+    assert torch.equal(band[0, 0], band[0, 3])
+    horizontal = boundary_band(target.transpose(1, 2), width=1)[0, :, 0]
+    assert horizontal.nonzero().flatten().tolist() == [4, 5, 6]
+    assert not boundary_band(torch.ones(1, 6, 6, dtype=torch.long)).any()
+
+
+def test_confused_pairs_are_the_largest_shares_of_each_true_class():
+    cm = torch.tensor([[6, 3, 1], [0, 10, 0], [5, 4, 1]])
+    pairs = confused_pairs(cm, ("a", "b", "c"))
+    assert pairs == [{"truth": "c", "predicted": "a", "fraction": 0.5},
+                     {"truth": "c", "predicted": "b", "fraction": 0.4},
+                     {"truth": "a", "predicted": "b", "fraction": 0.3},
+                     {"truth": "a", "predicted": "c", "fraction": 0.1}]
+    assert confused_pairs(cm, ("a", "b", "c"), top=1) == pairs[:1]
+    assert len(confused_pairs(torch.ones(5, 5, dtype=torch.long) + torch.eye(5, dtype=torch.long) * 3, "abcde")) == 10
+
+
+def test_gallery_keeps_the_best_worst_and_random_images():
+    gallery = Gallery({1}, k=2)
+    for index, score in enumerate([0.5, 0.1, math.nan, 0.9, 0.3, 0.7]):
+        if gallery.wants(index, score):
+            gallery.offer(index, score, f"item{index}")
+    assert [e[1] for e in gallery.best] == [3, 5]
+    assert [e[1] for e in gallery.worst] == [1, 4]
+    assert [e[1] for e in gallery.random] == [1]
+    assert not gallery.wants(2, math.nan) and gallery.wants(7, 0.95) and gallery.wants(8, 0.05)
+    assert not gallery.wants(9, 0.5)
+    assert Gallery(set(), k=1).wants(0, 0.5)
+
+
+def test_gather_rows_puts_rows_in_sample_order():
+    rows = torch.tensor([[20], [0], [10]])
+    assert gather_rows([2, 0, 1], rows, 4).tolist() == [[0], [10], [20], [0]]
+
+
+def test_check_scales_refuses_a_scale_below_the_smallest_image():
+    check_scales([(72, 90), (40, 200)], (0.5, 1.0))  # 40 px pads to 64: 0.5 gives 32 px
+    with pytest.raises(FastsegError) as err:
+        check_scales([(72, 90), (40, 200)], (1.0, 0.4))
+    assert str(err.value) == ("--tta-scales 0.4 would shrink the smallest image (64 px once padded) below 32 "
+                              "pixels; use scales of at least 0.50.")
+
+
+def hand_result(plain: dict | None) -> EvalResult:
+    cm = torch.tensor([[5, 1], [2, 4]])
+    per_image = torch.stack([torch.tensor([[5, 0], [0, 0]]), torch.tensor([[0, 1], [2, 4]])])
+    classes = ClassSet(("background", "cat"))
+    s = scores(cm)
+    plain_per_image = torch.stack([torch.tensor([[4, 1], [0, 0]]), torch.tensor([[0, 1], [3, 3]])])
+    return EvalResult(classes, ["a", "b"], cm, per_image, s, (0.25, 0.75), {"miou": 0.1}, {"miou": 0.9},
+                      plain, Gallery(set()), plain_per_image=plain_per_image if plain else None)
+
+
+def test_result_json_headline_interval_and_tta_gain():
+    out = result_json(hand_result({"miou": 0.5}), "val", "w.safetensors", {"flip": True, "scales": [1.0]})
+    assert out["miou"] == pytest.approx((5 / 8 + 4 / 7) / 2)
+    assert out["fg_miou"] == pytest.approx(4 / 7)
+    assert out["pixel_acc"] == pytest.approx(9 / 12)
+    assert (out["images"], out["miou_ci95"], out["boundary_miou"], out["interior_miou"]) == (2, [0.25, 0.75], 0.1, 0.9)
+    assert out["per_class"]["cat"] == {"iou": pytest.approx(4 / 7), "acc": pytest.approx(4 / 6)}
+    assert out["miou_without_tta"] == 0.5 and out["tta_gain"] == pytest.approx(out["miou"] - 0.5)
+    assert "tta_gain" not in result_json(hand_result(None), "val", "w", {})
+    assert (out["split"], out["weights"], out["tta"]) == ("val", "w.safetensors", {"flip": True, "scales": [1.0]})
+    assert (out["bootstrap_samples"], out["boundary_band_px"]) == (1000, 5)
+    assert out["fg_miou_note"] == "classes 1..1: without background"
+    assert out["confused_pairs"] == [{"truth": "cat", "predicted": "background", "fraction": pytest.approx(2 / 6)},
+                                     {"truth": "background", "predicted": "cat", "fraction": pytest.approx(1 / 6)}]
+    assert sorted(out) == sorted(["split", "weights", "images", "tta", "miou", "fg_miou", "pixel_acc", "mean_acc",
+                                  "fw_iou", "fg_miou_note", "miou_ci95", "bootstrap_samples", "per_class",
+                                  "confused_pairs", "boundary_band_px", "boundary_miou", "interior_miou",
+                                  "miou_without_tta", "tta_gain", "tta_gain_ci95"])
+    low, high = out["tta_gain_ci95"]
+    assert low <= high
+
+
+def test_fg_miou_note_names_the_classes_it_averages():
+    from fastseg.evaluate.scoring import fg_miou_note
+    assert fg_miou_note(VOC) == "classes 1..20: without background"
+
+
+def test_per_image_file_round_trips(tmp_path):
+    result = hand_result(None)
+    save_per_image(result, "val", tmp_path / "per_image.safetensors")
+    split, ids, cm = load_per_image(tmp_path / "per_image.safetensors")
+    assert (split, ids) == ("val", ["a", "b"]) and torch.equal(cm, result.per_image)
+
+
+class PixelModel(nn.Module):
+    """Per-pixel (1×1) model: its prediction of a pixel does not depend on padding or batching."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Conv2d(3, 21, 1)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def numpy_prediction(model: PixelModel, path) -> np.ndarray:
+    """Class ids of one image file by hand: normalise with numpy, apply the 1×1 conv as a matmul."""
+    from PIL import Image
+    rgb = np.asarray(Image.open(path).convert("RGB"), np.float64) / 255
+    x = (rgb - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    w = model.net.weight.detach().double().numpy()[:, :, 0, 0]
+    logits = x @ w.T + model.net.bias.detach().double().numpy()
+    return logits.argmax(-1)
+
+
+def test_a_batch_of_16_images_scores_each_image_on_its_own_pixels(roots):
+    samples = build_split("voc12-train", roots) + build_split("voc12-val", roots)
+    model = PixelModel()
+    result = evaluate_samples(model, samples, torch.device("cpu"), bs=16)
+    assert len(samples) >= 18 and result.per_image.shape == (len(samples), 21, 21)
+    for i, sample in enumerate(samples):
+        mask = read_mask(sample.mask)
+        expected = numpy_cm(numpy_prediction(model, sample.image), mask, 21)
+        assert np.abs(result.per_image[i].numpy() - expected).sum() <= 2, sample.id  # float ties at most
+        assert int(result.per_image[i].sum()) == int((mask != 255).sum())
+    assert torch.equal(result.cm, result.per_image.sum(0))
+    assert result.scores["miou"] == pytest.approx(numpy_miou(result.cm.numpy()))
+    assert result.plain_scores is None
+    assert json.dumps(result.ids) == json.dumps([s.id for s in samples])
+    assert VOC.num == 21

@@ -1,0 +1,137 @@
+"""Atomic writes and checkpoints: a reader never sees a partial file, a failed write leaves the previous
+version, and a checkpoint's tensors are on disk before its JSON."""
+
+import errno
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from fastseg.errors import FastsegError
+from fastseg.io import atomic
+from fastseg.io.atomic import atomic_write, save_figure
+from fastseg.io.serialize import load_state, save_state
+
+
+def test_the_target_is_untouched_until_the_write_is_complete(tmp_path):
+    path = tmp_path / "f.json"
+    path.write_text("old")
+    seen = {}
+
+    def write(tmp):
+        tmp.write_text("new, half")
+        seen["tmp"], seen["target during the write"] = tmp, path.read_text()
+        tmp.write_text("new")
+
+    assert atomic_write(path, write) == path
+    assert seen["target during the write"] == "old"
+    assert seen["tmp"].parent == path.parent and seen["tmp"] != path  # same folder: the rename is atomic
+    assert path.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]
+
+
+def test_a_failed_write_keeps_the_previous_version_and_names_the_target(tmp_path):
+    path = tmp_path / "f.json"
+    path.write_text("old")
+
+    def partial(tmp):
+        tmp.write_text("par")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as err:
+        atomic_write(path, partial)
+    assert (err.value.errno, err.value.strerror, err.value.filename) == (errno.ENOSPC, "No space left on device",
+                                                                          str(path))
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]
+
+
+def test_a_non_os_error_also_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "f.txt"
+    with pytest.raises(ZeroDivisionError):
+        atomic_write(path, lambda tmp: tmp.write_text("x") and 1 / 0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_figure_writes_a_tight_110_dpi_png_and_closes_that_figure(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+    fig, other = plt.figure(figsize=(4, 2)), plt.figure()
+    fig.gca().plot([0, 1], [0, 1])
+    fig.savefig(tmp_path / "reference.png", dpi=110, bbox_inches="tight")
+    save_figure(fig, tmp_path / "f.png")
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Image.open(tmp_path / "f.png").size == Image.open(tmp_path / "reference.png").size != (440, 220)
+    assert not plt.fignum_exists(fig.number) and plt.fignum_exists(other.number)
+    plt.close(other)
+
+
+STATE = {"epoch": 3, "model": {"w": torch.arange(6.0).view(2, 3)}, "opt": [torch.ones(2), (1, "a", torch.zeros(1))],
+         "rng": np.arange(4, dtype=np.uint8), "lr": np.float64(0.5), "none": None, 7: True}
+
+
+def test_a_state_round_trips_with_its_types(tmp_path):
+    save_state(STATE, tmp_path / "state.safetensors")
+    back = load_state(tmp_path / "state.safetensors")
+    assert back["epoch"] == 3 and back[7] is True and back["none"] is None
+    assert torch.equal(back["model"]["w"], STATE["model"]["w"])
+    assert isinstance(back["opt"], list) and torch.equal(back["opt"][0], torch.ones(2))
+    assert back["opt"][1][:2] == (1, "a")
+    assert isinstance(back["opt"][1], tuple) and torch.equal(back["opt"][1][2], torch.zeros(1))
+    assert isinstance(back["rng"], np.ndarray) and back["rng"].tolist() == [0, 1, 2, 3]
+    assert back["lr"] == 0.5 and type(back["lr"]) is float
+    assert list(back) == list(STATE)
+
+
+def test_an_unknown_type_is_refused(tmp_path):
+    with pytest.raises(TypeError, match="cannot serialise set"):
+        save_state({"s": {1}}, tmp_path / "state.safetensors")
+
+
+def test_the_tensors_are_renamed_into_place_before_the_json(tmp_path, monkeypatch):
+    order = []
+    real = os.replace
+    monkeypatch.setattr(atomic.os, "replace", lambda src, dst: order.append(os.path.basename(dst)) or real(src, dst))
+    save_state(STATE, tmp_path / "state.safetensors")
+    assert order == ["state.safetensors", "state.json"]
+
+
+def test_a_crash_while_writing_the_tensors_leaves_no_new_json(tmp_path, monkeypatch):
+    path = tmp_path / "state.safetensors"
+    save_state({"epoch": 1, "w": torch.zeros(2)}, path)
+    before = (path.read_bytes(), path.with_suffix(".json").read_text())
+    import fastseg.io.serialize as serialize
+
+    def crash(tensors):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(serialize, "save", crash)
+    with pytest.raises(OSError):
+        save_state({"epoch": 2, "w": torch.ones(2)}, path)
+    assert (path.read_bytes(), path.with_suffix(".json").read_text()) == before
+    assert load_state(path)["epoch"] == 1
+
+
+@pytest.mark.parametrize(("damage", "error"), [("no json", "FileNotFoundError"), ("bad json", "JSONDecodeError"),
+                                               ("truncated tensors", "SafetensorError"), ("missing key", "KeyError")])
+def test_a_damaged_checkpoint_is_one_sentence(tmp_path, damage, error):
+    path = tmp_path / "state.safetensors"
+    save_state(STATE, path)
+    if damage == "no json":
+        path.with_suffix(".json").unlink()
+    elif damage == "bad json":
+        path.with_suffix(".json").write_text("{")
+    elif damage == "truncated tensors":
+        path.write_bytes(path.read_bytes()[:40])
+    else:
+        skeleton = json.loads(path.with_suffix(".json").read_text())
+        skeleton["__dict__"][1][1]["__dict__"][0][1]["__tensor__"] = "t99"
+        path.with_suffix(".json").write_text(json.dumps(skeleton))
+    with pytest.raises(FastsegError) as err:
+        load_state(path)
+    assert str(err.value).startswith(f"Checkpoint {path} could not be read ({error}); ")
+    assert str(err.value).endswith("it may be incomplete, so resume from a run whose checkpoint files are intact.")
