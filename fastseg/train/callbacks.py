@@ -9,7 +9,7 @@ import torch
 from fastai.callback.core import Callback, CancelEpochException, CancelFitException
 from fastai.torch_core import set_seed, to_device
 
-from fastseg.devices.collectives import any_process, world_size
+from fastseg.devices.collectives import all_gather_object, any_process, world_size
 from fastseg.devices.distributed import bare_model, rewrap
 from fastseg.errors import FastsegError
 
@@ -198,9 +198,13 @@ class NaNGuard(Callback):
             self._check()
 
     def _check(self):
-        batch, loss = self.first_bad.tolist()
-        if batch < 0:
+        """Every process reads every process's first bad (batch, loss) at the same batch, so under DDP
+        all stop together at the earliest one (a process stopping alone would leave the others
+        waiting in their next collective)."""
+        seen = [tuple(bad) for bad in all_gather_object(self.first_bad.tolist()) if bad[0] >= 0]
+        if not seen:
             return
+        batch, loss = min(seen, key=lambda bad: bad[0])
         where = f"at epoch {self.epoch + 1}, batch {int(batch) + 1}"
         what = (f"became {'NaN' if math.isnan(loss) else 'infinite'} {where}" if not math.isfinite(loss) else
                 f"exploded to {loss:.3g} {where} (over {EXPLODE_FACTOR} times an untrained model's "

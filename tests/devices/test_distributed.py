@@ -163,6 +163,43 @@ def test_interrupt_agrees_only_where_every_process_is(monkeypatch):
     assert saved == [20, 16]
 
 
+def _guard_in_process(rank: int, init_file: str, results) -> None:
+    """Process `rank` of 2 (gloo): its NaNGuard saw a NaN loss at batch 3 (rank 1) or nothing (rank 0),
+    then checks at batch 16 as every process does."""
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        guard = callbacks.NaNGuard(classes=21, lr=0.01)
+        guard.learn = SimpleNamespace(training=True, iter=0, epoch=0, dl=list(range(40)))
+        guard.before_epoch()
+        for i in range(16):
+            guard.learn.iter = i
+            guard.learn.loss = torch.tensor(float("nan") if rank == 1 and i == 2 else 1.0)
+            guard.after_loss()
+        results.put((rank, "no stop"))
+    except Exception as error:  # noqa: BLE001 - the message is the result
+        results.put((rank, str(error)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_nan_in_one_process_stops_every_process_at_the_same_check(tmp_path):
+    """A loss that goes NaN in one process only (the others' turn NaN a step later, after DDP's
+    all-reduce) stops every process at the same check, each naming the first bad batch: a process
+    left running would wait forever in its next collective."""
+    import torch.multiprocessing as mp
+    context = mp.get_context("fork")
+    results = context.SimpleQueue()
+    procs = [context.Process(target=_guard_in_process, args=(r, str(tmp_path / "init"), results)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    got = dict(results.get() for _ in procs)
+    expected = "The training loss became NaN at epoch 1, batch 3; lower --lr (0.01 now) or set --clip, and start a new run."
+    assert got == {0: expected, 1: expected}
+
+
 # --- through the CLI --------------------------------------------------------------------------------
 
 def interrupt_after_first_epoch(args: list[str], metrics: Path, timeout=300) -> subprocess.CompletedProcess:
