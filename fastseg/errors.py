@@ -36,6 +36,12 @@ class Interrupted(FastsegError):
         self.rows = rows
 
 
+def absent(path) -> str:
+    """Why `path` cannot be opened, as the end of a sentence naming it: a symbolic link that loops or
+    whose target is gone is named as such (Path.exists() is False for both, like a missing file)."""
+    return "is a symbolic link that loops or points nowhere" if path.is_symlink() else "does not exist"
+
+
 def io_error(err: OSError, hint: str = "free space or fix the permissions, then run the command again") -> FastsegError:
     """One sentence for an OSError raised while writing, naming the path (exit code EXIT_IO)."""
     what = "No space left on device" if err.errno == errno.ENOSPC else (err.strerror or type(err).__name__)

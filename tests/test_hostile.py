@@ -344,6 +344,18 @@ def test_unreadable_inputs_are_named_by_their_fault(weights, tmp_path):
     assert "Error)" not in output and "(OSError)" not in output
 
 
+@pytest.mark.parametrize("target", ["itself", "gone"])
+def test_a_broken_symlink_given_by_name_is_named_as_one(weights, tmp_path, target):
+    link = tmp_path / "photo.png"
+    link.symlink_to(link if target == "itself" else tmp_path / "deleted.png")
+    for args, sentence in ((["predict", str(link), "--weights", str(weights)], f"{link} is a symbolic link"),
+                           (["predict", str(weights), "--weights", str(link)], f"Weights file {link} is a symbolic link")):
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / "o")])
+        assert result.exit_code == 2
+        assert f"{sentence} that loops or points nowhere;" in " ".join(result.output.split())
+    assert not (tmp_path / "o").exists()
+
+
 def test_an_empty_val_split_is_explained_by_what_it_is(shapes, tmp_path):
     stems = sorted(p.stem for p in (shapes / "images").iterdir())
     (shapes / "train.txt").write_text("\n".join(stems) + "\n")

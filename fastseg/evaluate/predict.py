@@ -25,7 +25,7 @@ from fastseg.console import tracked
 from fastseg.constants import DEFAULT_OVERLAP, DEFAULT_TILE, IMAGENET_MEAN, IMAGENET_STD, STRIDE, padded_size
 from fastseg.data.images import ImageReadError, read_image
 from fastseg.data.masks import write_palette_png
-from fastseg.errors import FastsegError
+from fastseg.errors import FastsegError, absent
 from fastseg.evaluate.figures import overlay
 from fastseg.evaluate.uncertainty import MonteCarlo
 from fastseg.io.atomic import atomic_write
@@ -66,7 +66,7 @@ def list_images(inputs: list[Path]) -> list[tuple[Path, Path]]:
         elif item.exists():
             found.append((item, Path(item.name)))
         else:
-            raise FastsegError(f"{item} does not exist; pass image files or folders of images.")
+            raise FastsegError(f"{item} {absent(item)}; pass image files or folders of images.")
     if not found:
         where = ", ".join(map(str, inputs))
         raise FastsegError(f"No images to predict in {where} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); pass "

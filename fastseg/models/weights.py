@@ -11,7 +11,7 @@ from torch import nn
 from fastseg import __version__
 from fastseg.classes import ClassSet
 from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD
-from fastseg.errors import FastsegError
+from fastseg.errors import FastsegError, absent
 from fastseg.io.atomic import atomic_write
 
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
@@ -62,7 +62,7 @@ def require_weights(path: str | Path) -> Path:
     """`path` as a Path; raises FastsegError (one sentence) when no such file exists."""
     path = Path(path)
     if not path.is_file():
-        raise FastsegError(f"Weights file {path} does not exist; pass a .safetensors file written by fastseg.")
+        raise FastsegError(f"Weights file {path} {absent(path)}; pass a .safetensors file written by fastseg.")
     return path
 
 
