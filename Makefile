@@ -1,5 +1,5 @@
 # fastseg: every target creates the virtual environment it needs (make install is a no-op when
-# .venv is up to date with pyproject.toml).
+# .venv is up to date with requirements.lock).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,21 +8,43 @@ STAMP := $(VENV)/.installed
 RUN ?= $(shell ls -td runs/*/best.safetensors 2>/dev/null | head -1 | xargs -r dirname)
 DEMO_RUN = $(lastword $(sort $(wildcard demo/runs/segnet-*)))
 
-.PHONY: install test test-slow mutate demo demo-sweep evaluate bench lint gpu-check
+.PHONY: install lock test test-slow test-floor docs mutate demo demo-sweep evaluate bench lint gpu-check
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every dependency at the version and hash requirements.lock names (pip itself included), then fastseg
+# with no dependency of its own to resolve: the same environment on every machine.
+$(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Re-resolve requirements.lock from pyproject.toml (runtime + dev), newest versions allowed, torch held at
+# lock-constraints.txt; about 10 minutes (pip-compile downloads every candidate to hash it).
+lock: install
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --upgrade --allow-unsafe --generate-hashes \
+		--strip-extras --extra dev --no-emit-index-url --no-emit-find-links --constraint lock-constraints.txt \
+		--output-file requirements.lock pyproject.toml
+
+# The site (mkdocs, strict: a broken link or a missing page fails) in site/.
+docs: install
+	$(BIN)/mkdocs build --strict --site-dir site
 
 test: install
 	$(BIN)/python -m pytest -q
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
+
+# The fast suite on the lowest versions pyproject.toml declares (not in CI: it downloads old torch builds),
+# in its own environment .venv-floor.
+FLOOR := .venv-floor
+test-floor:
+	$(PYTHON) -m venv $(FLOOR)
+	$(PYTHON) tools/floor_constraints.py pyproject.toml > $(FLOOR)/floors.txt
+	$(FLOOR)/bin/pip install --quiet -c $(FLOOR)/floors.txt -e '.[dev]'
+	$(FLOOR)/bin/python -m pytest -q -p no:cacheprovider
 
 # Mutation testing of the modules whose numbers users read (TESTING.md): each mutant is run against the
 # tests that reach its function, 2 at a time; MODULES=... narrows it (e.g. MODULES="evaluate.metrics").
