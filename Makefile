@@ -37,14 +37,14 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
-# The fast suite on the lowest versions pyproject.toml declares (not in CI: it downloads old torch builds),
-# in its own environment .venv-floor.
+# The fast suite on the lowest versions pyproject.toml declares (uv's lowest-direct resolution: every direct
+# dependency at its floor), in its own environment .venv-floor. Not in CI: it downloads old torch builds.
 FLOOR := .venv-floor
 test-floor:
 	$(PYTHON) -m venv $(FLOOR)
-	$(PYTHON) tools/floor_constraints.py pyproject.toml > $(FLOOR)/floors.txt
-	$(FLOOR)/bin/pip install --quiet -c $(FLOOR)/floors.txt -e '.[dev]'
-	$(FLOOR)/bin/python -m pytest -q -p no:cacheprovider
+	$(FLOOR)/bin/pip install --quiet uv
+	$(FLOOR)/bin/uv pip install --quiet --python $(FLOOR)/bin/python --resolution lowest-direct -e '.[dev]'
+	$(FLOOR)/bin/python -m pytest -q -p no:cacheprovider --ignore tests/test_install.py
 
 # Mutation testing of the modules whose numbers users read (TESTING.md): each mutant is run against the
 # tests that reach its function, 2 at a time; MODULES=... narrows it (e.g. MODULES="evaluate.metrics").
