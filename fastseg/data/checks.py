@@ -93,15 +93,6 @@ def stored_image(path: Path) -> tuple[tuple[int, int], int] | str:
     return pixels.shape[:2], turn
 
 
-def image_size(path: Path) -> tuple[int, int] | str:
-    """(width, height) of a fully decoded image as shown, or what is wrong with the file (`stored_image`)."""
-    stored = stored_image(path)
-    if isinstance(stored, str):
-        return stored
-    (h, w), turn = stored
-    return (h, w) if turn in SWAPS_AXES else (w, h)
-
-
 def mask_array(path: Path, colours=None) -> np.ndarray | str:
     """The mask as H×W uint8 class ids (RGB converted with `colours`), or what is wrong with the file."""
     if not path.is_file():

@@ -150,7 +150,7 @@ def test_empty_and_repeated_id_lists_are_problems(synth_copy):
 def test_decompression_bomb_is_a_problem_not_a_crash(synth_copy, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     image = voc_of(synth_copy) / "JPEGImages" / f"{ids_of(synth_copy)[0]}.jpg"
-    assert checks.image_size(image) == "image is larger than Pillow's limit of 100 pixels"
+    assert checks.stored_image(image) == "image is larger than Pillow's limit of 100 pixels"
 
 
 def preflight_of(root, names=("voc12-train", "voc12-val"), skip_bad=False, log=print):

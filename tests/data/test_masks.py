@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from fastseg.constants import voc_palette
-from fastseg.data.masks import read_mask, write_palette_png, write_sbd_mat
+from fastseg.data.masks import label_edges, read_mask, write_palette_png, write_sbd_mat
 from fastseg.errors import FastsegError
 
 
@@ -96,3 +96,79 @@ def test_16_bit_and_unreadable_masks(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     with pytest.raises(FastsegError, match=r"bad\.png cannot be read as an image"):
         read_mask(tmp_path / "bad.png")
+
+
+def edges_by_hand(labels):
+    """Pixels with a 4-neighbour of another value, one pixel at a time (the reference for `label_edges`)."""
+    h, w = labels.shape
+    out = np.zeros((h, w), bool)
+    for y in range(h):
+        for x in range(w):
+            for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                if 0 <= y + dy < h and 0 <= x + dx < w and labels[y + dy, x + dx] != labels[y, x]:
+                    out[y, x] = True
+    return out
+
+
+def test_label_edges_marks_both_sides_of_every_change_and_nothing_at_the_border():
+    labels = np.array([[0, 0, 0, 0],
+                       [0, 3, 3, 0],
+                       [0, 0, 0, 0],
+                       [5, 5, 5, 5]], np.uint8)
+    expected = np.array([[0, 1, 1, 0],
+                         [1, 1, 1, 1],
+                         [1, 1, 1, 1],
+                         [1, 1, 1, 1]], bool)
+    assert np.array_equal(label_edges(labels), expected)
+    rng = np.random.default_rng(0)
+    for shape in ((1, 6), (6, 1), (9, 13)):
+        labels = rng.integers(0, 3, shape)
+        assert np.array_equal(label_edges(labels), edges_by_hand(labels))
+
+
+def test_sbd_mat_holds_what_sbds_files_hold(tmp_path):
+    """GTcls.Segmentation, CategoriesPresent (the classes 1..20 present, as a column) and Boundaries (20×1,
+    class c's edge pixels in row c-1, empty for absent classes), read back with scipy itself."""
+    import scipy.io
+    mask = np.zeros((7, 9), np.uint8)
+    mask[1:4, 2:6] = 15
+    mask[6, 7:] = 20
+    mask[0, 0] = 255
+    write_sbd_mat(mask, tmp_path / "x.mat")
+    gt = scipy.io.loadmat(tmp_path / "x.mat")["GTcls"][0, 0]
+    assert gt["Segmentation"].dtype == np.uint8 and np.array_equal(gt["Segmentation"], mask)
+    assert gt["CategoriesPresent"].tolist() == [[15], [20]]
+    boundaries = gt["Boundaries"]
+    assert boundaries.shape == (20, 1)
+    for c in range(1, 21):
+        region = mask == c
+        expected = region & edges_by_hand(region)
+        assert np.array_equal(boundaries[c - 1, 0].toarray(), expected), c
+        assert boundaries[c - 1, 0].shape == mask.shape
+    assert boundaries[14, 0].toarray().sum() == 10  # the 3×4 block's ring
+    assert read_mask(tmp_path / "x.mat").tolist() == mask.tolist()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_colour_masks_convert_with_colours_and_are_refused_without(tmp_path, mode):
+    colours = [((10, 20, 30), 0), ((200, 0, 0), 1), ((0, 0, 0), 255)]
+    ids = np.array([[0, 1, 255], [1, 1, 0]], np.uint8)
+    lookup = {i: c for c, i in colours}
+    rgb = np.array([[lookup[i] for i in row] for row in ids], np.uint8)
+    pixels = rgb if mode == "RGB" else np.dstack([rgb, np.full(ids.shape, 77, np.uint8)])
+    Image.fromarray(pixels, mode=mode).save(tmp_path / "c.png")
+    assert read_mask(tmp_path / "c.png", colours).tolist() == ids.tolist()
+    with pytest.raises(FastsegError, match=rf"c\.png is an {mode} image; fastseg needs class indices"):
+        read_mask(tmp_path / "c.png")
+
+
+def test_masks_in_other_pixel_modes_are_refused_naming_the_mode(tmp_path):
+    Image.fromarray(np.array([[0.5, 1.0]], np.float32), mode="F").save(tmp_path / "f.tif")
+    with pytest.raises(FastsegError, match=r"f\.tif is an F image; fastseg needs class indices \(a palette or "
+                                           r"single-channel index PNG\), or colours for every class"):
+        read_mask(tmp_path / "f.tif", [((0, 0, 0), 0)])
+    Image.fromarray(np.array([[1, 0]], bool)).save(tmp_path / "one_bit.png")
+    with pytest.raises(FastsegError, match="is an 1 image"):
+        read_mask(tmp_path / "one_bit.png")
+    Image.fromarray(np.array([[2, 255], [0, 1]], np.int32), mode="I").save(tmp_path / "i32.tif")
+    assert read_mask(tmp_path / "i32.tif").tolist() == [[2, 255], [0, 1]]
