@@ -256,3 +256,43 @@ def test_check_data_without_sbd_says_why_sbd_splits_are_missing(synth_root, tmp_
     assert report.counts["train-aug"] == "Split train-aug needs SBD; pass --sbd DIR (benchmark_RELEASE/dataset)."
     with pytest.raises(FastsegError, match="SBD"):
         check_dataset(DataRoots(voc_of(synth_root), tmp_path / "no-sbd"))
+
+
+def test_orientation_problems_by_hand():
+    """Every branch of `orientation_problems`, its sentences written out: an upright fit, a mismatch (with the
+    stored size when the image is rotated), a rotation the mask fits both ways, and one it fits one way."""
+    from pathlib import Path
+
+    from fastseg.data.samples import Sample
+    sample = Sample("a", Path("img/a.jpg"), Path("masks/a.png"))
+    assert checks.orientation_problems(sample, (30, 40), (30, 40), 1) == []
+    mismatch, = checks.orientation_problems(sample, (30, 41), (30, 40), 1)
+    assert (mismatch.path, mismatch.message, mismatch.note) == (sample.mask, "mask is 41×30 but its image is 40×30",
+                                                                 False)
+    rotated_mismatch, = checks.orientation_problems(sample, (31, 40), (30, 40), 6)
+    assert rotated_mismatch.message == "mask is 40×31 but its image is 30×40 as shown (40×30 stored)"
+    both, = checks.orientation_problems(sample, (30, 30), (30, 30), 6)
+    assert both.path == sample.image and not both.note
+    assert both.message.startswith("image is rotated when shown (EXIF orientation 6) and its mask fits both the "
+                                   "stored and the shown orientation, so which one it follows is unknown; save the "
+                                   "image upright without the EXIF orientation")
+    for mask, fit in (((40, 30), "shown"), ((30, 40), "stored")):
+        note, = checks.orientation_problems(sample, mask, (30, 40), 8)
+        assert (note.path, note.note) == (sample.image, True)
+        assert note.message == (f"image is rotated when shown (EXIF orientation 8); its mask matches the {fit} "
+                                "orientation, so both are used as shown")
+
+
+def test_mask_array_names_what_is_wrong_in_the_preflights_words(tmp_path, monkeypatch):
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert checks.mask_array(tmp_path / "empty.png") == "mask is empty (0 bytes)"
+    assert checks.mask_array(tmp_path / "none.png") == "mask is missing"
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    reason = checks.mask_array(tmp_path / "bad.png")
+    assert reason.startswith("cannot be read as an image (") and reason.endswith(")")
+    write_palette_png(np.zeros((20, 20), np.uint8), tmp_path / "big.png")
+    assert checks.mask_array(tmp_path / "big.png").shape == (20, 20)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 400 pixels: over twice the limit, an error
+    assert checks.mask_array(tmp_path / "big.png") == "mask is larger than Pillow's limit of 100 pixels"
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # over the limit, under twice it: Pillow only warns
+    assert checks.mask_array(tmp_path / "big.png") == "mask is larger than Pillow's limit of 300 pixels"
