@@ -532,12 +532,10 @@ def _lr(text: str) -> float | str:
 
 
 def _summarise_fit(run_dir: Path, rows: list[dict]) -> None:
-    import json
-
     from fastseg.io.runs import BEST
-    best = run_dir / BEST.replace(".safetensors", ".json")
-    if rows and best.is_file():
-        meta = json.loads(best.read_text())
+    from fastseg.io.serialize import read_meta
+    if rows and (run_dir / BEST).is_file():
+        meta = read_meta(run_dir / BEST)
         monitor, m = meta.get("monitor", "miou"), meta["metrics"]
         log(f"Best {monitor} at epoch {meta['epoch']} (mIoU {m['miou']:.4f}, pixel acc {m['pixel_acc']:.4f}): "
             f"{run_dir / BEST}.")

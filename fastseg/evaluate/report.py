@@ -18,6 +18,7 @@ from fastseg.data.splits import build_split, check_leakage
 from fastseg.errors import FastsegError
 from fastseg.io.atomic import atomic_write
 from fastseg.io.runs import BEST, CONFIG, EVALUATION, LR_FIND, load_config
+from fastseg.io.serialize import read_meta
 
 REFERENCES = [  # the seeds' published numbers (docs/results.md)
     ("SegNet seed", "train-aug / seg11valid", "60.3 mIoU, 89.9 % pixel accuracy"),
@@ -208,7 +209,7 @@ def model_card(run: Path, config: dict, parity: dict | None = None) -> str:
     evaluated = json.loads((run / EVALUATION).read_text()) if (run / EVALUATION).is_file() else None
     if evaluated and Path(evaluated["weights"]).name != BEST:  # the last evaluation was of other weights
         evaluated = None
-    best = json.loads((run / BEST).with_suffix(".json").read_text())
+    best = read_meta(run / BEST)
     items = [("h", f"fastseg {cfg.arch} (width {cfg.width}) from run {run.name}"),
              ("p", f"A {cfg.arch} model with a VGG16-BN encoder ({cfg.pretrained} initialisation) for "
                    f"{_classes_text(config)}, trained by fastseg {config['fastseg_version']} on "

@@ -346,7 +346,6 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
         read_metadata,
         require_weights,
         set_temperature,
-        sidecar_path,
         weights_file,
     )
     weights = weights_file(source)
@@ -382,7 +381,7 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
             set_temperature(weights, temperature)
             log(f"Temperature {temperature:.3f} fitted on {split}: NLL {before['nll']:.4f} → "
                 f"{content['calibration']['nll']:.4f}, ECE {before['ece']:.4f} → {content['calibration']['ece']:.4f}; "
-                f"saved in {sidecar_path(weights)}.")
+                f"saved in {weights}.")
     path = folder / "metrics.json"
     if not is_main():
         return path, content

@@ -28,7 +28,7 @@ from fastseg.devices import collectives
 from fastseg.devices.distributed import GlooSafeDistributedDL
 from fastseg.evaluate.scoring import evaluate_run, load_per_image
 from fastseg.io.runs import BEST, CONFIG, LAST, METRICS, PER_IMAGE, read_metrics_csv
-from fastseg.io.serialize import load_state
+from fastseg.io.serialize import load_state, read_meta
 from fastseg.models import create_model
 from fastseg.models.weights import model_metadata, save_model
 from fastseg.train import callbacks
@@ -251,7 +251,7 @@ def test_every_option_under_two_processes_through_ctrl_c_and_resume(synth_copy, 
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     last = load_state(run / LAST)["model"]
     assert all(not torch.equal(last[k], v) for k, v in convs(load_file(start)).items())  # epoch 3 trains it
-    chosen = json.loads((run / "best.json").read_text())
+    chosen = read_meta(run / "best.safetensors")
     scores = [r["iou_background"] for r in rows]
     assert (chosen["monitor"], chosen["epoch"]) == ("iou:background", 1 + scores.index(max(scores)))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -307,7 +307,7 @@ def test_two_processes_score_every_image_once(tmp_path):
     _, alone = evaluate_run(single, bs=1, device="cpu")
     assert torch.equal(load_per_image(run / PER_IMAGE)[2], load_per_image(single / PER_IMAGE)[2])
     scored = json.loads((run / "metrics.json").read_text())
-    fitted = json.loads((run / "best.json").read_text())["metrics"]
+    fitted = read_meta(run / "best.safetensors")["metrics"]
     for key in ("miou", "fg_miou", "pixel_acc", "mean_acc", "fw_iou"):
         assert fitted[key] == scored[key] == alone[key], key
     for name, row in alone["per_class"].items():
@@ -324,7 +324,7 @@ def test_accelerate_launch_passes_every_option(synth_root, tmp_path):
                             env={**ENV, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(2 processes)" in result.stdout
-    assert json.loads((tmp_path / "acc" / "best.json").read_text())["monitor"] == "fg_miou"
+    assert read_meta(tmp_path / "acc" / "best.safetensors")["monitor"] == "fg_miou"
     assert list((tmp_path / "acc" / "tensorboard").iterdir())
 
 
