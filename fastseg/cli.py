@@ -8,16 +8,16 @@ import contextlib
 import functools
 import sys
 from dataclasses import MISSING, fields
-from enum import Enum, StrEnum
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
+from typer.models import OptionInfo
 
 from fastseg import _quiet  # noqa: F401 - first: silences fastai's torch.jit FutureWarnings at import
 from fastseg.config import (
-    CLI_ARCHS,
     DEVICE_DEFAULTS,
     EVAL_SPLITS,
     FOLDER_SPLITS,
@@ -42,7 +42,39 @@ from fastseg.errors import EXIT_INTERRUPTED, FastsegError, Interrupted, io_error
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train and evaluate SegNet and VGG16-BN skip models on PASCAL VOC and SBD.")
 
-Arch = StrEnum("Arch", {a.name: a.value for a in CLI_ARCHS})  # --arch offers the two seeds' models
+
+
+def arch_help() -> str:
+    """--arch's help: each architecture the registry offers, with its phrase."""
+    from fastseg.models import ARCHS, cli_archs
+    return "Model architecture: " + "; ".join(f"{name} ({ARCHS[name].help})" for name in cli_archs()) + "."
+
+
+def check_arch(value: str) -> str:
+    """--arch's callback: the value, once it is one of the registry's architectures."""
+    from fastseg.models import cli_archs
+    if value not in cli_archs():
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, cli_archs()))}.")
+    return value
+
+
+class RegistryOption(OptionInfo):
+    """--arch's option, whose help is `arch_help()` as the registry stands when the command line is
+    built (each run): an architecture registered after this module was imported is listed too."""
+
+    @property
+    def help(self) -> str:
+        return arch_help()
+
+    @help.setter
+    def help(self, value) -> None:
+        pass  # typer sets the help it was given; the registry's is the one shown
+
+
+def arch_option():
+    option = typer.Option("--arch", callback=check_arch, rich_help_panel=MODEL_PANEL)
+    option.__class__ = RegistryOption
+    return option
 
 
 def _defaults(cls) -> dict:
@@ -163,7 +195,7 @@ SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Leave out samples 
                                           "(listed in a warning) instead of refusing.", rich_help_panel=DATA_PANEL)]
 McOpt = Annotated[int, typer.Option("--mc", min=0, help="Monte Carlo dropout: average this many stochastic "
                                      "passes (a model trained with --dropout; the paper used 50).")]
-ArchOpt = Annotated[Arch, typer.Option("--arch", help="Model architecture.", rich_help_panel=MODEL_PANEL)]
+ArchOpt = Annotated[str, arch_option()]
 WidthOpt = Annotated[float, typer.Option(help="Channel multiplier (1.0 = the faithful model).",
                                          rich_help_panel=MODEL_PANEL)]
 PretrainedOpt = Annotated[str, typer.Option(help="Encoder weights: imagenet, none, or a .pth/.safetensors file.",
@@ -337,7 +369,7 @@ def find_lr_cmd(voc: VocOpt = None, sbd: SbdOpt = None, voc11: Voc11Opt = None, 
                 classes: ClassesOpt = None, train: TrainOpt = None, valid: ValidOpt = None,
                 crop: CropOpt = DATA["crop"], bs: BsOpt = DATA["bs"], augment: AugOpt = DATA["augment"],
                 workers: WorkersOpt = None, cache: CacheOpt = DATA["cache"], skip_bad: SkipBadOpt = False,
-                arch: ArchOpt = Arch(FIT["arch"]), width: WidthOpt = FIT["width"],
+                arch: ArchOpt = FIT["arch"], width: WidthOpt = FIT["width"],
                 pretrained: PretrainedOpt = FIT["pretrained"], opt: OptOpt = FIT["opt"], wd: WdOpt = FIT["wd"],
                 num_it: Annotated[int, typer.Option(help="Learning rates tried.", rich_help_panel=OPT_PANEL)] = 100,
                 runs_dir: RunsOpt = RUNS, name: NameOpt = None, seed: SeedOpt = FIT["seed"],
@@ -370,7 +402,7 @@ def fit(ctx: typer.Context,
         classes: ClassesOpt = None, train: TrainOpt = None, valid: ValidOpt = None,
         crop: CropOpt = DATA["crop"], bs: BsOpt = DATA["bs"], augment: AugOpt = DATA["augment"],
         workers: WorkersOpt = None, cache: CacheOpt = DATA["cache"], skip_bad: SkipBadOpt = False,
-        arch: ArchOpt = Arch(FIT["arch"]), width: WidthOpt = FIT["width"],
+        arch: ArchOpt = FIT["arch"], width: WidthOpt = FIT["width"],
         dropout: Annotated[float, typer.Option(help="Bayesian SegNet's dropout after the 3 deepest encoder and "
                                                "decoder stages (the paper's 0.5); 0 builds none. Sample it with "
                                                "evaluate/predict --mc N.", rich_help_panel=MODEL_PANEL)]
@@ -500,13 +532,21 @@ def recipe_options(path: Path, options: dict, ctx: typer.Context) -> dict:
             raise FastsegError(f"Recipe {path} sets '{key}', which is not an option of fit; see `fastseg fit --help`.")
         if _given(ctx, name):
             continue
-        chosen[name] = _recipe_value(path, key, value, RECIPE_CHOICES.get(name))
+        chosen[name] = _recipe_value(path, key, value, recipe_choices(name))
     return chosen
 
 
-RECIPE_CHOICES = {"arch": Arch, "opt": Opt, "sched": Sched, "augment": Preset, "amp": Amp, "log": Log}
-"""The options of fit whose recipe value must be one of the command line's choices (the splits are
-checked by DataConfig, against the dataset's kind)."""
+RECIPE_CHOICES = {"opt": Opt, "sched": Sched, "augment": Preset, "amp": Amp, "log": Log}
+"""The options of fit whose recipe value must be one of the command line's choices, besides --arch (the
+splits are checked by DataConfig, against the dataset's kind)."""
+
+
+def recipe_choices(name: str) -> list[str] | None:
+    """The words option `name` accepts (None: any value of its type)."""
+    if name == "arch":
+        from fastseg.models import cli_archs
+        return cli_archs()
+    return [c.value for c in RECIPE_CHOICES[name]] if name in RECIPE_CHOICES else None
 
 
 def _recipe_value(path: Path, key: str, value, choices):
@@ -516,8 +556,8 @@ def _recipe_value(path: Path, key: str, value, choices):
     Raises:
         FastsegError: the value is not one of the option's choices.
     """
-    if choices is not None and value not in {c.value for c in choices}:
-        names = ", ".join(c.value for c in choices)
+    if choices is not None and value not in choices:
+        names = ", ".join(choices)
         raise FastsegError(f"Recipe {path} sets {key} = {value!r}, which fit refuses; choose one of: {names}.")
     return key, value
 

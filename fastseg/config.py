@@ -4,7 +4,8 @@ DataConfig, saved into every run folder as config.json), the synthetic dataset a
 The choices are enums whose values are the CLI's words, and the names of the splits and the
 dataset roots live here too (fastseg.data.splits builds them). Each config checks its values once,
 in `__post_init__`, and raises FastsegError naming the option. This module imports no torch,
-fastai or numpy, so that `fastseg --help` starts fast; it imports only constants and errors.
+fastai or numpy, so that `fastseg --help` starts fast; it imports only constants and errors (and,
+to check `--arch`, the model registry, which imports no torch either).
 """
 
 import math
@@ -56,15 +57,6 @@ class DataRoots:
         root = Path(root)
         voc = root / "VOCdevkit"
         return cls(voc / "VOC2012", root / "benchmark_RELEASE" / "dataset", voc / "VOC2011")
-
-
-class Arch(StrEnum):
-    SEGNET = "segnet"
-    SKIP = "skip"
-    COLOUR_CONTROL = "colour-control"  # the demo's colour-only control; not offered by the CLI
-
-
-CLI_ARCHS = (Arch.SEGNET, Arch.SKIP)
 
 
 class Opt(StrEnum):
@@ -129,7 +121,7 @@ def _set_choice(cfg, name: str, choices: type[StrEnum], option: str) -> None:
     try:
         member = choices(value)
     except ValueError:
-        names = ", ".join(c.value for c in choices if c is not Arch.COLOUR_CONTROL)
+        names = ", ".join(c.value for c in choices)
         raise FastsegError(f"Unknown {option} '{value}'; choose one of: {names}.") from None
     object.__setattr__(cfg, name, member)  # also on frozen dataclasses
 
@@ -272,7 +264,7 @@ class FitConfig:
     """Everything needed to repeat a run."""
 
     data: DataConfig
-    arch: Arch = Arch.SEGNET
+    arch: str = "segnet"             # a name in the model registry (fastseg.models.ARCHS)
     width: float = 1.0               # channel multiplier; 1.0 is the faithful model
     dropout: float = 0.0             # Bayesian SegNet's central dropout (the paper's 0.5); 0: none
     pretrained: str = "imagenet"     # the seed's ImageNet VGG16-BN encoder
@@ -306,10 +298,12 @@ class FitConfig:
         if isinstance(self.data, dict):
             self.data = DataConfig(**self.data)
         _check_types(self, skip=("data",))
-        for name, choices, option in (("arch", Arch, "--arch"), ("opt", Opt, "--opt"), ("sched", Sched, "--sched"),
-                                      ("amp", Amp, "--amp"), ("log", Log, "--log")):
+        for name, choices, option in (("opt", Opt, "--opt"), ("sched", Sched, "--sched"), ("amp", Amp, "--amp"),
+                                      ("log", Log, "--log")):
             _set_choice(self, name, choices, option)
+        from fastseg.models import ARCHS, cli_archs  # the registry imports no torch
         _check([
+            (self.arch in ARCHS, f"Unknown --arch '{self.arch}'; choose one of: {', '.join(cli_archs())}."),
             (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1."),
             (self.width > 0, f"--width {self.width} must be positive."),
             (0 <= self.dropout < 1, f"--dropout {self.dropout} must be at least 0 and below 1."),
