@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from fastseg.classes import VOC, ClassSet
 from fastseg.console import tracked
 from fastseg.constants import DEFAULT_CROP, IGNORE_INDEX, MIN_SIZE, padded_size
-from fastseg.data.dataloaders import SizeGroupedDL, header_size, segmentation_block, shard_batches
+from fastseg.data.dataloaders import SizeGroupedDL, header_size, segmentation_block, sharded_batches
 from fastseg.data.samples import Sample
 from fastseg.data.transforms import pad_batch
 from fastseg.devices.collectives import all_gather_object, all_reduce_sum, rank, world_size
@@ -172,7 +172,7 @@ def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bo
     baseline = model if mc or uses_tta(flip, scales) else None  # the pass the gain is measured against
     sizes = [header_size(s.image) for s in samples]
     check_scales(sizes, scales)
-    indices = shard_batches(len(samples), bs, rank(), world_size(), sizes)
+    indices = [i for batch in sharded_batches(sizes, bs, rank(), world_size()) for i in batch]
     local = [samples[i] for i in indices]
     rng = np.random.default_rng(seed)
     gallery = Gallery(set(rng.choice(len(samples), size=min(GALLERY, len(samples)), replace=False).tolist()))

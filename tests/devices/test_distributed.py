@@ -22,7 +22,7 @@ import fastseg
 from fastseg.classes import VOC
 from fastseg.config import SynthConfig
 from fastseg.constants import padded_size
-from fastseg.data.dataloaders import build_dataloaders, header_size, shard_batches, size_batches
+from fastseg.data.dataloaders import build_dataloaders, header_size, sharded_batches, size_batches
 from fastseg.data.synthetic import generate
 from fastseg.devices import collectives
 from fastseg.devices.distributed import GlooSafeDistributedDL
@@ -105,9 +105,10 @@ def test_collectives_put_tensors_where_the_backend_takes_them(monkeypatch):
 
 
 def test_shard_batches_keeps_whole_batches():
-    assert shard_batches(7, 2, 0, 2) == [0, 1, 4, 5]
-    assert shard_batches(7, 2, 1, 2) == [2, 3, 6]
-    assert sorted(shard_batches(7, 3, 0, 2) + shard_batches(7, 3, 1, 2)) == list(range(7))
+    same = [(0, 0)] * 7  # samples of one size: batch b holds samples b*bs .. b*bs+bs-1
+    assert sharded_batches(same, 2, 0, 2) == [[0, 1], [4, 5]]
+    assert sharded_batches(same, 2, 1, 2) == [[2, 3], [6]]
+    assert sorted(i for r in (0, 1) for b in sharded_batches(same, 3, r, 2) for i in b) == list(range(7))
 
 
 def test_validation_shards_hold_one_process_batches_once(synth_root):
