@@ -1,5 +1,6 @@
 """The fastai DataBlock over named splits: training crops, validation at native resolution."""
 
+import functools
 import os
 import signal
 from pathlib import Path
@@ -36,29 +37,18 @@ def decoded_image(sample: Sample) -> PILImage:
     return PILImage.create(read_image(sample.image))
 
 
-def decoded_once(read):
-    """`read(sample)` memoised per sample, for datasets that fit in memory (the synthetic demo's
-    images are ~40 kB decoded; VOC train-aug would need ~8 GB, and each loader worker process keeps
-    its own copy). Nothing downstream writes into the cached images and masks: albumentations and
-    fastai's ToTensor copy them."""
-    store = {}
-
-    def get(sample: Sample):
-        if sample not in store:
-            store[sample] = read(sample)
-        return store[sample]
-    return get
-
-
 def segmentation_block(crop: int, augment: str, splitter, cache: bool = False,
                        codes: tuple[str, ...] = VOC_CLASSES) -> DataBlock:
     """`ImageBlock` + `MaskBlock(codes)` (the dataset's class names) over Sample lists; `splitter` is a
     fastai splitter (items → (train indices, valid indices)); only the training split is augmented.
-    With `cache`, each image and mask is decoded once and then served from memory."""
+    With `cache`, each image and mask is decoded once and then served from memory (for datasets that
+    fit in it: the synthetic demo's images are ~40 kB decoded; VOC train-aug would need ~8 GB, and
+    each loader worker process keeps its own copy). Nothing downstream writes into the cached images
+    and masks: albumentations and fastai's ToTensor copy them."""
     return DataBlock(
         blocks=(ImageBlock, MaskBlock(codes=list(codes))),
-        get_x=decoded_once(decoded_image) if cache else decoded_image,
-        get_y=decoded_once(sample_mask) if cache else sample_mask, splitter=splitter,
+        get_x=functools.cache(decoded_image) if cache else decoded_image,
+        get_y=functools.cache(sample_mask) if cache else sample_mask, splitter=splitter,
         item_tfms=[AlbumentationsTransform(build_augmentation(augment, crop))],
         batch_tfms=[Normalise()],
     )
