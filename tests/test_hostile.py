@@ -348,7 +348,8 @@ def test_a_broken_symlink_given_by_name_is_named_as_one(weights, tmp_path, targe
     link = tmp_path / "photo.png"
     link.symlink_to(link if target == "itself" else tmp_path / "deleted.png")
     for args, sentence in ((["predict", str(link), "--weights", str(weights)], f"{link} is a symbolic link"),
-                           (["predict", str(weights), "--weights", str(link)], f"Weights file {link} is a symbolic link")):
+                           (["predict", str(weights), "--weights", str(link)],
+                            f"Weights file {link} is a symbolic link")):
         result = runner.invoke(app, [*args, "--out", str(tmp_path / "o")])
         assert result.exit_code == 2
         assert f"{sentence} that loops or points nowhere;" in " ".join(result.output.split())

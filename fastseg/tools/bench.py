@@ -327,6 +327,12 @@ def run_bench(cfg: BenchConfig, out: Path | None, command: str) -> str:
         shutil.rmtree(folder, ignore_errors=True)
     section = markdown(cfg, device, results, command)
     if out is not None:
-        head = out.read_text() if out.is_file() else "# Benchmarks\n\nOne section per `make bench` run.\n"
-        atomic_write(out, lambda tmp: tmp.write_text(head.rstrip() + "\n\n" + section))
+        append_section(out, section, "# Benchmarks\n\nOne section per `make bench` run.\n")
     return section
+
+
+def append_section(out: Path, section: str, head: str = "# Benchmarks\n") -> Path:
+    """Append a markdown `section` to the file `out` (BENCHMARKS.md), atomically; a new file starts with
+    `head`. What `bench` and `doctor --out` write their results with."""
+    text = out.read_text() if out.is_file() else head
+    return atomic_write(out, lambda tmp: tmp.write_text(text.rstrip() + "\n\n" + section))

@@ -197,7 +197,8 @@ def test_a_nan_in_one_process_stops_every_process_at_the_same_check(tmp_path):
     for p in procs:
         p.join(timeout=120)
     got = dict(results.get() for _ in procs)
-    expected = "The training loss became NaN at epoch 1, batch 3; lower --lr (0.01 now) or set --clip, and start a new run."
+    expected = ("The training loss became NaN at epoch 1, batch 3; lower --lr (0.01 now) or set --clip, and start a "
+                "new run.")
     assert got == {0: expected, 1: expected}
 
 
