@@ -1,6 +1,7 @@
 """What the command modules share: the error handling every command runs under (`friendly`), the
-launcher of --nproc processes, the options several commands take, and the mapping of options to
-config fields. Only typer, rich and fastseg's torch-free modules are imported here."""
+launcher of --nproc processes, the options several commands take (--arch's from the model
+registry), and the data a user names. Only typer, rich and fastseg's torch-free modules are imported
+here."""
 
 import contextlib
 import functools
@@ -56,7 +57,8 @@ class RegistryOption(OptionInfo):
         pass  # typer sets the help it was given; the registry's is the one shown
 
 
-def arch_option():
+def arch_option() -> RegistryOption:
+    """typer's --arch option, checked (`check_arch`) and described (`arch_help`) by the registry."""
     option = typer.Option("--arch", callback=check_arch, rich_help_panel=MODEL_PANEL)
     option.__class__ = RegistryOption
     return option
