@@ -160,7 +160,7 @@ def test_probability_maps_round_trip_at_the_calibrated_temperature(synth_root, t
     assert set(maps) == {"confidence", "entropy"}
     model, meta = load_model(weights)
     x = (image / 255.0 - np.array(meta["mean"])) / np.array(meta["std"])
-    padded = np.zeros((64, 64, 3))
+    padded = np.broadcast_to(-np.array(meta["mean"]) / np.array(meta["std"]), (64, 64, 3)).copy()  # black, normalised
     padded[:40, :50] = x
     with torch.no_grad():
         logits = model(torch.tensor(padded, dtype=torch.float32).permute(2, 0, 1)[None])[0, :, :40, :50]
