@@ -80,8 +80,7 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta) -> Path:
     the bytes, so a full disk is an OSError naming the file and the mode is the usual one (0644
     under umask 022). Returns `path`."""
     path = Path(path)
-    payload = save(tensors, metadata={META_KEY: json.dumps(meta)})
-    atomic_write(path, lambda tmp: tmp.write_bytes(payload))
+    atomic_write(path, lambda tmp: tmp.write_bytes(save(tensors, metadata={META_KEY: json.dumps(meta)})))
     side = legacy_sidecar(path)
     if side.name == EXPORT_CONFIG:
         atomic_write(side, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
@@ -159,10 +158,11 @@ def load_state(path: Path) -> dict:
     """
     try:
         data = path.read_bytes()
+        tensors = load(data)
         skeleton = header_meta(data)
         if skeleton is None:
             skeleton = json.loads(legacy_sidecar(path).read_text())
-        return unflatten(skeleton, load(data))
+        return unflatten(skeleton, tensors)
     except (OSError, ValueError, KeyError, SafetensorError) as err:
         raise FastsegError(f"Checkpoint {path} could not be read ({type(err).__name__}); it may be "
                            "incomplete, so resume from a run whose checkpoint files are intact.") from None

@@ -140,7 +140,7 @@ def test_a_legacy_two_file_checkpoint_still_loads_and_becomes_one_file_when_rewr
 
 
 @pytest.mark.parametrize(("damage", "error"), [("no json", "FileNotFoundError"), ("bad json", "JSONDecodeError"),
-                                               ("truncated tensors", "ValueError"), ("missing key", "KeyError")])
+                                               ("truncated tensors", "SafetensorError"), ("missing key", "KeyError")])
 def test_a_damaged_legacy_checkpoint_is_one_sentence(tmp_path, damage, error):
     path = tmp_path / "state.safetensors"
     legacy_checkpoint(STATE, path)
