@@ -10,12 +10,13 @@ whether this process is rank 0). The wings, each with a docstring saying what it
     devices/   device selection, DDP, precision
     data/      VOC / SBD / folder-dataset readers, splits, checks, statistics, transforms, DataBlock,
                synthetic data
-    models/    SegNet, the VGG16-BN skip model, the colour-only control, weights files
+    models/    the registry (ARCHS, create_model), SegNet, the VGG16-BN skip model, the colour-only
+               control, weights files
     train/     fit, find-lr, Learner, losses, schedules, callbacks, recorder, TensorBoard
     evaluate/  metrics, scoring, TTA, predict, export, report, figures
     tools/     demo, bench, doctor
 
-cli.py turns each command into one library call.
+cli/ (one module per command group) turns each command into a config and one library call.
 """
 
 __version__ = "0.1.0"

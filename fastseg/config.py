@@ -4,13 +4,15 @@ DataConfig, saved into every run folder as config.json), the synthetic dataset a
 The choices are enums whose values are the CLI's words, and the names of the splits and the
 dataset roots live here too (fastseg.data.splits builds them). Each config checks its values once,
 in `__post_init__`, and raises FastsegError naming the option. This module imports no torch,
-fastai or numpy, so that `fastseg --help` starts fast; it imports only constants and errors.
+fastai or numpy, so that `fastseg --help` starts fast; it imports only constants and errors (and,
+to check `--arch`, the model registry, which imports no torch either).
 """
 
+import contextlib
 import math
 import re
 from dataclasses import dataclass, fields, replace
-from enum import StrEnum
+from enum import Enum, StrEnum
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import get_args, get_origin
@@ -56,15 +58,6 @@ class DataRoots:
         root = Path(root)
         voc = root / "VOCdevkit"
         return cls(voc / "VOC2012", root / "benchmark_RELEASE" / "dataset", voc / "VOC2011")
-
-
-class Arch(StrEnum):
-    SEGNET = "segnet"
-    SKIP = "skip"
-    COLOUR_CONTROL = "colour-control"  # the demo's colour-only control; not offered by the CLI
-
-
-CLI_ARCHS = (Arch.SEGNET, Arch.SKIP)
 
 
 class Opt(StrEnum):
@@ -129,7 +122,7 @@ def _set_choice(cfg, name: str, choices: type[StrEnum], option: str) -> None:
     try:
         member = choices(value)
     except ValueError:
-        names = ", ".join(c.value for c in choices if c is not Arch.COLOUR_CONTROL)
+        names = ", ".join(c.value for c in choices)
         raise FastsegError(f"Unknown {option} '{value}'; choose one of: {names}.") from None
     object.__setattr__(cfg, name, member)  # also on frozen dataclasses
 
@@ -272,7 +265,7 @@ class FitConfig:
     """Everything needed to repeat a run."""
 
     data: DataConfig
-    arch: Arch = Arch.SEGNET
+    arch: str = "segnet"             # a name in the model registry (fastseg.models.ARCHS)
     width: float = 1.0               # channel multiplier; 1.0 is the faithful model
     dropout: float = 0.0             # Bayesian SegNet's central dropout (the paper's 0.5); 0: none
     pretrained: str = "imagenet"     # the seed's ImageNet VGG16-BN encoder
@@ -306,10 +299,12 @@ class FitConfig:
         if isinstance(self.data, dict):
             self.data = DataConfig(**self.data)
         _check_types(self, skip=("data",))
-        for name, choices, option in (("arch", Arch, "--arch"), ("opt", Opt, "--opt"), ("sched", Sched, "--sched"),
-                                      ("amp", Amp, "--amp"), ("log", Log, "--log")):
+        for name, choices, option in (("opt", Opt, "--opt"), ("sched", Sched, "--sched"), ("amp", Amp, "--amp"),
+                                      ("log", Log, "--log")):
             _set_choice(self, name, choices, option)
+        from fastseg.models import ARCHS, cli_archs  # the registry imports no torch
         _check([
+            (self.arch in ARCHS, f"Unknown --arch '{self.arch}'; choose one of: {', '.join(cli_archs())}."),
             (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1."),
             (self.width > 0, f"--width {self.width} must be positive."),
             (0 <= self.dropout < 1, f"--dropout {self.dropout} must be at least 0 and below 1."),
@@ -326,6 +321,19 @@ class FitConfig:
             (self.l1 >= 0, f"--l1 {self.l1} must be 0 or positive."),
         ])
 
+    @classmethod
+    def from_recipe(cls, path: str | Path, **overrides) -> "FitConfig":
+        """The run a recipe file (TOML, keys named as fit's options with - or _, e.g. recipes/segnet-voc.toml)
+        describes, with `overrides` (named as fit's options: voc, train, epochs, ...) winning over its values.
+
+        Raises:
+            FastsegError: the file cannot be read, is not TOML, names an option fit does not have, or sets
+                a value fit refuses (the message names the file and the key).
+        """
+        recipe = {name: entry for name, entry in read_recipe(Path(path)).items() if name not in overrides}
+        with recipe_blame(path, recipe):
+            return fit_config(**{name: value for name, (_, value) in recipe.items()} | overrides)
+
 
 @dataclass(frozen=True)
 class SynthConfig:
@@ -338,6 +346,98 @@ class SynthConfig:
     size: int = 112         # longest image side; the other side and this one vary, most not ×32
     band: int = 2           # width in pixels of the void (255) band along object outlines
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Raises FastsegError when a split would be too small to split again, or the images too small."""
+        if min(self.n_train, self.n_val, self.n_sbd_only) < 2 or self.size < MIN_SIZE:
+            raise FastsegError(f"synth needs --n-train, --n-val and --n-sbd-only of at least 2 and --size of at "
+                               f"least {MIN_SIZE}.")
+
+
+DATA_OPTIONS = {"voc": "voc", "data": "data", "sbd": "sbd", "voc11": "voc11", "classes": "classes",
+                "train": "train_split", "valid": "valid_split",
+                "crop": "crop", "bs": "bs", "augment": "augment", "workers": "num_workers", "cache": "cache",
+                "skip_bad": "skip_bad"}
+"""fit's data option names (as parameters) → DataConfig field; every other option of find-lr and fit
+is a FitConfig field."""
+
+NO_OPTION = ("data", "moms", "process_seeds")
+"""FitConfig fields fit has no option for (the data has its own; the rest are derived when fit starts)."""
+
+
+def fit_option_names() -> set[str]:
+    """Every option of fit, named as its parameter (skip_bad, lr_min, ...): what a recipe may set."""
+    return set(DATA_OPTIONS) | {f.name for f in fields(FitConfig)} - set(NO_OPTION)
+
+
+def plain(value):
+    """An option's value as the configs store it: paths as strings, enum members as their values."""
+    if isinstance(value, Path):
+        return str(value)
+    return value.value if isinstance(value, Enum) else value
+
+
+def fit_config(**options) -> FitConfig:
+    """The FitConfig of find-lr's or fit's options (named as in DATA_OPTIONS, then FitConfig's fields)."""
+    data = DataConfig(**{field: plain(options.pop(name)) for name, field in DATA_OPTIONS.items() if name in options})
+    return FitConfig(data=data, **{k: plain(v) for k, v in options.items()})
+
+
+RECIPE_CHOICES = {"opt": Opt, "sched": Sched, "augment": Preset, "amp": Amp, "log": Log}
+"""The options of fit whose recipe value must be one of the command line's choices, besides --arch (the
+splits are checked by DataConfig, against the dataset's kind)."""
+
+
+def recipe_choices(name: str) -> list[str] | None:
+    """The words option `name` accepts (None: any value of its type)."""
+    if name == "arch":
+        from fastseg.models import cli_archs
+        return cli_archs()
+    return [c.value for c in RECIPE_CHOICES[name]] if name in RECIPE_CHOICES else None
+
+
+def read_recipe(path: Path) -> dict[str, tuple[str, object]]:
+    """The options a recipe file sets, as {option: (key, value)} with the keys as the file writes them
+    (with - or _) and each value among its option's choices (types are checked when the config is built).
+
+    Raises:
+        FastsegError: the file is missing, is not TOML, names an option fit does not have, or sets a
+            value that is not one of its option's choices.
+    """
+    import tomllib
+
+    try:
+        recipe = tomllib.loads(path.read_text())
+    except OSError as err:
+        raise FastsegError(f"Recipe {path} could not be read ({err.strerror or type(err).__name__}); pass a TOML "
+                           "file such as recipes/segnet-voc.toml.") from None
+    except tomllib.TOMLDecodeError as err:
+        raise FastsegError(f"Recipe {path} is not valid TOML ({err}); fix it and run again.") from None
+    chosen, options = {}, fit_option_names()
+    for key, value in recipe.items():
+        name = key.replace("-", "_")
+        if name not in options:
+            raise FastsegError(f"Recipe {path} sets '{key}', which is not an option of fit; see `fastseg fit --help`.")
+        choices = recipe_choices(name)
+        if choices is not None and value not in choices:
+            raise FastsegError(f"Recipe {path} sets {key} = {value!r}, which fit refuses; choose one of: "
+                               f"{', '.join(choices)}.")
+        chosen[name] = (key, value)
+    return chosen
+
+
+@contextlib.contextmanager
+def recipe_blame(path: Path | None, recipe: dict):
+    """Reword an OptionError about a value that the recipe file at `path` set ({option: (key, value)}), to
+    name the file and its key."""
+    try:
+        yield
+    except OptionError as err:
+        name = err.option.removeprefix("--").replace("-", "_")
+        if name not in recipe:
+            raise
+        raise FastsegError(f"Recipe {path} sets {recipe[name][0]} = {recipe[name][1]!r}, which fit refuses: "
+                           f"{err}") from None
 
 
 DEVICE_DEFAULTS = {"cuda": (32, 20), "cpu": (4, 2)}

@@ -26,8 +26,7 @@ def progress_bar(description: str, total: int | None = None, completed: int = 0,
 
 
 def tracked(items, description: str):
-    """Yield the items of a sized iterable under `progress_bar`."""
-    with progress_bar(description, total=len(items)) as advance:
-        for item in items:
-            yield item
-            advance()
+    """Yield the items of a sized iterable under rich's `track` bar, shown as `progress_bar` is:
+    transient, and only on a terminal."""
+    from rich.progress import track
+    return track(items, description, console=console, transient=True, disable=not console.is_terminal)

@@ -8,6 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from fastseg.cli import app
+from fastseg.io.serialize import read_meta
 from tests.conftest import cli_fit, data_args
 
 runner = CliRunner()
@@ -39,7 +40,7 @@ def test_data_and_loader_options_reach_the_learner(synth_copy, tmp_path, learner
     config = json.loads((tmp_path / "runs" / "o" / "config.json").read_text())
     assert (config["arch"], config["opt"], config["device"]) == ("skip", "sgd", "cpu")
     assert (config["data"]["num_workers"], config["data"]["cache"]) == (1, True)  # --cache: data/test_dataloaders.py
-    assert json.loads((tmp_path / "runs" / "o" / "best.json").read_text())["arch"] == "skip"
+    assert read_meta(tmp_path / "runs" / "o" / "best.safetensors")["arch"] == "skip"
 
 
 def test_device_cpu_wins_over_cuda(monkeypatch):

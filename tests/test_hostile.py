@@ -316,7 +316,6 @@ def test_both_exports_create_a_missing_parent_folder(weights, tmp_path):
 
 def test_sigterm_during_evaluate_exits_130_with_a_sentence(synth_root, weights, tmp_path):
     shutil.copy(weights, tmp_path / "w.safetensors")
-    shutil.copy(weights.with_suffix(".json"), tmp_path / "w.json")
     code = ("import os, signal, sys; import fastseg.evaluate.scoring as s; real = s.evaluate_samples\n"
             "def cut(*a, **k):\n    os.kill(os.getpid(), signal.SIGTERM)\n    return real(*a, **k)\n"
             "s.evaluate_samples = cut; from fastseg.cli import app; sys.argv[0] = 'fastseg'; app()")
@@ -328,7 +327,7 @@ def test_sigterm_during_evaluate_exits_130_with_a_sentence(synth_root, weights, 
     assert out.stderr.strip().splitlines()[-1] == ("Stopped by SIGTERM; every file written so far is complete and "
                                                    "nothing half-written was left.")
     assert "Traceback" not in out.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.json", "w.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
 
 
 def test_unreadable_inputs_are_named_by_their_fault(weights, tmp_path):
@@ -349,7 +348,8 @@ def test_a_broken_symlink_given_by_name_is_named_as_one(weights, tmp_path, targe
     link = tmp_path / "photo.png"
     link.symlink_to(link if target == "itself" else tmp_path / "deleted.png")
     for args, sentence in ((["predict", str(link), "--weights", str(weights)], f"{link} is a symbolic link"),
-                           (["predict", str(weights), "--weights", str(link)], f"Weights file {link} is a symbolic link")):
+                           (["predict", str(weights), "--weights", str(link)],
+                            f"Weights file {link} is a symbolic link")):
         result = runner.invoke(app, [*args, "--out", str(tmp_path / "o")])
         assert result.exit_code == 2
         assert f"{sentence} that loops or points nowhere;" in " ".join(result.output.split())

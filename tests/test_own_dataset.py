@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fastseg.classes import read_classes
 from fastseg.cli import app
+from fastseg.io.serialize import read_meta
 from fastseg.models import create_model
 from fastseg.models.weights import load_model
 from tests.conftest import cli_fit, data_args, runner
@@ -70,7 +71,7 @@ def test_fit_names_the_dataset_classes_in_metrics_and_the_sidecar(own_run):
     with open(run / "metrics.csv") as f:
         header = next(csv.reader(f))
     assert header[-5:] == [f"iou_{n}" for n in classes.names]
-    best = json.loads((run / "best.json").read_text())
+    best = read_meta(run / "best.safetensors")
     assert best["classes"] == list(classes.names) and best["num_classes"] == 5
     assert best["colours"] == [list(c) for c in classes.colours] and best["void"] == "outline"
     assert best["monitor"] == f"iou:{classes.names[1]}"
@@ -222,8 +223,7 @@ def test_show_batch_draws_a_folder_dataset_in_its_colours(shapes, tmp_path, monk
 def test_evaluate_takes_a_folder_dataset_for_a_bare_weights_file(own_run, tmp_path):
     import shutil
     data, classes, run, _, _ = own_run
-    for name in ("best.safetensors", "best.json"):
-        shutil.copy(run / name, tmp_path / name)  # no config.json beside it: the data must be named
+    shutil.copy(run / "best.safetensors", tmp_path)  # no config.json beside it: the data must be named
     result = runner.invoke(app, ["evaluate", str(tmp_path / "best.safetensors")])
     assert result.exit_code == 2 and "pass --voc (and --sbd) or --data" in result.output
     invoke("evaluate", tmp_path / "best.safetensors", "--data", data, "--split", "val")
@@ -247,7 +247,7 @@ def test_runs_lists_a_folder_run_with_its_monitored_class(own_run):
     _, classes, run, _, _ = own_run
     rows = json.loads(invoke("runs", "--runs-dir", run.parent, "--json"))
     row = next(r for r in rows if r["name"] == "run")
-    best = json.loads((run / "best.json").read_text())
+    best = read_meta(run / "best.safetensors")
     assert row["state"] == "finished" and row["monitor"] == f"iou:{classes.names[1]}"
     assert row["best"] == best["metrics"][f"iou_{classes.names[1]}"] and row["splits"] == "train / val"
 
@@ -311,8 +311,7 @@ def test_a_classes_file_renames_a_voc_layout_dataset_in_fit_and_evaluate(synth_r
 
 def test_evaluate_of_bare_weights_needs_a_dataset_not_only_sbd(voc_weights, synth_root, tmp_path):
     import shutil
-    for name in ("best.safetensors", "best.json"):
-        shutil.copy(voc_weights.with_name(name), tmp_path / name)
+    shutil.copy(voc_weights.with_name("best.safetensors"), tmp_path)
     result = runner.invoke(app, ["evaluate", str(tmp_path / "best.safetensors"), "--sbd", str(synth_root)])
     assert result.exit_code == 2 and "pass --voc (and --sbd) or --data" in result.output
 

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 import fastseg.train.fit
-from fastseg.cli import SEGNET_RECIPE, SKIP_RECIPE, app
+from fastseg.cli import app
+from fastseg.cli.train import SEGNET_RECIPE, SKIP_RECIPE
 from tests.conftest import runner
 
 RECIPES = Path(__file__).parents[1] / "recipes"
@@ -66,3 +67,21 @@ def test_a_recipe_value_the_command_line_refuses_is_refused(resolved, tmp_path):
     assert " ".join(result.output.split()) == (f"Error: Recipe {path} sets arch = 'colour-control', which fit "
                                                "refuses; choose one of: segnet, skip.")
     assert runner.invoke(app, ["fit", "--config", str(path), "--resume", "runs/x"]).exit_code == 2
+
+
+def test_a_recipe_loads_from_python_with_overrides():
+    from fastseg.config import FitConfig
+    cfg = FitConfig.from_recipe(RECIPES / "segnet-voc.toml", epochs=3, voc="elsewhere", train="voc12-train")
+    assert (cfg.epochs, cfg.data.voc, cfg.data.train_split) == (3, "elsewhere", "voc12-train")
+    assert (cfg.arch, cfg.opt, cfg.lr, cfg.data.crop, cfg.data.sbd) == ("segnet", "sgd", 5e-3, 320, "data")
+
+
+def test_a_value_a_recipe_sets_is_blamed_on_the_recipe_from_python_too(tmp_path):
+    from fastseg.config import FitConfig
+    from fastseg.errors import FastsegError
+    path = tmp_path / "r.toml"
+    path.write_text('voc = "d"\nepochs = 0\n')
+    with pytest.raises(FastsegError, match=r"^Recipe .*r\.toml sets epochs = 0, which fit refuses: --epochs 0 must be "
+                                           r"at least 1\.$"):
+        FitConfig.from_recipe(path)
+    assert FitConfig.from_recipe(path, epochs=2).epochs == 2  # an override replaces the refused value

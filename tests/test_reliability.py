@@ -131,13 +131,13 @@ def test_a_missing_pretrained_file_leaves_no_run_folder(synth_root, tmp_path):
 
 
 def test_disk_full_is_one_sentence_with_the_resume_command(synth_root, tmp_path, monkeypatch):
-    def full(tensors):
+    def full(tensors, metadata=None):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(serialize, "save", full)
+    monkeypatch.setattr(serialize, "save", full)  # every tensor file: the epoch's best model is written first
     result = runner.invoke(app, fit_args(synth_root, tmp_path, "--name", "full"))
     assert result.exit_code == EXIT_IO == 74
     run = tmp_path / "full"
-    assert one_sentence(result) == (f"Error: No space left on device while writing {run / 'last.safetensors'}; "
+    assert one_sentence(result) == (f"Error: No space left on device while writing {run / 'best.safetensors'}; "
                                     f"free space and resume with `fastseg fit --resume {run}`.")
 
 

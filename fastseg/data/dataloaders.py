@@ -1,5 +1,6 @@
 """The fastai DataBlock over named splits: training crops, validation at native resolution."""
 
+import functools
 import os
 import signal
 from pathlib import Path
@@ -10,19 +11,18 @@ from fastai.vision.all import (
     ImageBlock,
     IndexSplitter,
     MaskBlock,
-    Normalize,
     PILImage,
     PILMask,
     TfmdDL,
 )
 
 from fastseg.config import DataConfig
-from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES, padded_size
+from fastseg.constants import VOC_CLASSES, padded_size
 from fastseg.data.folder import split_note
 from fastseg.data.images import read_image, shown_size
 from fastseg.data.samples import Sample, sample_mask_array
 from fastseg.data.splits import build_split, check_leakage, dataset_classes
-from fastseg.data.transforms import AlbumentationsTransform, build_augmentation, pad_batch
+from fastseg.data.transforms import AlbumentationsTransform, Normalise, build_augmentation, pad_batch
 from fastseg.devices.transfer import NonBlockingLoader
 from fastseg.errors import FastsegError
 
@@ -37,31 +37,20 @@ def decoded_image(sample: Sample) -> PILImage:
     return PILImage.create(read_image(sample.image))
 
 
-def decoded_once(read):
-    """`read(sample)` memoised per sample, for datasets that fit in memory (the synthetic demo's
-    images are ~40 kB decoded; VOC train-aug would need ~8 GB, and each loader worker process keeps
-    its own copy). Nothing downstream writes into the cached images and masks: albumentations and
-    fastai's ToTensor copy them."""
-    store = {}
-
-    def get(sample: Sample):
-        if sample not in store:
-            store[sample] = read(sample)
-        return store[sample]
-    return get
-
-
 def segmentation_block(crop: int, augment: str, splitter, cache: bool = False,
                        codes: tuple[str, ...] = VOC_CLASSES) -> DataBlock:
     """`ImageBlock` + `MaskBlock(codes)` (the dataset's class names) over Sample lists; `splitter` is a
     fastai splitter (items → (train indices, valid indices)); only the training split is augmented.
-    With `cache`, each image and mask is decoded once and then served from memory."""
+    With `cache`, each image and mask is decoded once and then served from memory (for datasets that
+    fit in it: the synthetic demo's images are ~40 kB decoded; VOC train-aug would need ~8 GB, and
+    each loader worker process keeps its own copy). Nothing downstream writes into the cached images
+    and masks: albumentations and fastai's ToTensor copy them."""
     return DataBlock(
         blocks=(ImageBlock, MaskBlock(codes=list(codes))),
-        get_x=decoded_once(decoded_image) if cache else decoded_image,
-        get_y=decoded_once(sample_mask) if cache else sample_mask, splitter=splitter,
+        get_x=functools.cache(decoded_image) if cache else decoded_image,
+        get_y=functools.cache(sample_mask) if cache else sample_mask, splitter=splitter,
         item_tfms=[AlbumentationsTransform(build_augmentation(augment, crop))],
-        batch_tfms=[Normalize.from_stats(IMAGENET_MEAN, IMAGENET_STD)],
+        batch_tfms=[Normalise()],
     )
 
 
@@ -90,42 +79,36 @@ def by_padded_size(samples: list[Sample]) -> list[Sample]:
     return sorted(samples, key=lambda s: (padded_size([header_size(s.image)]), s.id))
 
 
-def size_groups(items, bs: int):
-    """Consecutive (image, mask, ...) items in batches of at most `bs` that share one padded size.
+def size_groups(items, bs: int, size=lambda item: tuple(item[1].shape[-2:])):
+    """The one batching rule of unshuffled loaders (validation, evaluation) and of evaluate's shards:
+    consecutive `items` in batches of at most `bs` that share one padded size (`size(item)`: its
+    (H, W); by default of an (image, mask, ...) item's mask).
 
     A score must not depend on the batch size: an image padded further than its own next multiple
     of 32 gets different predictions near its edges, so no image is padded for another's sake."""
     batch, key = [], None
     for item in items:
-        size = padded_size([tuple(item[1].shape[-2:])])
-        if batch and (size != key or len(batch) == bs):
+        padded = padded_size([size(item)])
+        if batch and (padded != key or len(batch) == bs):
             yield batch
             batch = []
         batch.append(item)
-        key = size
+        key = padded
     if batch:
         yield batch
 
 
 def size_batches(sizes: list[tuple[int, int]], bs: int) -> list[list[int]]:
-    """Sample indices ordered by padded size (then index), in batches of at most `bs` of one padded
-    size: the batches `SizeGroupedDL` forms from the samples in that order."""
+    """Sample indices ordered by padded size (then index), in `size_groups`' batches: the batches
+    `SizeGroupedDL` forms from the samples in that order."""
     order = sorted(range(len(sizes)), key=lambda i: (padded_size([sizes[i]]), i))
-    batches: list[list[int]] = []
-    for i in order:
-        last = batches[-1] if batches else None
-        if last and len(last) < bs and padded_size([sizes[last[0]]]) == padded_size([sizes[i]]):
-            last.append(i)
-        else:
-            batches.append([i])
-    return batches
+    return list(size_groups(order, bs, size=sizes.__getitem__))
 
 
-def shard_batches(n: int, bs: int, rank: int, world: int, sizes: list[tuple[int, int]] | None = None) -> list[int]:
-    """Sample indices of batches rank, rank + world, ... of `size_batches` (samples of equal size:
-    batch b holds samples b*bs .. b*bs+bs-1): each process scores whole batches, as one process would."""
-    batches = size_batches(sizes or [(0, 0)] * n, bs)
-    return [i for batch in batches[rank::world] for i in batch]
+def sharded_batches(sizes: list[tuple[int, int]], bs: int, rank: int, world: int) -> list[list[int]]:
+    """Process `rank` of `world`'s batches: batches rank, rank + world, ... of `size_batches`, so each
+    process scores whole batches, as one process would, and every sample exactly once."""
+    return size_batches(sizes, bs)[rank::world]
 
 
 class SizeGroupedDL(NonBlockingLoader, TfmdDL):
@@ -149,11 +132,11 @@ class SizeGroupedDL(NonBlockingLoader, TfmdDL):
 
     def shard(self, rank: int, world: int) -> "SizeGroupedDL":
         """This unshuffled loader for process `rank` of `world`: batches rank, rank + world, ... of
-        the batches one process forms (`shard_batches`), so every sample is scored once, in the batch
+        the batches one process forms (`sharded_batches`), so every sample is scored once, in the batch
         a single process would put it in, and nothing is repeated to even the shards out."""
         dl = self.new()
         dl.shard_of = (rank, world)
-        dl.batches = size_batches([header_size(s.image) for s in self.items], self.bs)[rank::world]
+        dl.batches = sharded_batches([header_size(s.image) for s in self.items], self.bs, rank, world)
         return dl
 
     def get_idxs(self):

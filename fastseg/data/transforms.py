@@ -1,4 +1,7 @@
-"""Augmentation presets (albumentations, image and mask together) and validation padding.
+"""Augmentation presets (albumentations, image and mask together), and the one input rule that
+fit's validation, evaluate and predict share: pad the uint8 image with black (0) at the bottom and
+right to the next multiple of 32 (`pad_to`, `pad_batch`), then scale to [0, 1], then normalise by
+ImageNet's mean and std (`normalise`, `Normalise`); `model_input` does all three for one image.
 
 Masks always use nearest-neighbour interpolation and are padded with IGNORE_INDEX, so void
 stays void and padding is never scored.
@@ -10,10 +13,10 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from fastai.vision.all import ItemTransform, TensorImage, TensorMask
+from fastai.vision.all import ItemTransform, TensorImage, TensorMask, Transform
 
 from fastseg.config import PRESETS
-from fastseg.constants import DEFAULT_CROP, IGNORE_INDEX, padded_size
+from fastseg.constants import DEFAULT_CROP, IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, padded_size
 from fastseg.errors import FastsegError
 
 
@@ -69,18 +72,60 @@ class AlbumentationsTransform(ItemTransform):
 
 
 def pad_batch(items: list) -> list:
-    """fastai `before_batch`: pad each (image 3×H×W, mask H×W) to one common size divisible by 32.
+    """fastai `before_batch`: pad each (image 3×H×W uint8, mask H×W) to one common size divisible by 32.
 
-    Images are padded with 0 and masks with IGNORE_INDEX at the bottom and right, so the original
-    pixels keep their coordinates and padding is never scored.
+    Images are padded with 0 (black, before normalisation) and masks with IGNORE_INDEX at the bottom
+    and right, so the original pixels keep their coordinates and padding is never scored.
     """
     h, w = padded_size([tuple(item[1].shape[-2:]) for item in items])
-    return [(_pad(img, h, w, 0), _pad(mask, h, w, IGNORE_INDEX), *rest) for img, mask, *rest in items]
+    return [(pad_to(img, h, w, 0), pad_to(mask, h, w, IGNORE_INDEX), *rest) for img, mask, *rest in items]
 
 
-def _pad(t: torch.Tensor, h: int, w: int, value: int) -> torch.Tensor:
+def pad_to(t: torch.Tensor, h: int, w: int, value: int) -> torch.Tensor:
+    """`t` (…×H'×W', H' ≤ h, W' ≤ w) padded with `value` at the bottom and right to …×h×w."""
     if t.shape[-2:] == (h, w):
         return t
     out = t.new_full((*t.shape[:-2], h, w), value)
     out[..., : t.shape[-2], : t.shape[-1]] = t
     return out
+
+
+def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet's mean and std as 3×1×1 tensors on `x`'s device, in its dtype."""
+    def as_tensor(values):
+        return torch.tensor(values, device=x.device, dtype=x.dtype).view(3, 1, 1)
+    return as_tensor(IMAGENET_MEAN), as_tensor(IMAGENET_STD)
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """…×3×H×W float RGB in [0, 1] → (x - mean) / std with ImageNet's statistics."""
+    mean, std = _stats(x)
+    return (x - mean) / std
+
+
+def denormalise(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of `normalise`: …×3×H×W normalised → RGB in [0, 1] (not clamped)."""
+    mean, std = _stats(x)
+    return x * std + mean
+
+
+class Normalise(Transform):
+    """fastai batch transform: `normalise` the images (N×3×H×W float in [0, 1], after fastai's
+    IntToFloatTensor), leaving the masks alone."""
+
+    order = 99  # after IntToFloatTensor (10), where fastai's Normalize runs
+
+    def encodes(self, x: TensorImage):
+        return normalise(x)
+
+    def decodes(self, x: TensorImage):
+        return denormalise(x)
+
+
+def model_input(image: np.ndarray, device=None) -> torch.Tensor:
+    """H×W×3 uint8 image → 1×3×H'×W' float model input, H' and W' the next multiples of 32: padded with
+    black, scaled to [0, 1] and normalised, exactly as `evaluate` feeds its batches (a copy: the
+    array may be read-only)."""
+    x = torch.from_numpy(np.array(image)).to(device).permute(2, 0, 1)
+    h, w = padded_size([tuple(x.shape[-2:])])
+    return normalise(pad_to(x, h, w, 0).float().div(255)).unsqueeze(0)

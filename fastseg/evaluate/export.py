@@ -22,7 +22,8 @@ from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, MIN_SIZE
 from fastseg.errors import FastsegError
 from fastseg.io.atomic import atomic_write
 from fastseg.io.runs import BEST, CONFIG
-from fastseg.models.weights import EXPORT_CONFIG, EXPORT_WEIGHTS, load_model, model_classes, save_model
+from fastseg.io.serialize import EXPORT_CONFIG, EXPORT_WEIGHTS
+from fastseg.models.weights import load_model, model_classes, save_model
 
 MIN_OPSET = 11  # ScatterElements and dynamic Resize
 
@@ -141,7 +142,7 @@ def export_folder(run: Path, out: Path, onnx: bool = False, opset: int = 17, pro
     model, meta = load_model(run / BEST)
     out.mkdir(parents=True, exist_ok=True)
     config = export_config(meta)
-    save_model(model, out / EXPORT_WEIGHTS, config)
+    save_model(model, out / EXPORT_WEIGHTS, config)  # and config.json, a copy of its header's metadata
     for stale in (ONNX, PARITY, CARD):  # an earlier export's files, which may be of another model
         (out / stale).unlink(missing_ok=True)
     parity = None

@@ -23,11 +23,9 @@ def colorize(mask, palette: list[int] | None = None) -> np.ndarray:
 
 def denormalize(x) -> np.ndarray:
     """N×3×H×W ImageNet-normalised tensor → N×H×W×3 uint8."""
-    from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD
+    from fastseg.data.transforms import denormalise
     x = torch.as_tensor(x).detach().float().cpu()
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((x * std + mean).clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).numpy().astype(np.uint8)
+    return (denormalise(x).clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).numpy().astype(np.uint8)
 
 
 def overlay(image, mask, alpha: float = 0.5, palette: list[int] | None = None) -> np.ndarray:

@@ -22,9 +22,10 @@ import torch
 from PIL import Image
 
 from fastseg.console import tracked
-from fastseg.constants import DEFAULT_OVERLAP, DEFAULT_TILE, IMAGENET_MEAN, IMAGENET_STD, STRIDE, padded_size
+from fastseg.constants import DEFAULT_OVERLAP, DEFAULT_TILE
 from fastseg.data.images import ImageReadError, read_image
 from fastseg.data.masks import write_palette_png
+from fastseg.data.transforms import model_input
 from fastseg.errors import FastsegError, absent
 from fastseg.evaluate.figures import overlay
 from fastseg.evaluate.uncertainty import MonteCarlo
@@ -134,22 +135,13 @@ def check_out(inputs: list[Path], out: Path, names: list[Path]) -> dict[str, lis
     return manifest
 
 
-def to_input(image: np.ndarray, device) -> torch.Tensor:
-    """H×W×3 uint8 → 1×3×H×W normalised float tensor (a copy: the array may be read-only)."""
-    x = torch.from_numpy(np.array(image)).to(device).permute(2, 0, 1).float().div(255)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
-    return ((x - mean) / std).unsqueeze(0)
-
-
-def predict_padded(model, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Probabilities 1×C×H×W for 1×3×H×W input, padded (bottom/right, zeros) to a multiple of 32, at
-    softmax temperature `temperature`. For a `MonteCarlo` model with maps wanted (`model.keep_variance`),
-    one more channel: the sampled variance of the winning class (1×(C+1)×H×W)."""
-    h, w = x.shape[-2:]
-    ph, pw = padded_size([(h, w)], STRIDE)
-    padded = torch.nn.functional.pad(x, (0, pw - w, 0, ph - h))
-    probs = (model(padded)[..., :h, :w].float() / temperature).softmax(1)
+def predict_padded(model, image: np.ndarray, device, temperature: float = 1.0) -> torch.Tensor:
+    """Probabilities 1×C×H×W of an H×W×3 uint8 image, fed as `evaluate` feeds it (`model_input`: padded
+    with black to a multiple of 32, then normalised), at softmax temperature `temperature`. For a
+    `MonteCarlo` model with maps wanted (`model.keep_variance`), one more channel: the sampled
+    variance of the winning class (1×(C+1)×H×W)."""
+    h, w = image.shape[:2]
+    probs = (model(model_input(image, device))[..., :h, :w].float() / temperature).softmax(1)
     variance = getattr(model, "variance", None)
     return probs if variance is None else torch.cat([probs, variance[:, None, :h, :w]], 1)
 
@@ -190,7 +182,7 @@ def predict_tiled(model, image: np.ndarray, device, tile: int, overlap: int, tem
         bottom = min(top + tile, h)
         for left in lefts:
             right = min(left + tile, w)
-            prob = predict_padded(model, to_input(image[top:bottom, left:right], device), temperature)[0]
+            prob = predict_padded(model, image[top:bottom, left:right], device, temperature)[0]
             if total is None:  # with maps, one more channel: the weight total
                 total = _band(prob.shape[0] + maps, min(tile, h), w, device)
             window = taper(bottom - top, device)[:, None] * taper(right - left, device)[None, :]
@@ -248,7 +240,7 @@ def predict_with_maps(model, image: np.ndarray, device, tile: int = DEFAULT_TILE
     with torch.no_grad():
         if max(image.shape[:2]) > tile:
             return predict_tiled(model, image, device, tile, overlap, temperature, maps)
-        prob = predict_padded(model, to_input(image, device), temperature)[0]
+        prob = predict_padded(model, image, device, temperature)[0]
         classes = image_classes(prob, model)
         mask = prob[:classes].argmax(0).byte().cpu().numpy()
         return mask, ({k: v.cpu().numpy() for k, v in uncertainty_maps(prob, classes).items()} if maps else None)

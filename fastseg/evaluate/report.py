@@ -18,6 +18,7 @@ from fastseg.data.splits import build_split, check_leakage
 from fastseg.errors import FastsegError
 from fastseg.io.atomic import atomic_write
 from fastseg.io.runs import BEST, CONFIG, EVALUATION, LR_FIND, load_config
+from fastseg.io.serialize import read_meta
 
 REFERENCES = [  # the seeds' published numbers (docs/results.md)
     ("SegNet seed", "train-aug / seg11valid", "60.3 mIoU, 89.9 % pixel accuracy"),
@@ -208,9 +209,9 @@ def model_card(run: Path, config: dict, parity: dict | None = None) -> str:
     evaluated = json.loads((run / EVALUATION).read_text()) if (run / EVALUATION).is_file() else None
     if evaluated and Path(evaluated["weights"]).name != BEST:  # the last evaluation was of other weights
         evaluated = None
-    best = json.loads((run / BEST).with_suffix(".json").read_text())
+    best = read_meta(run / BEST)
     items = [("h", f"fastseg {cfg.arch} (width {cfg.width}) from run {run.name}"),
-             ("p", f"A {cfg.arch} model with a VGG16-BN encoder ({cfg.pretrained} initialisation) for "
+             ("p", f"A {cfg.arch} model ({arch_phrase(cfg.arch)}; {cfg.pretrained} initialisation) for "
                    f"{_classes_text(config)}, trained by fastseg {config['fastseg_version']} on "
                    f"{cfg.data.train_split} and validated on {cfg.data.valid_split}; these weights are epoch "
                    f"{best['epoch']} of {cfg.epochs}, the best by {config['monitor']}.")]
@@ -228,6 +229,13 @@ def model_card(run: Path, config: dict, parity: dict | None = None) -> str:
                                         f"{parity['miou_difference']:+.5f} (parity.json).")]
     items += [("h2", "Recipe"), ("table", (("option", "value"), _config_rows(cfg)))]
     return render_markdown(items)
+
+
+def arch_phrase(arch: str) -> str:
+    """The registry's phrase for `arch` (fastseg.models.ARCHS), or the bare name for an architecture this
+    fastseg does not register (a run of a plug-in)."""
+    from fastseg.models import ARCHS
+    return ARCHS[arch].help if arch in ARCHS else arch
 
 
 def _classes_text(config: dict) -> str:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from fastseg.classes import VOC, ClassSet
 from fastseg.console import tracked
 from fastseg.constants import DEFAULT_CROP, IGNORE_INDEX, MIN_SIZE, padded_size
-from fastseg.data.dataloaders import SizeGroupedDL, header_size, segmentation_block, shard_batches
+from fastseg.data.dataloaders import SizeGroupedDL, header_size, segmentation_block, sharded_batches
 from fastseg.data.samples import Sample
 from fastseg.data.transforms import pad_batch
 from fastseg.devices.collectives import all_gather_object, all_reduce_sum, rank, world_size
@@ -172,7 +172,7 @@ def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bo
     baseline = model if mc or uses_tta(flip, scales) else None  # the pass the gain is measured against
     sizes = [header_size(s.image) for s in samples]
     check_scales(sizes, scales)
-    indices = shard_batches(len(samples), bs, rank(), world_size(), sizes)
+    indices = [i for batch in sharded_batches(sizes, bs, rank(), world_size()) for i in batch]
     local = [samples[i] for i in indices]
     rng = np.random.default_rng(seed)
     gallery = Gallery(set(rng.choice(len(samples), size=min(GALLERY, len(samples)), replace=False).tolist()))
@@ -346,7 +346,6 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
         read_metadata,
         require_weights,
         set_temperature,
-        sidecar_path,
         weights_file,
     )
     weights = weights_file(source)
@@ -382,7 +381,7 @@ def evaluate_run(source: Path, split: str | None = None, device=None, bs: int | 
             set_temperature(weights, temperature)
             log(f"Temperature {temperature:.3f} fitted on {split}: NLL {before['nll']:.4f} → "
                 f"{content['calibration']['nll']:.4f}, ECE {before['ece']:.4f} → {content['calibration']['ece']:.4f}; "
-                f"saved in {sidecar_path(weights)}.")
+                f"saved in {weights}.")
     path = folder / "metrics.json"
     if not is_main():
         return path, content

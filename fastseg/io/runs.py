@@ -17,8 +17,8 @@ from fastseg.io.atomic import atomic_write
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
-BEST = "best.safetensors"        # best model by the monitored metric (+ best.json)
-LAST = "last.safetensors"        # full checkpoint for --resume (+ last.json)
+BEST = "best.safetensors"        # best model by the monitored metric (metadata in its header)
+LAST = "last.safetensors"        # full checkpoint for --resume (its structure in its header)
 LR_FIND = "lr_find.json"
 LOCK = ".lock"                   # the PID of the process training in the folder
 FAILED = "failed.json"           # why the fit stopped with an error (the loss became NaN); removed on --resume
@@ -188,7 +188,8 @@ def mark_failed(run: Path, reason: str) -> None:
 def checkpoint_position(run: Path) -> dict:
     """epoch, batch and tracker (best, best_epoch, wait) of the run's last checkpoint, read from its
     JSON skeleton alone (io.serialize's format: dicts as "__dict__" pairs), without loading a tensor."""
-    entries = dict(json.loads((run / LAST).with_suffix(".json").read_text())["__dict__"])
+    from fastseg.io.serialize import read_meta  # torch: imported only when a run is read
+    entries = dict(read_meta(run / LAST)["__dict__"])
     return {"epoch": entries["epoch"], "batch": entries["batch"], "tracker": dict(entries["tracker"]["__dict__"])}
 
 
@@ -216,7 +217,8 @@ def describe_run(run: Path) -> dict:
 def _run_fields(run: Path) -> dict:
     cfg = json.loads((run / CONFIG).read_text())
     rows = read_metrics_csv(run / METRICS)
-    best = json.loads((run / BEST).with_suffix(".json").read_text()) if (run / BEST).is_file() else None
+    from fastseg.io.serialize import read_meta
+    best = read_meta(run / BEST) if (run / BEST).is_file() else None
     data = cfg["data"]
     fields = {"arch": cfg["arch"], "width": cfg["width"], "voc": data.get("voc"), "data": data.get("data"),
               "sbd": data.get("sbd"),

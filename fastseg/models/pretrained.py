@@ -1,6 +1,5 @@
 """ImageNet VGG16-BN weights for the encoder, from torchvision's cache or a local file."""
 
-import json
 from pathlib import Path
 
 import torch
@@ -68,24 +67,25 @@ def load_encoder_weights(encoder: nn.Module, source: str | Path, width: float) -
 
 
 def is_fastseg_weights(source: str | Path) -> bool:
-    """Whether `source` is a model fastseg wrote (a .safetensors with its JSON sidecar: a run's
+    """Whether `source` is a model fastseg wrote (a .safetensors with fastseg's model metadata: a run's
     best.safetensors or an export's model.safetensors), which `fit --pretrained` fine-tunes whole
     rather than as an encoder.
 
     Raises:
         FastsegError: `source` is a run's training checkpoint (last.safetensors), not a model.
     """
-    from fastseg.models.weights import sidecar_path
+    from fastseg.io.serialize import read_meta
     path = Path(source)
-    if not (path.suffix == ".safetensors" and path.is_file() and sidecar_path(path).is_file()):
+    if not (path.suffix == ".safetensors" and path.is_file()):
         return False
     try:
-        json.loads(sidecar_path(path).read_text())["arch"]  # noqa: B018 - model metadata, not a checkpoint's
-    except (OSError, ValueError, KeyError, TypeError):
+        meta = read_meta(path)
+        meta["arch"]  # noqa: B018 - model metadata, not a checkpoint's
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         if path.name == LAST:  # a run's resumable checkpoint
             raise FastsegError(f"{path} is a training checkpoint, not a model; fine-tune from the run's "
                                f"{path.with_name('best.safetensors')} (or pass the run folder).") from None
-        return False  # a state dict that happens to have some other .json beside it
+        return False  # a state dict, perhaps with some other .json beside it
     return True
 
 

@@ -20,7 +20,7 @@ from fastseg.config import DEVICE_DEFAULTS, BenchConfig
 from fastseg.constants import IGNORE_INDEX, NUM_CLASSES
 from fastseg.data.splits import DataRoots
 from fastseg.io.atomic import atomic_write
-from fastseg.models import MODELS, create_model
+from fastseg.models import cli_archs, create_model
 
 VOC_SIZE = 500  # VOC's longer side; synth draws the other side at 60-100 % of it
 LR, MOMENTUM, WD = 1e-3, 0.9, 5e-4  # the one SGD every timed training loop here uses
@@ -315,10 +315,10 @@ def run_bench(cfg: BenchConfig, out: Path | None, command: str) -> str:
         generate(folder, SynthConfig(n_train=max(cfg.images, cfg.eval_images), n_val=4, n_sbd_only=2,
                                      size=VOC_SIZE, seed=1))
         voc, sbd = DataRoots.under(folder).voc, DataRoots.under(folder).sbd
-        results = {"models": [bench_model(arch, cfg, device) for arch in MODELS],
-                   "learner": [bench_learner_vs_plain(arch, cfg, device) for arch in MODELS],
+        results = {"models": [bench_model(arch, cfg, device) for arch in cli_archs()],
+                   "learner": [bench_learner_vs_plain(arch, cfg, device) for arch in cli_archs()],
                    "data": bench_data(voc, sbd, cfg.images),
-                   "evaluation": {arch: bench_evaluation(arch, cfg, voc, sbd, device) for arch in MODELS},
+                   "evaluation": {arch: bench_evaluation(arch, cfg, voc, sbd, device) for arch in cli_archs()},
                    "metric": bench_metric(device)}
         if device.type == "cuda":
             results["precision"] = [row for m in results["models"]
@@ -327,6 +327,12 @@ def run_bench(cfg: BenchConfig, out: Path | None, command: str) -> str:
         shutil.rmtree(folder, ignore_errors=True)
     section = markdown(cfg, device, results, command)
     if out is not None:
-        head = out.read_text() if out.is_file() else "# Benchmarks\n\nOne section per `make bench` run.\n"
-        atomic_write(out, lambda tmp: tmp.write_text(head.rstrip() + "\n\n" + section))
+        append_section(out, section, "# Benchmarks\n\nOne section per `make bench` run.\n")
     return section
+
+
+def append_section(out: Path, section: str, head: str = "# Benchmarks\n") -> Path:
+    """Append a markdown `section` to the file `out` (BENCHMARKS.md), atomically; a new file starts with
+    `head`. What `bench` and `doctor --out` write their results with."""
+    text = out.read_text() if out.is_file() else head
+    return atomic_write(out, lambda tmp: tmp.write_text(text.rstrip() + "\n\n" + section))

@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from fastseg.constants import NUM_CLASSES
+from fastseg.constants import MIN_SIZE, NUM_CLASSES
+from fastseg.errors import FastsegError
 from fastseg.models import create_model
 from fastseg.tools.bench import (
     PRECISION_MODES,
@@ -49,6 +50,15 @@ class DoctorConfig:
     matmul: int | None = None       # side of the peak-measuring matmul; None: 8192 on CUDA, 1024 on the CPU
     train_steps: int | None = None  # fp32 steps before the checks; None: 30
     device: str | None = None
+
+    def __post_init__(self) -> None:
+        """Raises FastsegError naming the first option out of range (None is the device's default)."""
+        for name, value in (("--size", self.size), ("--batch", self.batch), ("--steps", self.steps),
+                            ("--matmul", self.matmul)):
+            if value is not None and value < 1:
+                raise FastsegError(f"{name} {value} must be at least 1.")
+        if self.size is not None and self.size < MIN_SIZE:
+            raise FastsegError(f"--size {self.size} is too small; use at least {MIN_SIZE} pixels.")
 
 
 CUDA_DEFAULTS = DoctorConfig(size=320, width=1.0, batch=16, steps=10, compile=True, matmul=8192, train_steps=30)

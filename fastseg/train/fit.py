@@ -72,7 +72,7 @@ def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = Non
         check_monitor(cfg.monitor, classes.names)
         if cfg.log == "tensorboard":
             require_tensorboard()
-        lr = resolve_lr(cfg, run_dir)
+        lr = resolve_lr(cfg, run_dir)  # a number: 'auto' is the lr_find valley
         set_seed(cfg.seed)
         dls = build_dataloaders(cfg.data, device=device, log=log)  # the preflight: data checked before writing
         warning = amp_warning(cfg.amp, device)
@@ -83,19 +83,19 @@ def fit(cfg: FitConfig, resume: Path | None = None, extra_cbs: list | None = Non
         learn = build_learner(resolved, dls, run_dir, device, pixels, classes)  # reads the pretrained weights
         if is_main():
             save_config(resolved, run_dir / CONFIG)
-        return _train(cfg, learn, run_dir, state, lr, resolved, classes, extra_cbs)
+        return _train(resolved, learn, run_dir, state, classes, extra_cbs)
 
 
-def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, resolved: FitConfig,
-           classes, extra_cbs: list | None) -> tuple[Path, list[dict]]:
-    """The fit itself, from `state` (a checkpoint) or the start, with the run's callbacks (`resolved`:
-    the options as this run uses them)."""
+def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, classes,
+           extra_cbs: list | None) -> tuple[Path, list[dict]]:
+    """The fit itself, from `state` (a checkpoint) or the start, with the run's callbacks. `cfg` holds
+    the options as this run uses them (`resolve_run_options`, and the learning rate a number)."""
     start = state["epoch"] if state else 0
     rows = [r for r in read_metrics_csv(run_dir / METRICS) if r["epoch"] <= start] if state else []
     tracker = state["tracker"] if state else {"best": -1.0, "best_epoch": 0, "wait": 0}
-    meta = model_metadata(cfg.arch, classes, cfg.width, cfg.dropout, config=asdict(resolved))
+    meta = model_metadata(cfg.arch, classes, cfg.width, cfg.dropout, config=asdict(cfg))
     recorder = RunRecorder(run_dir, meta, rows, tracker, start, cfg.patience, learn.metrics[0].state, cfg.monitor,
-                           lr)
+                           cfg.lr)
     interrupt = Interrupt(recorder.save_interrupted)
     cbs = [SeedEpochs(cfg.seed, rank()), recorder, interrupt, *(extra_cbs or [])]
     if cfg.log == "tensorboard" and is_main():
@@ -111,8 +111,8 @@ def _train(cfg: FitConfig, learn, run_dir: Path, state: dict | None, lr: float, 
     if is_main():
         (run_dir / FAILED).unlink(missing_ok=True)  # a resumed run is no longer the failed one
     try:
-        with distributed(learn, cfg.compile), deterministic_mode(resolved.deterministic):
-            schedule_fit(learn, resolved, lr, cbs)
+        with distributed(learn, cfg.compile), deterministic_mode(cfg.deterministic):
+            schedule_fit(learn, cfg, cbs)
     except FastsegError as err:
         unwrap_callback_error(err)
         if is_main():

@@ -104,11 +104,6 @@ def show_class_weights(weights: np.ndarray, classes: ClassSet = VOC) -> None:
     console.print(table)
 
 
-def channels_last(cfg: FitConfig, device: torch.device) -> bool:
-    """cfg.channels_last, or for None: on with CUDA."""
-    return cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
-
-
 def momentum_cycle(cfg: FitConfig) -> list[float]:
     """The momentum schedule (start, middle, end): under one-cycle --mom is the upper momentum and
     the cycle dips to mom·0.85/0.95 (fastai's 0.95→0.85→0.95, scaled); constant otherwise."""
@@ -118,10 +113,12 @@ def momentum_cycle(cfg: FitConfig) -> list[float]:
 
 
 def resolve_run_options(cfg: FitConfig, device: torch.device) -> FitConfig:
-    """`cfg` with the device-dependent options replaced by what the run really uses (amp,
-    channels_last), the momentum cycle spelt out and each process's augmentation seed (seed + rank):
-    what config.json records."""
-    return replace(cfg, amp=resolve_amp(cfg.amp, device), channels_last=channels_last(cfg, device),
+    """`cfg` with the device-dependent options replaced by what the run really uses (amp; channels_last,
+    None meaning on with CUDA), the momentum cycle spelt out and each process's augmentation seed (seed
+    + rank): what config.json records, and the one place these are decided (resolving twice changes
+    nothing)."""
+    memory = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+    return replace(cfg, amp=resolve_amp(cfg.amp, device), channels_last=memory,
                    moms=cfg.moms or momentum_cycle(cfg), process_seeds=[cfg.seed + r for r in range(world_size())])
 
 
@@ -132,8 +129,8 @@ def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device,
     caller computes once when `needs_class_pixels`."""
     if needs_class_pixels(cfg) and pixels is None:
         raise ValueError("build_learner needs the class pixel counts for median-freq weights or --head-prior")
-    amp = resolve_amp(cfg.amp, device)
-    cbs = [InputPath(channels_last(cfg, device)), NaNGuard(classes.num, cfg.lr), *precision_callbacks(amp, device)]
+    cfg = resolve_run_options(cfg, device)
+    cbs = [InputPath(cfg.channels_last), NaNGuard(classes.num, cfg.lr), *precision_callbacks(cfg.amp, device)]
     if cfg.l1:
         cbs.append(L1Penalty(cfg.l1))
     if cfg.clip:
@@ -156,10 +153,11 @@ def build_learner(cfg: FitConfig, dls, run_dir: Path, device: torch.device,
 
 def place_model(learn: Learner, cfg: FitConfig, device: torch.device) -> None:
     """Move the model to `device` in the run's memory format, compiled if asked (under DDP the
-    model is compiled once wrapped: `fastseg.devices.distributed.distributed`)."""
+    model is compiled once wrapped: `fastseg.devices.distributed.distributed`). `cfg` is resolved
+    (`resolve_run_options`)."""
     cuda_settings(device, cfg.deterministic)
     learn.model.to(device)
-    if channels_last(cfg, device):
+    if cfg.channels_last:
         learn.model.to(memory_format=torch.channels_last)
     if cfg.compile and world_size() == 1:
         learn.model = torch.compile(learn.model)

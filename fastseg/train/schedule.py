@@ -4,7 +4,6 @@ import numpy as np
 from fastai.callback.schedule import ParamScheduler
 
 from fastseg.config import FitConfig
-from fastseg.train.learner import momentum_cycle
 
 POLY_POWER = 0.9  # the poly schedule of DeepLab and the SegNet seed: lr·(1 - pct)^0.9
 
@@ -22,12 +21,13 @@ def group_lrs(learn, lr) -> np.ndarray:
     return np.array([h["lr"] for h in learn.opt.hypers])
 
 
-def schedule_fit(learn, cfg: FitConfig, lr, cbs: list) -> None:
-    """Train for cfg.epochs on the chosen schedule (resume callbacks skip what is done): one-cycle
-    (momentum cycle cfg.moms), poly decay, or a flat rate."""
-    lr = slice(cfg.lr_min, lr) if cfg.lr_min else lr
+def schedule_fit(learn, cfg: FitConfig, cbs: list) -> None:
+    """Train for cfg.epochs at peak rate cfg.lr on the chosen schedule (resume callbacks skip what is
+    done): one-cycle (momentum cycle cfg.moms), poly decay, or a flat rate. `cfg` is resolved
+    (`train.learner.resolve_run_options`, its lr a number)."""
+    lr = slice(cfg.lr_min, cfg.lr) if cfg.lr_min else cfg.lr
     if cfg.sched == "one-cycle":
-        learn.fit_one_cycle(cfg.epochs, lr, wd=cfg.wd, moms=tuple(cfg.moms or momentum_cycle(cfg)), cbs=cbs)
+        learn.fit_one_cycle(cfg.epochs, lr, wd=cfg.wd, moms=tuple(cfg.moms), cbs=cbs)
         return
     lrs = group_lrs(learn, lr)
     if cfg.sched == "poly":

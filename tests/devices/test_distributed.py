@@ -22,13 +22,13 @@ import fastseg
 from fastseg.classes import VOC
 from fastseg.config import SynthConfig
 from fastseg.constants import padded_size
-from fastseg.data.dataloaders import build_dataloaders, header_size, shard_batches, size_batches
+from fastseg.data.dataloaders import build_dataloaders, header_size, sharded_batches, size_batches
 from fastseg.data.synthetic import generate
 from fastseg.devices import collectives
 from fastseg.devices.distributed import GlooSafeDistributedDL
 from fastseg.evaluate.scoring import evaluate_run, load_per_image
 from fastseg.io.runs import BEST, CONFIG, LAST, METRICS, PER_IMAGE, read_metrics_csv
-from fastseg.io.serialize import load_state
+from fastseg.io.serialize import load_state, read_meta
 from fastseg.models import create_model
 from fastseg.models.weights import model_metadata, save_model
 from fastseg.train import callbacks
@@ -105,9 +105,10 @@ def test_collectives_put_tensors_where_the_backend_takes_them(monkeypatch):
 
 
 def test_shard_batches_keeps_whole_batches():
-    assert shard_batches(7, 2, 0, 2) == [0, 1, 4, 5]
-    assert shard_batches(7, 2, 1, 2) == [2, 3, 6]
-    assert sorted(shard_batches(7, 3, 0, 2) + shard_batches(7, 3, 1, 2)) == list(range(7))
+    same = [(0, 0)] * 7  # samples of one size: batch b holds samples b*bs .. b*bs+bs-1
+    assert sharded_batches(same, 2, 0, 2) == [[0, 1], [4, 5]]
+    assert sharded_batches(same, 2, 1, 2) == [[2, 3], [6]]
+    assert sorted(i for r in (0, 1) for b in sharded_batches(same, 3, r, 2) for i in b) == list(range(7))
 
 
 def test_validation_shards_hold_one_process_batches_once(synth_root):
@@ -196,7 +197,8 @@ def test_a_nan_in_one_process_stops_every_process_at_the_same_check(tmp_path):
     for p in procs:
         p.join(timeout=120)
     got = dict(results.get() for _ in procs)
-    expected = "The training loss became NaN at epoch 1, batch 3; lower --lr (0.01 now) or set --clip, and start a new run."
+    expected = ("The training loss became NaN at epoch 1, batch 3; lower --lr (0.01 now) or set --clip, and start a "
+                "new run.")
     assert got == {0: expected, 1: expected}
 
 
@@ -251,7 +253,7 @@ def test_every_option_under_two_processes_through_ctrl_c_and_resume(synth_copy, 
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     last = load_state(run / LAST)["model"]
     assert all(not torch.equal(last[k], v) for k, v in convs(load_file(start)).items())  # epoch 3 trains it
-    chosen = json.loads((run / "best.json").read_text())
+    chosen = read_meta(run / "best.safetensors")
     scores = [r["iou_background"] for r in rows]
     assert (chosen["monitor"], chosen["epoch"]) == ("iou:background", 1 + scores.index(max(scores)))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -307,7 +309,7 @@ def test_two_processes_score_every_image_once(tmp_path):
     _, alone = evaluate_run(single, bs=1, device="cpu")
     assert torch.equal(load_per_image(run / PER_IMAGE)[2], load_per_image(single / PER_IMAGE)[2])
     scored = json.loads((run / "metrics.json").read_text())
-    fitted = json.loads((run / "best.json").read_text())["metrics"]
+    fitted = read_meta(run / "best.safetensors")["metrics"]
     for key in ("miou", "fg_miou", "pixel_acc", "mean_acc", "fw_iou"):
         assert fitted[key] == scored[key] == alone[key], key
     for name, row in alone["per_class"].items():
@@ -324,7 +326,7 @@ def test_accelerate_launch_passes_every_option(synth_root, tmp_path):
                             env={**ENV, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(2 processes)" in result.stdout
-    assert json.loads((tmp_path / "acc" / "best.json").read_text())["monitor"] == "fg_miou"
+    assert read_meta(tmp_path / "acc" / "best.safetensors")["monitor"] == "fg_miou"
     assert list((tmp_path / "acc" / "tensorboard").iterdir())
 
 

@@ -64,14 +64,20 @@ class WindowModel(nn.Module):
         return self.conv(x) + self.slope * ramp
 
 
+def padded_black(side: int) -> np.ndarray:
+    """3×side×side of black (0) once normalised: what padding is, before the model sees it."""
+    black = -np.array(IMAGENET_MEAN) / np.array(IMAGENET_STD)
+    return np.broadcast_to(black[:, None, None], (3, side, side)).copy()
+
+
 def reference_tiled(model, image: np.ndarray, tops: list[int], lefts: list[int], tile: int) -> np.ndarray:
-    """Whole-image numpy accumulation of each window's softmax, padded to 32 as predict does,
-    weighted by a Gaussian of sigma tile/8 on each axis."""
+    """Whole-image numpy accumulation of each window's softmax, padded with black to 32 as predict
+    (and evaluate) does, weighted by a Gaussian of sigma tile/8 on each axis."""
     x = ((image / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(2, 0, 1)
     total = np.zeros((4, *image.shape[:2]))
     for top in tops:
         for left in lefts:
-            win = np.zeros((3, 64, 64))
+            win = padded_black(64)
             win[:, :tile, :tile] = x[:, top:top + tile, left:left + tile]
             with torch.no_grad():
                 logits = model(torch.from_numpy(win).float()[None])[0, :, :tile, :tile].double().numpy()
@@ -95,7 +101,7 @@ def test_an_image_within_one_tile_is_predicted_whole_and_padded():
     image = np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     model = WindowModel().eval()
     x = ((image / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(2, 0, 1)
-    padded = np.zeros((3, 64, 64))
+    padded = padded_black(64)
     padded[:, :40, :50] = x
     with torch.no_grad():
         expected = model(torch.from_numpy(padded).float()[None])[0, :, :40, :50].argmax(0).numpy()

@@ -15,6 +15,7 @@ from fastseg.data.splits import build_split
 from fastseg.evaluate.metrics import confusion_matrix
 from fastseg.evaluate.predict import predict_files, predict_image, tile_starts
 from fastseg.evaluate.scoring import evaluate_run, evaluate_samples
+from fastseg.io.serialize import read_meta
 from fastseg.models import create_model
 from fastseg.train.fit import fit
 from tests.conftest import tiny_config
@@ -30,7 +31,7 @@ def trained_run(synth_root, tmp_path_factory):
 def test_metrics_json_equals_what_fit_reported(trained_run):
     run, rows = trained_run
     path, metrics = evaluate_run(run)
-    best = json.loads((run / "best.json").read_text())
+    best = read_meta(run / "best.safetensors")
     assert json.loads(path.read_text())["miou"] == metrics["miou"]
     for key in ("miou", "fg_miou", "pixel_acc", "mean_acc"):
         assert metrics[key] == pytest.approx(best["metrics"][key], abs=1e-9), key

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from fastseg.cli import app
 from fastseg.evaluate.uncertainty import CalibrationStats, MonteCarlo, fit_temperature, histogram_auroc
+from fastseg.io.serialize import read_meta
 from fastseg.models import create_model
 from fastseg.models.dropout import MCDropout, mc_sampling
 from tests.conftest import cli_fit
@@ -113,7 +114,7 @@ def test_bayesian_run_through_the_cli(synth_root, tmp_path):
                      "--lr", "1e-2")
     assert fitted.exit_code == 0, fitted.output
     run = tmp_path / "b"
-    assert json.loads((run / "best.json").read_text())["dropout"] == 0.5
+    assert read_meta(run / "best.safetensors")["dropout"] == 0.5
     result = runner.invoke(app, ["evaluate", str(run), "--mc", "4"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
@@ -126,7 +127,7 @@ def test_bayesian_run_through_the_cli(synth_root, tmp_path):
     result = runner.invoke(app, ["evaluate", str(run), "--calibrate"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
-    temperature = json.loads((run / "best.json").read_text())["temperature"]
+    temperature = read_meta(run / "best.safetensors")["temperature"]
     assert metrics["calibration"]["temperature"] == temperature != 1.0
     assert metrics["calibration"]["nll"] <= metrics["calibration_before"]["nll"] + 1e-6
     photo = tmp_path / "in" / "p.png"
@@ -159,7 +160,7 @@ def test_probability_maps_round_trip_at_the_calibrated_temperature(synth_root, t
     assert set(maps) == {"confidence", "entropy"}
     model, meta = load_model(weights)
     x = (image / 255.0 - np.array(meta["mean"])) / np.array(meta["std"])
-    padded = np.zeros((64, 64, 3))
+    padded = np.broadcast_to(-np.array(meta["mean"]) / np.array(meta["std"]), (64, 64, 3)).copy()  # black, normalised
     padded[:40, :50] = x
     with torch.no_grad():
         logits = model(torch.tensor(padded, dtype=torch.float32).permute(2, 0, 1)[None])[0, :, :40, :50]

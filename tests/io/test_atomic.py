@@ -8,11 +8,12 @@ import os
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save
 
 from fastseg.errors import FastsegError
 from fastseg.io import atomic
 from fastseg.io.atomic import atomic_write, save_figure
-from fastseg.io.serialize import load_state, save_state
+from fastseg.io.serialize import flatten, load_state, read_meta, save_state
 
 
 def test_the_target_is_untouched_until_the_write_is_complete(tmp_path):
@@ -92,35 +93,57 @@ def test_an_unknown_type_is_refused(tmp_path):
         save_state({"s": {1}}, tmp_path / "state.safetensors")
 
 
-def test_the_tensors_are_renamed_into_place_before_the_json(tmp_path, monkeypatch):
+def test_a_checkpoint_is_one_file_renamed_into_place_once(tmp_path, monkeypatch):
     order = []
     real = os.replace
     monkeypatch.setattr(atomic.os, "replace", lambda src, dst: order.append(os.path.basename(dst)) or real(src, dst))
     save_state(STATE, tmp_path / "state.safetensors")
-    assert order == ["state.safetensors", "state.json"]
+    assert order == ["state.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == ["state.safetensors"]
+    assert read_meta(tmp_path / "state.safetensors")["__dict__"][0] == ["epoch", 3]  # the skeleton, in the header
 
 
-def test_a_crash_while_writing_the_tensors_leaves_no_new_json(tmp_path, monkeypatch):
+def test_a_crash_while_writing_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
     path = tmp_path / "state.safetensors"
     save_state({"epoch": 1, "w": torch.zeros(2)}, path)
-    before = (path.read_bytes(), path.with_suffix(".json").read_text())
-    import fastseg.io.serialize as serialize
+    before = path.read_bytes()
+    real = atomic.os.replace
 
-    def crash(tensors):
+    def crash(src, dst):  # the new file is complete but the rename never happens
         raise OSError(errno.EIO, "I/O error")
 
-    monkeypatch.setattr(serialize, "save", crash)
+    monkeypatch.setattr(atomic.os, "replace", crash)
     with pytest.raises(OSError):
         save_state({"epoch": 2, "w": torch.ones(2)}, path)
-    assert (path.read_bytes(), path.with_suffix(".json").read_text()) == before
+    monkeypatch.setattr(atomic.os, "replace", real)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["state.safetensors"]
     assert load_state(path)["epoch"] == 1
+
+
+def legacy_checkpoint(state: dict, path):
+    """`state` as fastseg wrote checkpoints before the one-file format: tensors + a <name>.json skeleton."""
+    tensors = {}
+    skeleton = flatten(state, tensors)
+    path.write_bytes(save(tensors))
+    path.with_suffix(".json").write_text(json.dumps(skeleton))
+
+
+def test_a_legacy_two_file_checkpoint_still_loads_and_becomes_one_file_when_rewritten(tmp_path):
+    path = tmp_path / "state.safetensors"
+    legacy_checkpoint(STATE, path)
+    assert read_meta(path) == json.loads(path.with_suffix(".json").read_text())
+    back = load_state(path)
+    assert back["epoch"] == 3 and torch.equal(back["model"]["w"], STATE["model"]["w"])
+    save_state(back | {"epoch": 4}, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["state.safetensors"]
+    assert load_state(path)["epoch"] == 4
 
 
 @pytest.mark.parametrize(("damage", "error"), [("no json", "FileNotFoundError"), ("bad json", "JSONDecodeError"),
                                                ("truncated tensors", "SafetensorError"), ("missing key", "KeyError")])
-def test_a_damaged_checkpoint_is_one_sentence(tmp_path, damage, error):
+def test_a_damaged_legacy_checkpoint_is_one_sentence(tmp_path, damage, error):
     path = tmp_path / "state.safetensors"
-    save_state(STATE, path)
+    legacy_checkpoint(STATE, path)
     if damage == "no json":
         path.with_suffix(".json").unlink()
     elif damage == "bad json":
@@ -135,3 +158,12 @@ def test_a_damaged_checkpoint_is_one_sentence(tmp_path, damage, error):
         load_state(path)
     assert str(err.value).startswith(f"Checkpoint {path} could not be read ({error}); ")
     assert str(err.value).endswith("it may be incomplete, so resume from a run whose checkpoint files are intact.")
+
+
+@pytest.mark.parametrize("cut", [40, -10])
+def test_a_truncated_one_file_checkpoint_is_one_sentence(tmp_path, cut):
+    path = tmp_path / "state.safetensors"
+    save_state(STATE, path)
+    path.write_bytes(path.read_bytes()[:cut])  # inside the header, or inside the tensors
+    with pytest.raises(FastsegError, match=r"could not be read \((ValueError|SafetensorError)\); it may be incomplete"):
+        load_state(path)

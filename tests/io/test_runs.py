@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+from safetensors.torch import save
+
 from fastseg.cli import app
 from fastseg.io.runs import describe_run, list_runs
 from fastseg.train.fit import fit
@@ -10,8 +12,8 @@ from tests.conftest import runner, tiny_config
 
 
 def fake_run(folder, epochs=4, done=2, batch=0, wait=0, patience=None, monitor="miou"):
-    """A run folder as fit writes it, by hand: config.json, metrics.csv, best.json and the checkpoint's
-    JSON skeleton (the tensors file only needs to exist)."""
+    """A run folder as fit wrote it before the one-file format, by hand: config.json, metrics.csv, and
+    best.json and last.json (the checkpoint's JSON skeleton) beside tensor files holding no tensors."""
     folder.mkdir(parents=True)
     config = {"arch": "segnet", "width": 0.25, "epochs": epochs, "patience": patience, "monitor": monitor,
               "data": {"voc": "data/VOCdevkit", "sbd": None, "train_split": "train-aug", "valid_split": "voc12-val"}}
@@ -19,9 +21,9 @@ def fake_run(folder, epochs=4, done=2, batch=0, wait=0, patience=None, monitor="
     rows = "epoch,miou,iou_cat,seconds\n" + "".join(f"{e},{0.1 * e},{0.5 - 0.1 * e},10.0\n" for e in range(1, done + 1))
     (folder / "metrics.csv").write_text(rows)
     metrics = {"miou": 0.1 * done, "iou_cat": 0.4}
-    (folder / "best.safetensors").write_bytes(b"")
+    (folder / "best.safetensors").write_bytes(save({}))
     (folder / "best.json").write_text(json.dumps({"epoch": done, "metrics": metrics}))
-    (folder / "last.safetensors").write_bytes(b"")
+    (folder / "last.safetensors").write_bytes(save({}))
     tracker = {"__dict__": [["best", 0.1 * done], ["best_epoch", done], ["wait", wait]]}
     skeleton = {"__dict__": [["epoch", done], ["batch", batch], ["tracker", tracker]]}
     (folder / "last.json").write_text(json.dumps(skeleton))

@@ -11,9 +11,10 @@ from safetensors.torch import save_file
 from fastseg.classes import VOC
 from fastseg.errors import FastsegError
 from fastseg.evaluate.export import export_onnx
+from fastseg.io.serialize import read_meta
 from fastseg.models import create_model
 from fastseg.models.pretrained import IMAGENET_FILE
-from fastseg.models.weights import load_model, model_metadata, save_model
+from fastseg.models.weights import load_model, model_metadata, save_model, set_temperature
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,8 @@ def test_pretrained_file_of_wrong_model(tmp_path):
 def test_save_load_round_trip(tmp_path):
     model = create_model("skip", width=0.125).eval()
     path = save_model(model, tmp_path / "m.safetensors", model_metadata("skip", VOC, 0.125))
-    meta = json.loads((tmp_path / "m.json").read_text())
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # the metadata is in the header
+    meta = read_meta(path)
     assert meta["arch"] == "skip" and meta["width"] == 0.125 and meta["classes"][15] == "person"
     assert meta["mean"] == [0.485, 0.456, 0.406] and "fastseg_version" in meta
     loaded, _ = load_model(path)
@@ -88,8 +90,8 @@ def test_load_refuses_pickle_and_missing_sidecar(tmp_path):
     (tmp_path / "m.safetensors").write_bytes(pickle.dumps(model.state_dict()))
     with pytest.raises(FastsegError, match="is not a safetensors file"):
         load_model(tmp_path / "m.safetensors")
-    (tmp_path / "m.json").unlink()
-    with pytest.raises(FastsegError, match="has no metadata file"):
+    save_file(model.state_dict(), str(tmp_path / "m.safetensors"))  # no metadata in it, no sidecar beside it
+    with pytest.raises(FastsegError, match="has no metadata file .*m.json and no metadata inside"):
         load_model(tmp_path / "m.safetensors")
 
 
@@ -98,9 +100,20 @@ def test_unknown_arch_in_the_sidecar_is_one_sentence(tmp_path):
     save_model(model, tmp_path / "m.safetensors", model_metadata("unet", VOC, 0.125))
     with pytest.raises(FastsegError) as err:
         load_model(tmp_path / "m.safetensors")
-    assert str(err.value) == (f"Metadata file {tmp_path / 'm.json'} names a model fastseg cannot build (Unknown arch "
-                              "'unet'; choose one of: segnet, skip.); restore the .json that fastseg wrote beside "
-                              "the weights.")
+    assert str(err.value) == (f"Metadata file {tmp_path / 'm.safetensors'} names a model fastseg cannot build "
+                              "(Unknown arch 'unet'; choose one of: segnet, skip.); pass weights written by fastseg.")
+
+
+def test_legacy_weights_with_a_sidecar_still_load_and_become_one_file(tmp_path):
+    model = create_model("segnet", width=0.125).eval()
+    meta = model_metadata("segnet", VOC, 0.125)
+    save_file(model.state_dict(), str(tmp_path / "m.safetensors"))  # as fastseg wrote weights before 0.x
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    loaded, back = load_model(tmp_path / "m.safetensors")
+    assert back == meta and torch.equal(loaded.head.weight, model.head.weight)
+    set_temperature(tmp_path / "m.safetensors", 2.0)  # a rewrite: migrated to one file
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+    assert read_meta(tmp_path / "m.safetensors") == meta | {"temperature": 2.0}
 
 
 @pytest.mark.parametrize("arch", ["segnet", "skip"])

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from fastseg.cli import app
 from fastseg.data.stats import median_frequency_weights
 from fastseg.errors import FastsegError, Interrupted
-from fastseg.io.runs import read_metrics_csv
-from fastseg.io.serialize import load_state
+from fastseg.io.runs import describe_run, read_metrics_csv
+from fastseg.io.serialize import load_state, read_meta
 from fastseg.train.fit import fit, resume_fit
 from fastseg.train.lr_find import find_lr
 from tests.conftest import cli_fit, tiny_config
@@ -34,14 +34,14 @@ class SendSignal(Callback):
 
 def test_fit_writes_a_complete_run_folder(synth_root, tmp_path):
     run, rows = fit(tiny_config(synth_root, tmp_path, "r", epochs=2))
-    for name in ("config.json", "metrics.csv", "curves.png", "best.safetensors", "best.json",
-                 "last.safetensors", "last.json"):
+    for name in ("config.json", "metrics.csv", "curves.png", "best.safetensors", "last.safetensors"):
         assert (run / name).is_file(), name
+    assert not (run / "best.json").exists() and not (run / "last.json").exists()  # metadata in the headers
     csv_rows = read_metrics_csv(run / "metrics.csv")
     assert [r["epoch"] for r in csv_rows] == [1, 2]
     columns = {"train_loss", "valid_loss", "miou", "fg_miou", "pixel_acc", "mean_acc", "fw_iou", "iou_person"}
     assert columns <= set(csv_rows[0])
-    best = json.loads((run / "best.json").read_text())
+    best = read_meta(run / "best.safetensors")
     assert best["arch"] == "segnet" and best["metrics"]["miou"] == max(r["miou"] for r in csv_rows)
     config = json.loads((run / "config.json").read_text())
     assert config["lr"] == 1e-2 and config["data"]["crop"] == 48 and config["name"] == "r"
@@ -88,14 +88,30 @@ class CrashAfterEpoch(Callback):
             raise Crash("simulated crash after the epoch checkpoint")
 
 
-def test_crash_at_an_epoch_boundary_then_resume_equals_uninterrupted(synth_root, tmp_path):
+def to_legacy(path):
+    """Rewrite a .safetensors file as fastseg wrote them before the one-file format: the tensors with no
+    metadata in the header, the metadata in a <name>.json sidecar."""
+    from safetensors.torch import load, save
+    meta = read_meta(path)
+    path.write_bytes(save(load(path.read_bytes())))
+    path.with_suffix(".json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_crash_at_an_epoch_boundary_then_resume_equals_uninterrupted(synth_root, tmp_path, legacy):
     _, full = fit(tiny_config(synth_root, tmp_path, "full"))
     with pytest.raises(Crash):
         fit(tiny_config(synth_root, tmp_path, "crash"), extra_cbs=[CrashAfterEpoch()])
-    _, resumed = resume_fit(tmp_path / "crash")
+    run = tmp_path / "crash"
+    if legacy:  # a run of an older fastseg: best.json and last.json beside the tensors
+        for name in ("best.safetensors", "last.safetensors"):
+            to_legacy(run / name)
+        assert describe_run(run)["state"] == "interrupted" and describe_run(run)["best_epoch"] == 1
+    _, resumed = resume_fit(run)
     for a, b in zip(full, resumed, strict=True):
         for key in ("train_loss", "valid_loss", "miou", "lr"):
             assert b[key] == pytest.approx(a[key], abs=1e-5), (a["epoch"], key)
+    assert not (run / "best.json").exists() and not (run / "last.json").exists()  # rewritten as one file each
 
 
 def test_lr_find_then_fit_with_lr_auto(synth_root, tmp_path):

@@ -10,6 +10,7 @@ from fastai.callback.core import Callback
 from fastai.callback.schedule import combined_cos
 
 from fastseg.io.runs import read_metrics_csv
+from fastseg.io.serialize import read_meta
 from fastseg.train.fit import fit
 from fastseg.train.schedule import POLY_POWER
 from tests.conftest import tiny_config
@@ -327,7 +328,7 @@ def test_patience_stops_after_that_many_epochs_without_a_better_miou(synth_root,
                                                                                 "miou": next(scripted)})
     run, rows = fit(tiny_config(synth_root, tmp_path, "p", epochs=6, patience=2, sched="flat"))
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
-    assert json.loads((run / "best.json").read_text())["epoch"] == 2
+    assert read_meta(run / "best.safetensors")["epoch"] == 2
 
 
 def test_track_best_follows_the_monitored_metric():
@@ -351,11 +352,11 @@ def test_monitor_picks_best_and_drives_patience_and_survives_resume(synth_root, 
                         lambda self: {**original(self), "miou": next(miou), "iou_cat": next(cat)})
     run, rows = fit(tiny_config(synth_root, tmp_path, "m", epochs=7, patience=2, sched="flat", monitor="iou:cat"))
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
-    best = json.loads((run / "best.json").read_text())
+    best = read_meta(run / "best.safetensors")
     assert (best["epoch"], best["monitor"]) == (3, "iou:cat")
     assert json.loads((run / "config.json").read_text())["monitor"] == "iou:cat"
     run, rows = resume_fit(run)  # the checkpoint after epoch 5: cat's 0.7 at epoch 6 is the new best
-    assert json.loads((run / "best.json").read_text())["epoch"] == 6
+    assert read_meta(run / "best.safetensors")["epoch"] == 6
 
 
 def test_an_unknown_monitor_is_one_sentence(synth_root, tmp_path):
