@@ -20,3 +20,9 @@ cli/ (one module per command group) turns each command into a config and one lib
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# albumentations asks PyPI for a newer version of itself on every import (a request of up to 2 s, and a
+# warning on stderr when one exists); a segmentation command should not, unless the user says otherwise.
+_os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")

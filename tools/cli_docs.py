@@ -19,10 +19,19 @@ disk, unwritable file), 130 interrupted (Ctrl-C or SIGTERM; `fit` saves a checkp
 """
 
 
+def value_type(param, ctx) -> str:
+    """The parameter's value type as typer shows it (`display_type`, typer 0.2x), else from click's type
+    (older typer on click): a choice's words joined by |, or the type's name."""
+    if hasattr(param, "display_type"):
+        return param.display_type(ctx).strip("<>")
+    choices = getattr(param.type, "choices", None)
+    return "|".join(map(str, choices)) if choices else param.type.name
+
+
 def option_row(param, ctx) -> str:
     """One Markdown table row: the option's names, its value type, default and help."""
     names = " / ".join(f"`{n}`" for n in [*param.opts, *param.secondary_opts])
-    kind = "flag" if param.is_flag else param.display_type(ctx).strip("<>").replace("|", " \\| ")
+    kind = "flag" if param.is_flag else value_type(param, ctx).replace("|", " \\| ")
     default = param.default
     shown = "" if default is None or callable(default) or param.is_flag and not default else default
     shown = getattr(shown, "value", shown)  # enum members as their CLI words
@@ -35,7 +44,7 @@ def command_section(name: str, command) -> list[str]:
     lines = [f"## `fastseg {name}`", "", (command.help or "").strip(), ""]
     arguments = [p for p in command.params if p.param_type_name == "argument"]
     if arguments:
-        described = (f"`{p.name.upper()}` ({p.help or p.display_type(typer.Context(command)).strip('<>')})"
+        described = (f"`{p.name.upper()}` ({p.help or value_type(p, typer.Context(command))})"
                      for p in arguments)
         lines += ["Arguments: " + ", ".join(described), ""]
     options = [p for p in command.params if p.param_type_name == "option" and p.name != "help"]
