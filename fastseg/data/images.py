@@ -96,7 +96,7 @@ def read_rgb(path: str | Path, upright: bool = True) -> tuple[np.ndarray, int]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(str(path)) as img:  # a str: Pillow < 10.1 resolves a Path, raising RuntimeError on a loop
                 img.load()
                 turn = orientation(img)
                 shown = ImageOps.exif_transpose(img) if upright and turn != 1 else img
@@ -120,7 +120,7 @@ def shown_size(path: str | Path) -> tuple[int, int]:
 
 def header(path: str | Path) -> tuple[tuple[int, int], int]:
     """((H, W) of the stored pixels, EXIF orientation) of an image file, from its header."""
-    with Image.open(path) as img:
+    with Image.open(str(path)) as img:
         return img.size[::-1], orientation(img)
 
 

@@ -37,7 +37,7 @@ def read_mask(path: str | Path, colours=None) -> np.ndarray:
 
 def _read_png(path: Path, colours) -> np.ndarray:
     try:
-        with Image.open(path) as img:
+        with Image.open(str(path)) as img:  # a str: Pillow < 10.1 resolves a Path, raising RuntimeError on a loop
             img.load()
             mode = img.mode
             array = np.array(img.convert("RGB") if mode in ("RGB", "RGBA") else img)
