@@ -40,12 +40,12 @@ def _read_png(path: Path, colours) -> np.ndarray:
         with Image.open(str(path)) as img:  # a str: Pillow < 10.1 resolves a Path, raising RuntimeError on a loop
             img.load()
             mode = img.mode
-            array = np.array(img.convert("RGB") if mode in ("RGB", "RGBA") else img)
+            array = np.array(img.convert("RGB") if mode == "RGBA" else img)  # RGB kept; alpha dropped
     except (OSError, ValueError) as err:
         raise FastsegError(f"Mask file {path} cannot be read as an image ({err}).") from None
     if mode in ("P", "L"):
         return array.astype(np.uint8)
-    if mode in ("I", "I;16") and array.max(initial=0) <= 255:
+    if mode in ("I", "I;16") and array.max() <= 255:  # an image has at least one pixel
         return array.astype(np.uint8)
     if mode in ("RGB", "RGBA") and colours:
         return colours_to_ids(array, colours, path)
@@ -67,7 +67,7 @@ def colours_to_ids(rgb: np.ndarray, colours, path: Path) -> np.ndarray:
     ids = np.array([i for _, i in colours], np.uint8)
     order = np.argsort(keys)
     keys, ids = keys[order], ids[order]
-    pos = np.clip(np.searchsorted(keys, code), 0, len(keys) - 1)
+    pos = np.minimum(np.searchsorted(keys, code), len(keys) - 1)  # searchsorted is never negative
     unknown = keys[pos] != code
     if unknown.any():
         y, x = (int(v[0]) for v in np.nonzero(unknown))
@@ -92,7 +92,7 @@ def _read_sbd_mat(path: Path) -> np.ndarray:
 def write_palette_png(mask: np.ndarray, path: str | Path, palette: list[int] | None = None) -> None:
     """Write an H×W uint8 class-id mask as a palette PNG (indices kept, 255 included), in `palette`
     (768 ints, e.g. `ClassSet.palette()`) or the VOC colour map."""
-    img = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
+    img = Image.fromarray(np.asarray(mask, dtype=np.uint8))  # "L"; the palette makes it "P"
     img.putpalette(palette or voc_palette())
     img.save(path, format="PNG")
 
@@ -103,10 +103,8 @@ def write_sbd_mat(mask: np.ndarray, path: str | Path) -> None:
     mask = np.asarray(mask, dtype=np.uint8)
     present = np.array([c for c in np.unique(mask) if 0 < c < 255], dtype=np.uint8)
     boundaries = np.empty((20, 1), dtype=object)
-    empty = scipy.sparse.csc_matrix(mask.shape, dtype=np.float64)
-    for c in range(1, 21):
-        region = mask == c
-        boundaries[c - 1, 0] = scipy.sparse.csc_matrix(_edges(region).astype(np.float64)) if region.any() else empty
+    for c in range(1, 21):  # an absent class's edge map is all zeros: an empty sparse matrix
+        boundaries[c - 1, 0] = scipy.sparse.csc_matrix(_edges(mask == c).astype(np.float64))
     gt = {"Segmentation": mask, "Boundaries": boundaries, "CategoriesPresent": present.reshape(-1, 1)}
     scipy.io.savemat(str(path), {"GTcls": gt}, do_compression=True)
 
@@ -121,7 +119,7 @@ def label_edges(labels: np.ndarray) -> np.ndarray:
     edge = np.zeros(labels.shape, bool)
     vertical = labels[:-1] != labels[1:]
     horizontal = labels[:, :-1] != labels[:, 1:]
-    edge[:-1] |= vertical
+    edge[:-1] = vertical
     edge[1:] |= vertical
     edge[:, :-1] |= horizontal
     edge[:, 1:] |= horizontal

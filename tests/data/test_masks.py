@@ -171,4 +171,43 @@ def test_masks_in_other_pixel_modes_are_refused_naming_the_mode(tmp_path):
     with pytest.raises(FastsegError, match="is an 1 image"):
         read_mask(tmp_path / "one_bit.png")
     Image.fromarray(np.array([[2, 255], [0, 1]], np.int32), mode="I").save(tmp_path / "i32.tif")
-    assert read_mask(tmp_path / "i32.tif").tolist() == [[2, 255], [0, 1]]
+    got = read_mask(tmp_path / "i32.tif")
+    assert got.dtype == np.uint8 and got.tolist() == [[2, 255], [0, 1]]
+
+
+def test_an_unknown_colour_in_an_rgba_mask_is_named_by_its_rgb(tmp_path):
+    """The alpha plane is dropped before the colours are looked up, in the error sentence too."""
+    rgba = np.zeros((2, 3, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[1, 2] = (9, 8, 7, 255)
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "a.png")
+    with pytest.raises(FastsegError) as err:
+        read_mask(tmp_path / "a.png", [((0, 0, 0), 0)])
+    assert str(err.value) == (f"Mask file {tmp_path / 'a.png'} has colour 9 8 7 at pixel x=2, y=1, which no class in "
+                              "the classes file has; add it to the classes file or fix the mask.")
+
+
+def test_an_sbd_segmentation_saved_as_double_reads_as_uint8(tmp_path):
+    """MATLAB saves doubles unless told otherwise: a GTcls written with scipy as float64 still reads as ids."""
+    import scipy.io
+    segmentation = np.array([[0.0, 15.0], [255.0, 3.0]])
+    scipy.io.savemat(tmp_path / "d.mat", {"GTcls": {"Segmentation": segmentation}})
+    got = read_mask(tmp_path / "d.mat")
+    assert got.dtype == np.uint8 and got.tolist() == [[0, 15], [255, 3]]
+
+
+def test_masks_from_argmax_int64_are_written_as_uint8_files(tmp_path):
+    """predict's masks come from an argmax (int64): the PNG holds the same ids, the .mat a uint8 Segmentation
+    and uint8 CategoriesPresent (class 1 included)."""
+    import scipy.io
+    ids = np.array([[1, 0, 255], [20, 1, 0]], np.int64)
+    write_palette_png(ids, tmp_path / "m.png")
+    with Image.open(tmp_path / "m.png") as img:
+        assert img.mode == "P" and np.asarray(img).tolist() == ids.tolist()
+    write_sbd_mat(ids, tmp_path / "m.mat")
+    gt = scipy.io.loadmat(tmp_path / "m.mat")["GTcls"][0, 0]
+    assert gt["Segmentation"].dtype == np.uint8 and gt["Segmentation"].tolist() == ids.tolist()
+    assert gt["CategoriesPresent"].dtype == np.uint8 and gt["CategoriesPresent"].tolist() == [[1], [20]]
+    write_sbd_mat(np.zeros((2, 2), np.int64), tmp_path / "background.mat")  # no class present: still uint8
+    present = scipy.io.loadmat(tmp_path / "background.mat")["GTcls"][0, 0]["CategoriesPresent"]
+    assert present.dtype == np.uint8 and present.size == 0
