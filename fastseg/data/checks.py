@@ -106,7 +106,7 @@ def mask_array(path: Path, colours=None) -> np.ndarray | str:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return f"mask is larger than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels"
     except FastsegError as err:
-        return str(err).removeprefix(f"Mask file {path} ").rstrip(".")
+        return str(err).removeprefix(f"Mask file {path} ").removesuffix(".")
 
 
 def check_sample(sample: Sample, num_classes: int = NUM_CLASSES) -> list[Problem]:
@@ -217,14 +217,14 @@ def fingerprint(paths: list[Path]) -> str:
 
 
 def cache_file(roots: DataRoots, key: str) -> Path:
-    return data_dir(roots) / CACHE_DIR / f"preflight-{key[:32]}.ok"
+    return data_dir(roots) / CACHE_DIR / f"preflight-{key}.ok"
 
 
 def remember_pass(path: Path) -> None:
     """Record a passed check; a read-only data folder just means no cache (the check reruns)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("passed\n")
+        path.parent.mkdir(exist_ok=True)  # its parent, data_dir, exists: the data is read from it
+        path.touch()
     except OSError:
         pass
 

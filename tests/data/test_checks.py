@@ -1,4 +1,5 @@
 import os
+import shutil
 import stat
 
 import numpy as np
@@ -273,9 +274,9 @@ def test_orientation_problems_by_hand():
     assert rotated_mismatch.message == "mask is 40×31 but its image is 30×40 as shown (40×30 stored)"
     both, = checks.orientation_problems(sample, (30, 30), (30, 30), 6)
     assert both.path == sample.image and not both.note
-    assert both.message.startswith("image is rotated when shown (EXIF orientation 6) and its mask fits both the "
-                                   "stored and the shown orientation, so which one it follows is unknown; save the "
-                                   "image upright without the EXIF orientation")
+    assert both.message == ("image is rotated when shown (EXIF orientation 6) and its mask fits both the stored and "
+                            "the shown orientation, so which one it follows is unknown; save the image upright without "
+                            "the EXIF orientation (e.g. with exiftool -Orientation= or any editor's export)")
     for mask, fit in (((40, 30), "shown"), ((30, 40), "stored")):
         note, = checks.orientation_problems(sample, mask, (30, 40), 8)
         assert (note.path, note.note) == (sample.image, True)
@@ -296,3 +297,180 @@ def test_mask_array_names_what_is_wrong_in_the_preflights_words(tmp_path, monkey
     assert checks.mask_array(tmp_path / "big.png") == "mask is larger than Pillow's limit of 100 pixels"
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # over the limit, under twice it: Pillow only warns
     assert checks.mask_array(tmp_path / "big.png") == "mask is larger than Pillow's limit of 300 pixels"
+
+
+# --- issue 26: what the preflight and check-data say, decided from files written here -----------------------
+
+def test_mask_array_reads_colour_masks_with_colours_and_names_them_without(tmp_path):
+    colours = [((0, 0, 0), 0), ((200, 10, 10), 1)]
+    rgb = np.zeros((2, 3, 3), np.uint8)
+    rgb[0, 1] = (200, 10, 10)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    assert checks.mask_array(tmp_path / "c.png", colours).tolist() == [[0, 1, 0], [0, 0, 0]]
+    assert checks.mask_array(tmp_path / "c.png") == (
+        "is an RGB image; fastseg needs class indices (a palette or single-channel index PNG), or colours for every "
+        "class in the classes file to convert RGB masks")
+
+
+def test_a_colour_mask_sample_of_a_folder_dataset_passes_check_sample(tmp_path):
+    from fastseg.config import SynthConfig
+    from fastseg.data.synthetic import generate_folder
+    root = generate_folder(tmp_path / "rgb", SynthConfig(n_train=4, n_val=2, size=32, seed=1), num_classes=4,
+                           colour_masks=True)
+    sample = build_split("train", DataRoots(None, folder=root))[0]
+    with Image.open(sample.mask) as img:
+        assert img.mode == "RGB"
+    assert checks.check_sample(sample, 4) == []
+
+
+def test_mask_values_are_listed_up_to_eight(synth_copy):
+    mask = mask_path(synth_copy, ids_of(synth_copy)[0])
+    values = np.arange(30, 41, dtype=np.uint8)  # 11 values outside 0..20
+    with Image.open(mask) as img:
+        write_palette_png(np.resize(values, np.array(img).shape), mask)
+    sample, = [s for s in build_split("voc12-train", roots_of(synth_copy)) if s.mask == mask]
+    problem, = checks.check_sample(sample, 21)
+    assert str(problem) == (f"{mask}: mask has values [30, 31, 32, 33, 34, 35, 36, 37] outside 0..20 and 255 (the "
+                            "dataset has 21 classes)")
+
+
+def test_a_bad_file_two_samples_share_is_reported_once(synth_copy):
+    from fastseg.data.samples import Sample
+    images = sorted((voc_of(synth_copy) / "JPEGImages").glob("*.jpg"))[:2]
+    missing = synth_copy / "gone.png"
+    problems = checks.check_samples([Sample("a", images[0], missing), Sample("b", images[1], missing)])
+    assert [str(p) for p in problems] == [f"{missing}: mask is missing"]
+
+
+def rotated_jpeg_with_its_stored_mask(root):
+    """Store the first training image cropped to H×W with H ≠ W and EXIF orientation 6 (shown W×H), its mask
+    cropped alike (the stored orientation): a note, not a problem. Returns (the image's path, (H, W))."""
+    sample_id = ids_of(root)[0]
+    image = voc_of(root) / "JPEGImages" / f"{sample_id}.jpg"
+    with Image.open(image) as img:
+        pixels = np.array(img)
+    h, w = pixels.shape[0], pixels.shape[1] - 1 if pixels.shape[1] - 1 != pixels.shape[0] else pixels.shape[1] - 2
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels[:, :w]).save(image, exif=exif.tobytes())
+    with Image.open(mask_path(root, sample_id)) as img:
+        write_palette_png(np.array(img)[:, :w], mask_path(root, sample_id))
+    return image, (h, w)
+
+
+def test_stored_image_gives_the_stored_size_and_the_orientation(synth_copy):
+    image, stored = rotated_jpeg_with_its_stored_mask(synth_copy)
+    assert checks.stored_image(image) == (stored, 6)
+
+
+def test_check_data_reports_a_rotation_the_mask_resolves_as_a_note(synth_copy):
+    image, _ = rotated_jpeg_with_its_stored_mask(synth_copy)
+    report = check_dataset(roots_of(synth_copy))
+    assert report.problems == []
+    assert [str(n) for n in report.notes] == [f"{image}: image is rotated when shown (EXIF orientation 6); its mask "
+                                              "matches the stored orientation, so both are used as shown"]
+
+
+def test_the_fingerprint_tells_a_missing_file_from_a_present_one(tmp_path):
+    path = tmp_path / "m.png"
+    missing = checks.fingerprint([path])
+    path.write_bytes(b"x")
+    assert len(missing) == 64 and missing != checks.fingerprint([path])
+    path.unlink()
+    assert checks.fingerprint([path]) == missing
+
+
+def test_the_preflight_refuses_a_repeated_id_in_the_training_list(synth_copy):
+    train = voc_of(synth_copy) / "ImageSets" / "Segmentation" / "train.txt"
+    repeated = ids_of(synth_copy)[1]
+    train.write_text(train.read_text() + f"{repeated}\n")
+    with pytest.raises(FastsegError) as err:
+        preflight_of(synth_copy, names=("voc12-train",))
+    assert str(err.value) == (f"{train}: id list names {repeated} 2 times; fix or remove it, or pass --skip-bad to "
+                              "leave bad samples out.")
+
+
+def test_an_empty_training_list_is_named(synth_copy):
+    train = voc_of(synth_copy) / "ImageSets" / "Segmentation" / "train.txt"
+    train.write_text("\n")
+    with pytest.raises(FastsegError) as err:
+        preflight_of(synth_copy, names=("voc12-train",))
+    assert str(err.value) == (f"Split voc12-train has no images to use (read from {train}); add ids to the list or "
+                              "choose another split.")
+
+
+def test_an_empty_split_of_several_lists_names_each_list(synth_copy):
+    lists = [voc_of(synth_copy) / "ImageSets" / "Segmentation" / f"{n}.txt" for n in ("train", "val")]
+    lists += [synth_copy / "benchmark_RELEASE" / "dataset" / f"{n}.txt" for n in ("train", "val")]
+    for path in lists:
+        path.write_text("\n")
+    with pytest.raises(FastsegError) as err:
+        preflight_of(synth_copy, names=("train-aug",))
+    assert str(err.value) == (f"Split train-aug has no images to use (read from {', '.join(map(str, lists))}); add "
+                              "ids to the list or choose another split.")
+
+
+def test_an_empty_folder_split_says_why(tmp_path):
+    from fastseg.config import SynthConfig
+    from fastseg.data.synthetic import generate_folder
+    root = generate_folder(tmp_path / "f", SynthConfig(n_train=4, n_val=2, size=32, seed=1), num_classes=4)
+    (root / "val.txt").unlink()
+    (root / "train.txt").write_text("".join(f"{p.stem}\n" for p in sorted((root / "images").iterdir())))
+    roots = DataRoots(None, folder=root)
+    with pytest.raises(FastsegError) as err:
+        preflight({"val": build_split("val", roots)}, roots)
+    assert str(err.value) == (f"Split val has no images: {root / 'train.txt'} lists every image of {root / 'images'} "
+                              f"and there is no {root / 'val.txt'}; leave some out of train.txt or write val.txt.")
+
+
+def test_skip_bad_lists_every_bad_file_and_refuses_a_split_it_empties(synth_copy):
+    val = voc_of(synth_copy) / "ImageSets" / "Segmentation" / "val.txt"
+    first, second = ids_of(synth_copy, "val")[:2]
+    val.write_text(f"{first}\n{second}\n")
+    images = [voc_of(synth_copy) / "JPEGImages" / f"{i}.jpg" for i in (first, second)]
+    for image in images:
+        image.write_bytes(b"")
+    lines = []
+    with pytest.raises(FastsegError) as err:
+        preflight_of(synth_copy, names=("voc12-val",), skip_bad=True, log=lines.append)
+    assert lines == [f"--skip-bad: leaving out 2 bad file(s): {images[0]}: image is empty (0 bytes); "
+                     f"{images[1]}: image is empty (0 bytes)"]
+    assert str(err.value) == (f"Split voc12-val has no images to use (read from {val}); add ids to the list or "
+                              "choose another split.")
+
+
+def test_the_preflight_cache_notices_a_changed_classes_file(tmp_path):
+    from fastseg.config import SynthConfig
+    from fastseg.data.synthetic import generate_folder
+    root = generate_folder(tmp_path / "f", SynthConfig(n_train=4, n_val=2, size=32, seed=1), num_classes=4)
+    roots = DataRoots(None, folder=root)
+    preflight({"train": build_split("train", roots)}, roots)
+    lines = (root / "classes.txt").read_text().splitlines()
+    (root / "classes.txt").write_text("\n".join(lines[:3] + lines[4:]) + "\n")  # class 3 is gone
+    with pytest.raises(FastsegError, match=r"mask has values \[3\] outside 0\.\.2 and 255 \(the dataset has 3 "):
+        preflight({"train": build_split("train", roots)}, roots)
+
+
+def test_each_passed_check_leaves_its_own_cache_file(synth_copy):
+    cache = voc_of(synth_copy).parent / "fastseg-cache"
+    shutil.rmtree(cache, ignore_errors=True)  # the shared tree's own passes came with the copy
+    preflight_of(synth_copy, names=("voc12-val",))
+    assert len(sorted(cache.glob("preflight-*.ok"))) == 1
+    image = voc_of(synth_copy) / "JPEGImages" / f"{ids_of(synth_copy, 'val')[0]}.jpg"
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))  # same bytes, new mtime
+    preflight_of(synth_copy, names=("voc12-val",))
+    assert len(sorted(cache.glob("preflight-*.ok"))) == 2
+
+
+def test_the_preflight_shows_one_progress_step_per_file_pair(synth_copy, monkeypatch):
+    from contextlib import contextmanager
+    bars = []
+
+    @contextmanager
+    def spy(description, total=None):
+        bars.append([description, total, 0])
+        yield lambda steps=1: bars[-1].__setitem__(2, bars[-1][2] + steps)
+    monkeypatch.setattr(checks, "progress_bar", spy)
+    preflight_of(synth_copy, names=("voc12-val",))
+    n = len(ids_of(synth_copy, "val"))
+    assert bars == [["checking files", n, n]]
