@@ -1,6 +1,7 @@
 """`predict`: overlapping tiles blended as documented (a numpy reference over the whole image), files
 it must never overwrite, and exit 1 when an input cannot be read."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,12 @@ from fastseg.evaluate.predict import (
     output_names,
     predict_files,
     predict_image,
+    predict_with_maps,
     taper,
     tile_starts,
+    uncertainty_maps,
+    uncertainty_names,
+    write_uncertainty,
 )
 from fastseg.models import create_model
 from fastseg.models.weights import model_metadata, save_model
@@ -73,8 +78,13 @@ def padded_black(side: int) -> np.ndarray:
 def reference_tiled(model, image: np.ndarray, tops: list[int], lefts: list[int], tile: int) -> np.ndarray:
     """Whole-image numpy accumulation of each window's softmax, padded with black to 32 as predict
     (and evaluate) does, weighted by a Gaussian of sigma tile/8 on each axis."""
+    return reference_blend(model, image, tops, lefts, tile)[0].argmax(0)
+
+
+def reference_blend(model, image: np.ndarray, tops: list[int], lefts: list[int], tile: int):
+    """(4×H×W weighted sums of the windows' softmax, H×W sums of the weights), in numpy."""
     x = ((image / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(2, 0, 1)
-    total = np.zeros((4, *image.shape[:2]))
+    total, weights = np.zeros((4, *image.shape[:2])), np.zeros(image.shape[:2])
     for top in tops:
         for left in lefts:
             win = padded_black(64)
@@ -84,7 +94,59 @@ def reference_tiled(model, image: np.ndarray, tops: list[int], lefts: list[int],
             prob = np.exp(logits - logits.max(0)) / np.exp(logits - logits.max(0)).sum(0)
             g = np.exp(-0.5 * ((np.arange(tile) - (tile - 1) / 2) / (tile / 8)) ** 2)
             total[:, top:top + tile, left:left + tile] += prob * np.outer(g, g)
-    return total.argmax(0)
+            weights[top:top + tile, left:left + tile] += np.outer(g, g)
+    return total, weights
+
+
+def numpy_maps(prob: np.ndarray) -> dict[str, np.ndarray]:
+    """Confidence (the largest probability) and entropy in nats of C×H×W probabilities."""
+    logs = np.log(np.where(prob > 0, prob, 1.0))
+    return {"confidence": prob.max(0), "entropy": -(prob * logs).sum(0)}
+
+
+def test_tiled_uncertainty_maps_are_those_of_the_blended_probabilities():
+    image = np.random.default_rng(2).integers(0, 256, (100, 90, 3), dtype=np.uint8)
+    model = WindowModel().eval()
+    mask, maps = predict_with_maps(model, image, torch.device("cpu"), tile=40, overlap=12, maps=True)
+    total, weights = reference_blend(model, image, [0, 28, 56, 60], [0, 28, 50], 40)
+    expected = numpy_maps(total / weights)
+    assert sorted(maps) == ["confidence", "entropy"]
+    for name in expected:
+        assert maps[name].dtype == np.float32 and maps[name].shape == (100, 90), name
+        np.testing.assert_allclose(maps[name], expected[name], atol=1e-4, err_msg=name)
+    assert predict_with_maps(model, image, torch.device("cpu"), tile=40, overlap=12)[1] is None
+
+
+def test_uncertainty_maps_by_hand():
+    """Confidence and entropy of 3 class channels; a fourth channel (Monte Carlo's variance) is passed through."""
+    probs = torch.tensor([[[0.5, 1.0]], [[0.25, 0.0]], [[0.25, 0.0]], [[0.03, 0.07]]])
+    maps = uncertainty_maps(probs, 3)
+    assert maps["confidence"].tolist() == [[0.5, 1.0]]
+    assert maps["entropy"].numpy() == pytest.approx(np.array([[1.5 * np.log(2), 0.0]]), abs=1e-6)
+    assert maps["variance"].tolist()[0] == pytest.approx([0.03, 0.07])
+    assert sorted(uncertainty_maps(probs[:3], 3)) == ["confidence", "entropy"]
+
+
+def test_uncertainty_files_sit_beside_the_mask_and_hold_the_maps(tmp_path):
+    from safetensors.numpy import load_file
+    assert uncertainty_names(Path("sub/a.png")) == (Path("sub/a_uncertainty.safetensors"),
+                                                     Path("sub/a_uncertainty.png"))
+    image = np.random.default_rng(3).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:, 10:] = 2
+    maps = {"confidence": np.linspace(0.3, 1, 600, dtype=np.float32).reshape(20, 30),
+            "entropy": np.linspace(0, 2, 600, dtype=np.float32).reshape(20, 30)[:, ::-1]}  # not contiguous
+    (tmp_path / "sub").mkdir()
+    manifest = {"sub/a.png": "earlier"}
+    write_uncertainty(image, mask, maps, tmp_path, Path("sub/a.png"), manifest)
+    stored = load_file(tmp_path / "sub/a_uncertainty.safetensors")
+    assert sorted(stored) == ["confidence", "entropy"]
+    for name in maps:
+        assert np.array_equal(stored[name], maps[name]), name
+    with Image.open(tmp_path / "sub/a_uncertainty.png") as picture:
+        assert picture.format == "PNG" and picture.width > picture.height
+    assert sorted(manifest) == ["sub/a.png", "sub/a_uncertainty.png", "sub/a_uncertainty.safetensors"]
+    assert json.loads((tmp_path / MANIFEST).read_text()) == manifest
 
 
 def test_tiled_prediction_equals_a_whole_image_blend_of_overlapping_windows():

@@ -167,3 +167,26 @@ def test_a_truncated_one_file_checkpoint_is_one_sentence(tmp_path, cut):
     path.write_bytes(path.read_bytes()[:cut])  # inside the header, or inside the tensors
     with pytest.raises(FastsegError, match=r"could not be read \((ValueError|SafetensorError)\); it may be incomplete"):
         load_state(path)
+
+
+def test_meta_file_names_where_the_metadata_lives(tmp_path):
+    """The file a metadata message names: the file itself once its header holds the metadata (a stale sidecar
+    beside it included), the legacy sidecar of a two-file checkpoint, the file itself when it is no safetensors."""
+    from fastseg.io.serialize import meta_file
+    one = tmp_path / "one.safetensors"
+    save_state(STATE, one)
+    one.with_suffix(".json").write_text("{}")
+    assert meta_file(one) == one
+    legacy = tmp_path / "old.safetensors"
+    legacy_checkpoint(STATE, legacy)
+    assert meta_file(legacy) == tmp_path / "old.json"
+    export = tmp_path / "model.safetensors"
+    export.write_bytes(save({"w": torch.zeros(1)}))
+    (tmp_path / "config.json").write_text("{}")
+    assert meta_file(export) == tmp_path / "config.json"
+    pickle = tmp_path / "pickle.safetensors"
+    pickle.write_bytes(b"\x80\x04" + b"x" * 30)
+    assert meta_file(pickle) == pickle
+    (tmp_path / "pickle.json").write_text("{}")
+    assert meta_file(pickle) == tmp_path / "pickle.json"
+    assert meta_file(tmp_path / "absent.safetensors") == tmp_path / "absent.safetensors"
