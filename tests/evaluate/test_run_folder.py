@@ -1,0 +1,307 @@
+"""`evaluate_run` and `export_folder` on a run folder written here by hand (config.json and the best
+weights of an untrained 1/16-width SegNet, as fit writes them; no training): the files they write, the
+options they pass on and their sentences. No fit, so `make mutate` can run these for every mutant of
+the orchestration in `evaluate/scoring.py` and `evaluate/export.py`."""
+
+import json
+import math
+from dataclasses import asdict, replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from fastseg.classes import VOC, ClassSet
+from fastseg.config import SynthConfig
+from fastseg.data.splits import DataRoots, build_split
+from fastseg.data.synthetic import generate
+from fastseg.errors import FastsegError
+from fastseg.evaluate import export, scoring
+from fastseg.evaluate.predict import predict_image
+from fastseg.io.runs import BEST, CONFIG, PER_IMAGE, load_config, save_config
+from fastseg.io.serialize import read_meta
+from fastseg.models import create_model
+from fastseg.models.weights import model_metadata, save_model
+from tests.conftest import tiny_config
+
+TINY = SynthConfig(n_train=2, n_val=3, n_sbd_only=2, size=40, seed=4)
+FIGURES = ["confusion_matrix.png", "predictions_best.png", "predictions_random.png", "predictions_uncertain.png",
+           "predictions_worst.png", "reliability.png"]
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("tiny"), TINY)
+
+
+def make_run(root, folder, temperature: float | None = None):
+    """A run folder as fit leaves it after its best epoch 1: config.json and best.safetensors (an untrained,
+    seeded model; `temperature` in its metadata when given)."""
+    cfg = tiny_config(root, folder.parent, folder.name)
+    folder.mkdir(parents=True)
+    save_config(cfg, folder / CONFIG)
+    torch.manual_seed(0)
+    meta = model_metadata("segnet", VOC, 0.0625, config=asdict(cfg)) | {
+        "epoch": 1, "monitor": "miou", "metrics": {"miou": 0.25, "pixel_acc": 0.5}}
+    save_model(create_model("segnet", width=0.0625), folder / BEST,
+               meta | ({"temperature": temperature} if temperature else {}))
+    return folder
+
+
+@pytest.fixture
+def run(tiny_root, tmp_path):
+    return make_run(tiny_root, tmp_path / "runs" / "r")
+
+
+def numpy_miou(root, split: str, model) -> tuple[float, np.ndarray]:
+    """mIoU over the split's pixels (void left out, classes absent from truth and prediction left out) of
+    predict's masks, with a numpy confusion matrix; and that 21×21 matrix."""
+    from fastseg.data.masks import read_mask
+    cm = np.zeros((21, 21), np.int64)
+    for sample in build_split(split, DataRoots.under(root)):
+        image = np.array(Image.open(sample.image).convert("RGB"))
+        truth = read_mask(sample.mask)  # seg11valid's masks are SBD .mat files
+        pred = predict_image(model, image, torch.device("cpu"))
+        keep = truth != 255
+        np.add.at(cm, (truth[keep], pred[keep]), 1)
+    inter, union = np.diag(cm), cm.sum(0) + cm.sum(1) - np.diag(cm)
+    return float(np.mean(inter[union > 0] / union[union > 0])), cm
+
+
+def test_evaluate_run_scores_the_runs_validation_split_and_writes_its_files(run, tiny_root):
+    path, content = scoring.evaluate_run(run, device="cpu")
+    assert path == run / "metrics.json" and path.read_text() == json.dumps(content, indent=2)  # NaN ≠ NaN: as text
+    model, _ = _load(run)
+    valid = load_config(run / CONFIG).data.valid_split
+    assert valid == "seg11valid"  # tiny_config's: not evaluate's default for a weights file alone
+    miou, cm = numpy_miou(tiny_root, valid, model)
+    images = len(build_split(valid, DataRoots.under(tiny_root)))
+    assert content["split"] == valid and content["images"] == images
+    assert content["weights"] == str(run / BEST)
+    assert content["miou"] == pytest.approx(miou, abs=1e-9)
+    assert content["tta"] == {"flip": False, "scales": [1.0]} and "tta_gain" not in content
+    assert content["calibration"]["temperature"] == 1.0 and "calibration_before" not in content
+    split, ids, per_image = scoring.load_per_image(run / PER_IMAGE)
+    assert split == valid and ids == sorted(ids) and len(ids) == images
+    assert np.array_equal(per_image.sum(0).numpy(), cm)
+    for name in [*FIGURES, "report.md", "report.html"]:
+        assert (run / name).is_file(), name
+
+
+def _load(run):
+    from fastseg.models.weights import load_model
+    return load_model(run / BEST)
+
+
+def test_evaluate_run_passes_split_flip_scales_and_batch_size_on(run, monkeypatch):
+    seen = {}
+    real = scoring.evaluate_samples
+
+    def spy(model, samples, device, **options):
+        seen.update(options, ids=[s.id for s in samples])
+        return real(model, samples, device, **options)
+    monkeypatch.setattr(scoring, "evaluate_samples", spy)
+    _, content = scoring.evaluate_run(run, split="voc12-train", device="cpu", bs=3, flip=True, scales=(1.0, 0.75),
+                                      mc=2)
+    expected_ids = [s.id for s in build_split("voc12-train", load_config(run / CONFIG).data.roots)]
+    assert seen == {"bs": 3, "flip": True, "scales": (1.0, 0.75), "classes": VOC, "mc": 2, "temperature": 1.0,
+                    "calibration_pixels": 0, "ids": expected_ids}
+    assert content["split"] == "voc12-train" and content["tta"] == {"flip": True, "scales": [1.0, 0.75]}
+    assert content["mc"]["samples"] == 2
+
+
+def test_evaluate_run_takes_the_runs_validation_batch_size(run, monkeypatch):
+    cfg = load_config(run / CONFIG)
+    save_config(replace(cfg, data=replace(cfg.data, val_bs=2)), run / CONFIG)
+    seen = []
+    real = scoring.evaluate_samples
+    monkeypatch.setattr(scoring, "evaluate_samples",
+                        lambda model, samples, device, **o: seen.append(o["bs"]) or real(model, samples, device, **o))
+    scoring.evaluate_run(run, device="cpu")
+    save_config(replace(cfg, data=replace(cfg.data, val_bs=None, bs=5)), run / CONFIG)
+    scoring.evaluate_run(run, device="cpu")
+    assert seen == [2, 5]
+
+
+def test_the_stored_temperature_is_used_and_calibrate_stores_a_new_one(tiny_root, tmp_path):
+    run = make_run(tiny_root, tmp_path / "runs" / "t", temperature=2.5)
+    _, content = scoring.evaluate_run(run, device="cpu")
+    assert content["calibration"]["temperature"] == 2.5
+    _, calibrated = scoring.evaluate_run(run, device="cpu", calibrate=True)
+    fitted = read_meta(run / BEST)["temperature"]
+    assert fitted != 2.5 and calibrated["calibration"]["temperature"] == fitted
+    assert json.dumps(calibrated["calibration_before"]) == json.dumps(content["calibration"])
+    assert calibrated["calibration"]["nll"] <= content["calibration"]["nll"] + 1e-9
+    assert (run / "metrics.json").read_text() == json.dumps(calibrated, indent=2)
+
+
+def test_a_weights_file_without_a_run_needs_the_data_named(run, tiny_root, tmp_path):
+    lone = tmp_path / "lone.safetensors"
+    lone.write_bytes((run / BEST).read_bytes())
+    with pytest.raises(FastsegError) as err:
+        scoring.evaluate_run(lone, device="cpu")
+    assert str(err.value) == (f"{lone} has no run config beside it; pass --voc (and --sbd) or --data to say where "
+                              "the data is.")
+    with pytest.raises(FastsegError):
+        scoring.evaluate_run(lone, device="cpu", roots=DataRoots(None))
+    path, content = scoring.evaluate_run(lone, device="cpu", roots=DataRoots.under(tiny_root))
+    assert path == tmp_path / "metrics.json" and content["split"] == "voc12-val"
+    assert not (tmp_path / "report.md").exists()  # no run: no run card
+    assert (tmp_path / "confusion_matrix.png").is_file()
+
+
+def test_a_batch_size_under_1_is_refused(run):
+    with pytest.raises(FastsegError) as err:
+        scoring.evaluate_run(run, device="cpu", bs=0)
+    assert str(err.value) == "--bs 0 must be at least 1."
+    assert not (run / "metrics.json").exists()
+
+
+def test_data_roots_given_replace_the_runs_one_by_one():
+    from pathlib import Path
+    cfg = type("Cfg", (), {})()
+    cfg.data = type("Data", (), {})()
+    saved = DataRoots(Path("v"), Path("s"), Path("v11"), None, Path("c.txt"))
+    cfg.data.roots = saved
+    assert scoring.data_roots(None, saved) is saved
+    assert scoring.data_roots(cfg) is saved
+    assert scoring.data_roots(cfg, DataRoots(None)) == saved
+    assert scoring.data_roots(cfg, DataRoots(Path("V"))) == DataRoots(Path("V"), Path("s"), Path("v11"), None,
+                                                                      Path("c.txt"))
+    assert scoring.data_roots(cfg, DataRoots(None, Path("S"), Path("V11"), None, Path("C"))) == DataRoots(
+        Path("v"), Path("S"), Path("V11"), None, Path("C"))
+    folder = DataRoots(None, folder=Path("f"))
+    assert scoring.data_roots(cfg, folder) is folder
+    own = DataRoots(None, folder=Path("f"), classes=Path("c.txt"))
+    cfg.data.roots = own
+    assert scoring.data_roots(cfg, DataRoots(Path("V"))) == DataRoots(Path("V"), None, None, None, Path("c.txt"))
+    assert scoring.data_roots(cfg, DataRoots(None, Path("S"))) == DataRoots(None, Path("S"), None, Path("f"),
+                                                                            Path("c.txt"))
+
+
+def test_a_model_of_another_class_count_is_refused_and_other_names_are_noted(tiny_root, monkeypatch):
+    roots = DataRoots.under(tiny_root)
+    three = ClassSet(("a", "b", "c"))
+    with pytest.raises(FastsegError) as err:
+        scoring.matching_classes(three, roots, "w.safetensors")
+    assert str(err.value) == ("w.safetensors predicts 3 classes but the dataset has 21; evaluate it on the dataset "
+                              "it was trained for (or pass that dataset's classes file).")
+    lines = []
+    monkeypatch.setattr("fastseg.console.log", lines.append)
+    renamed = ClassSet(tuple(f"c{i}" for i in range(21)))
+    assert scoring.matching_classes(renamed, roots, "w.safetensors") is renamed
+    assert lines == [f"Note: the dataset names its classes {', '.join(VOC.names)}; the scores use the model's names "
+                     f"({', '.join(renamed.names)})."]
+    lines.clear()
+    assert scoring.matching_classes(VOC, roots, "w.safetensors") is VOC and lines == []
+
+
+def test_gathered_pixels_concatenates_every_kept_pair():
+    pairs = [(torch.ones(2, 3), torch.tensor([0, 1])), (torch.zeros(1, 3), torch.tensor([2]))]
+    logits, targets = scoring.gathered_pixels(pairs)
+    assert logits.tolist() == [[1.0] * 3, [1.0] * 3, [0.0] * 3] and targets.tolist() == [0, 1, 2]
+
+
+def test_write_figures_draws_each_figure_from_the_results_data(run, monkeypatch):
+    import fastseg.evaluate.figures as figures
+    _, _ = scoring.evaluate_run(run, device="cpu")
+    calls = []
+    for name in ("plot_confusion", "plot_reliability", "plot_gallery"):
+        monkeypatch.setattr(figures, name, lambda *a, _n=name: calls.append((_n, *a)) or a[1])
+    result = scoring.evaluate_samples(_load(run)[0], build_split("voc12-val", load_config(run / CONFIG).data.roots),
+                                      "cpu", temperature=1.5)
+    paths = scoring.write_figures(result, run)
+    assert paths == [run / n for n in ("confusion_matrix.png", "reliability.png", "predictions_uncertain.png",
+                                       "predictions_random.png", "predictions_best.png", "predictions_worst.png")]
+    (_, cm, _, names), (_, calibration, _), *galleries = calls
+    assert cm is result.cm and names == VOC.names
+    assert calibration == result.calibration | {"temperature": 1.5}
+    g, palette = result.gallery, VOC.palette()
+    assert [c[1:] for c in galleries] == [
+        (g.uncertain, run / "predictions_uncertain.png", "Most uncertain images", palette, "entropy"),
+        (sorted(g.random, key=lambda e: e[1]), run / "predictions_random.png", "Random images", palette),
+        (g.best, run / "predictions_best.png", "Best images by mIoU", palette),
+        (g.worst, run / "predictions_worst.png", "Worst images by mIoU", palette)]
+    assert len(g.random) == TINY.n_val and math.isfinite(g.best[0][0])
+
+
+# --- export ------------------------------------------------------------------------------------------------------
+
+def test_export_config_states_the_model_and_its_input_contract():
+    from fastseg import __version__
+    meta = model_metadata("segnet", VOC, 0.5, dropout=0.2) | {"temperature": 1.3, "epoch": 4, "monitor": "fg_miou",
+                                                               "metrics": {"miou": 0.1}}
+    config = export.export_config(meta)
+    palette = VOC.palette()
+    assert config == {
+        "format": export.EXPORT_FORMAT, "arch": "segnet", "num_classes": 21, "width": 0.5, "dropout": 0.2,
+        "temperature": 1.3,
+        "classes": [{"id": i, "name": n, "color": palette[3 * i:3 * i + 3]} for i, n in enumerate(VOC.names)],
+        **{k: v for k, v in VOC.meta().items() if k != "classes"},
+        "void_label": 255, "mean": meta["mean"], "std": meta["std"],
+        "input": {"layout": "N×3×H×W", "dtype": "float32", "colour": "RGB", "values": "[0, 1], then (x - mean) / std",
+                  "min_side": export.MIN_SIZE, "any_size": True},
+        "output": "logits N×num_classes×H×W", "epoch": 4, "monitor": "fg_miou", "fastseg_version": __version__}
+    plain = export.export_config(model_metadata("skip", VOC, 1.0))
+    assert "dropout" not in plain and "temperature" not in plain
+    assert (plain["epoch"], plain["monitor"]) == (None, "miou")
+
+
+def test_export_folder_writes_the_weights_config_and_card_and_removes_an_earlier_exports_onnx(run, tmp_path):
+    out = tmp_path / "model"
+    out.mkdir()
+    for stale in ("model.onnx", "parity.json"):
+        (out / stale).write_text("an earlier export's")
+    assert export.export_folder(run, out) == out
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((out / "config.json").read_text())
+    assert config == read_meta(out / "model.safetensors") == export.export_config(read_meta(run / BEST))
+    with safe_open(str(out / "model.safetensors"), "pt") as f, safe_open(str(run / BEST), "pt") as g:
+        assert sorted(f.keys()) == sorted(g.keys())
+        assert all(torch.equal(f.get_tensor(k), g.get_tensor(k)) for k in f.keys())
+    card = (out / "README.md").read_text()
+    assert card.startswith(f"# fastseg segnet (width 0.0625) from run {run.name}")
+    assert "ONNX" not in card
+    export.export_folder(run, out)  # an earlier export is rewritten in place
+
+
+def test_export_refuses_what_is_not_a_run_and_an_out_holding_other_files(run, tmp_path):
+    with pytest.raises(FastsegError) as err:
+        export.export_folder(tmp_path, tmp_path / "m")
+    assert str(err.value) == (f"{tmp_path} is not a run folder with best.safetensors; pass a folder written by "
+                              "`fastseg fit`.")
+    (run / CONFIG).rename(run / "moved.json")
+    with pytest.raises(FastsegError, match="is not a run folder"):
+        export.export_folder(run, tmp_path / "m")
+    (run / "moved.json").rename(run / CONFIG)
+    cases = {"foreign": ({"notes.txt": "mine"}, "notes.txt"), "other format": ({"config.json": '{"format": "x"}'},
+             "config.json"), "not json": ({"config.json": "{"}, "config.json"),
+             "a list": ({"config.json": "[1]"}, "config.json"), "both": ({"a.txt": "", "b.txt": ""}, "a.txt, b.txt")}
+    for name, (files, named) in cases.items():
+        out = tmp_path / name
+        out.mkdir()
+        for file, text in files.items():
+            (out / file).write_text(text)
+        with pytest.raises(FastsegError) as err:
+            export.export_folder(run, out)
+        assert str(err.value) == (f"--out {out} already holds other files ({named}); export into a new or empty "
+                                  "folder."), name
+        assert {p.name: p.read_text() for p in out.iterdir()} == files, name
+    export.check_export_out(tmp_path / "new")  # a folder that does not exist yet is fine
+    (tmp_path / "empty").mkdir()
+    export.check_export_out(tmp_path / "empty")
+
+
+def test_with_probabilities_is_the_softmax_of_the_logits_over_the_temperature():
+    model = torch.nn.Conv2d(3, 4, 1)
+    x = torch.randn(2, 3, 5, 6)
+    wrapped = export.WithProbabilities(model, 2.0)
+    with torch.no_grad():
+        logits = model(x).double().numpy()
+        same, probs = wrapped(x)
+        got = probs.double().numpy()
+    assert np.array_equal(same.double().numpy(), logits)
+    e = np.exp(logits / 2.0 - (logits / 2.0).max(1, keepdims=True))
+    np.testing.assert_allclose(got, e / e.sum(1, keepdims=True), atol=1e-6)
