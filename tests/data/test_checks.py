@@ -378,6 +378,9 @@ def test_the_fingerprint_tells_a_missing_file_from_a_present_one(tmp_path):
     assert len(missing) == 64 and missing != checks.fingerprint([path])
     path.unlink()
     assert checks.fingerprint([path]) == missing
+    other = tmp_path / "other.png"
+    other.write_bytes(b"y")
+    assert checks.fingerprint([path, other]) != checks.fingerprint([other])  # a missing file still counts
 
 
 def test_the_preflight_refuses_a_repeated_id_in_the_training_list(synth_copy):

@@ -58,24 +58,30 @@ def run(tiny_root, tmp_path):
 def numpy_miou(root, split: str, model) -> tuple[float, np.ndarray]:
     """mIoU over the split's pixels (void left out, classes absent from truth and prediction left out) of
     predict's masks, with a numpy confusion matrix; and that 21×21 matrix."""
-    from fastseg.data.masks import read_mask
-    cm = np.zeros((21, 21), np.int64)
-    for sample in build_split(split, DataRoots.under(root)):
-        image = np.array(Image.open(sample.image).convert("RGB"))
-        truth = read_mask(sample.mask)  # seg11valid's masks are SBD .mat files
-        pred = predict_image(model, image, torch.device("cpu"))
-        keep = truth != 255
-        np.add.at(cm, (truth[keep], pred[keep]), 1)
+    cm = sum(numpy_confusion(sample, model) for sample in build_split(split, DataRoots.under(root)))
     inter, union = np.diag(cm), cm.sum(0) + cm.sum(1) - np.diag(cm)
     return float(np.mean(inter[union > 0] / union[union > 0])), cm
 
 
+def numpy_confusion(sample, model) -> np.ndarray:
+    """21×21 confusion (truth row, prediction column) of one sample's predict mask, void left out."""
+    from fastseg.data.masks import read_mask
+    cm = np.zeros((21, 21), np.int64)
+    image = np.array(Image.open(sample.image).convert("RGB"))
+    truth = read_mask(sample.mask)
+    pred = predict_image(model, image, torch.device("cpu"))
+    keep = truth != 255
+    np.add.at(cm, (truth[keep], pred[keep]), 1)
+    return cm
+
+
 def test_evaluate_run_scores_the_runs_validation_split_and_writes_its_files(run, tiny_root):
+    cfg = load_config(run / CONFIG)
+    save_config(replace(cfg, data=replace(cfg.data, valid_split="voc12-val", val_bs=2)), run / CONFIG)
     path, content = scoring.evaluate_run(run, device="cpu")
     assert path == run / "metrics.json" and path.read_text() == json.dumps(content, indent=2)  # NaN ≠ NaN: as text
     model, _ = _load(run)
-    valid = load_config(run / CONFIG).data.valid_split
-    assert valid == "seg11valid"  # tiny_config's: not evaluate's default for a weights file alone
+    valid = "voc12-val"  # the run's split: 3 images in 2 batches, so rows must land in sample order
     miou, cm = numpy_miou(tiny_root, valid, model)
     images = len(build_split(valid, DataRoots.under(tiny_root)))
     assert content["split"] == valid and content["images"] == images
@@ -84,8 +90,10 @@ def test_evaluate_run_scores_the_runs_validation_split_and_writes_its_files(run,
     assert content["tta"] == {"flip": False, "scales": [1.0]} and "tta_gain" not in content
     assert content["calibration"]["temperature"] == 1.0 and "calibration_before" not in content
     split, ids, per_image = scoring.load_per_image(run / PER_IMAGE)
-    assert split == valid and ids == sorted(ids) and len(ids) == images
+    assert split == valid and ids == [s.id for s in build_split(valid, DataRoots.under(tiny_root))] and images == 3
     assert np.array_equal(per_image.sum(0).numpy(), cm)
+    for sample, rows in zip(build_split(valid, DataRoots.under(tiny_root)), per_image, strict=True):
+        assert np.array_equal(rows.numpy(), numpy_confusion(sample, model)), sample.id
     for name in [*FIGURES, "report.md", "report.html"]:
         assert (run / name).is_file(), name
 
