@@ -299,6 +299,25 @@ def test_mask_array_names_what_is_wrong_in_the_preflights_words(tmp_path, monkey
     assert checks.mask_array(tmp_path / "big.png") == "mask is larger than Pillow's limit of 300 pixels"
 
 
+def id_list(root, name="train"):
+    """The VOC id list `name`.txt of the synthetic tree at `root`."""
+    return voc_of(root) / "ImageSets" / "Segmentation" / f"{name}.txt"
+
+
+def small_folder(tmp_path, **kw):
+    """A 4-class folder dataset of 4 training and 2 validation 32-px images (`kw`: generate_folder's options)."""
+    from fastseg.config import SynthConfig
+    from fastseg.data.synthetic import generate_folder
+    return generate_folder(tmp_path / "f", SynthConfig(n_train=4, n_val=2, size=32, seed=1), num_classes=4, **kw)
+
+
+def refusal_of(root, names) -> str:
+    """The sentence the preflight of splits `names` of the synthetic tree at `root` refuses with."""
+    with pytest.raises(FastsegError) as err:
+        preflight_of(root, names=names)
+    return str(err.value)
+
+
 # --- issue 26: what the preflight and check-data say, decided from files written here -----------------------
 
 def test_mask_array_reads_colour_masks_with_colours_and_names_them_without(tmp_path):
@@ -313,10 +332,7 @@ def test_mask_array_reads_colour_masks_with_colours_and_names_them_without(tmp_p
 
 
 def test_a_colour_mask_sample_of_a_folder_dataset_passes_check_sample(tmp_path):
-    from fastseg.config import SynthConfig
-    from fastseg.data.synthetic import generate_folder
-    root = generate_folder(tmp_path / "rgb", SynthConfig(n_train=4, n_val=2, size=32, seed=1), num_classes=4,
-                           colour_masks=True)
+    root = small_folder(tmp_path, colour_masks=True)
     sample = build_split("train", DataRoots(None, folder=root))[0]
     with Image.open(sample.mask) as img:
         assert img.mode == "RGB"
@@ -384,39 +400,32 @@ def test_the_fingerprint_tells_a_missing_file_from_a_present_one(tmp_path):
 
 
 def test_the_preflight_refuses_a_repeated_id_in_the_training_list(synth_copy):
-    train = voc_of(synth_copy) / "ImageSets" / "Segmentation" / "train.txt"
+    train = id_list(synth_copy)
     repeated = ids_of(synth_copy)[1]
     train.write_text(train.read_text() + f"{repeated}\n")
-    with pytest.raises(FastsegError) as err:
-        preflight_of(synth_copy, names=("voc12-train",))
-    assert str(err.value) == (f"{train}: id list names {repeated} 2 times; fix or remove it, or pass --skip-bad to "
-                              "leave bad samples out.")
+    assert refusal_of(synth_copy, ("voc12-train",)) == (
+        f"{train}: id list names {repeated} 2 times; fix or remove it, or pass --skip-bad to leave bad samples out.")
 
 
 def test_an_empty_training_list_is_named(synth_copy):
-    train = voc_of(synth_copy) / "ImageSets" / "Segmentation" / "train.txt"
+    train = id_list(synth_copy)
     train.write_text("\n")
-    with pytest.raises(FastsegError) as err:
-        preflight_of(synth_copy, names=("voc12-train",))
-    assert str(err.value) == (f"Split voc12-train has no images to use (read from {train}); add ids to the list or "
-                              "choose another split.")
+    assert refusal_of(synth_copy, ("voc12-train",)) == (
+        f"Split voc12-train has no images to use (read from {train}); add ids to the list or choose another split.")
 
 
 def test_an_empty_split_of_several_lists_names_each_list(synth_copy):
-    lists = [voc_of(synth_copy) / "ImageSets" / "Segmentation" / f"{n}.txt" for n in ("train", "val")]
+    lists = [id_list(synth_copy, n) for n in ("train", "val")]
     lists += [synth_copy / "benchmark_RELEASE" / "dataset" / f"{n}.txt" for n in ("train", "val")]
     for path in lists:
         path.write_text("\n")
-    with pytest.raises(FastsegError) as err:
-        preflight_of(synth_copy, names=("train-aug",))
-    assert str(err.value) == (f"Split train-aug has no images to use (read from {', '.join(map(str, lists))}); add "
-                              "ids to the list or choose another split.")
+    assert refusal_of(synth_copy, ("train-aug",)) == (
+        f"Split train-aug has no images to use (read from {', '.join(map(str, lists))}); add ids to the list or "
+        "choose another split.")
 
 
 def test_an_empty_folder_split_says_why(tmp_path):
-    from fastseg.config import SynthConfig
-    from fastseg.data.synthetic import generate_folder
-    root = generate_folder(tmp_path / "f", SynthConfig(n_train=4, n_val=2, size=32, seed=1), num_classes=4)
+    root = small_folder(tmp_path)
     (root / "val.txt").unlink()
     (root / "train.txt").write_text("".join(f"{p.stem}\n" for p in sorted((root / "images").iterdir())))
     roots = DataRoots(None, folder=root)
@@ -427,7 +436,7 @@ def test_an_empty_folder_split_says_why(tmp_path):
 
 
 def test_skip_bad_lists_every_bad_file_and_refuses_a_split_it_empties(synth_copy):
-    val = voc_of(synth_copy) / "ImageSets" / "Segmentation" / "val.txt"
+    val = id_list(synth_copy, "val")
     first, second = ids_of(synth_copy, "val")[:2]
     val.write_text(f"{first}\n{second}\n")
     images = [voc_of(synth_copy) / "JPEGImages" / f"{i}.jpg" for i in (first, second)]
@@ -443,9 +452,7 @@ def test_skip_bad_lists_every_bad_file_and_refuses_a_split_it_empties(synth_copy
 
 
 def test_the_preflight_cache_notices_a_changed_classes_file(tmp_path):
-    from fastseg.config import SynthConfig
-    from fastseg.data.synthetic import generate_folder
-    root = generate_folder(tmp_path / "f", SynthConfig(n_train=4, n_val=2, size=32, seed=1), num_classes=4)
+    root = small_folder(tmp_path)
     roots = DataRoots(None, folder=root)
     preflight({"train": build_split("train", roots)}, roots)
     lines = (root / "classes.txt").read_text().splitlines()

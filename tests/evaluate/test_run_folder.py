@@ -63,6 +63,12 @@ def numpy_miou(root, split: str, model) -> tuple[float, np.ndarray]:
     return float(np.mean(inter[union > 0] / union[union > 0])), cm
 
 
+def _load(run):
+    """(model, metadata) of the run's best weights."""
+    from fastseg.models.weights import load_model
+    return load_model(run / BEST)
+
+
 def numpy_confusion(sample, model) -> np.ndarray:
     """21×21 confusion (truth row, prediction column) of one sample's predict mask, void left out."""
     from fastseg.data.masks import read_mask
@@ -98,24 +104,24 @@ def test_evaluate_run_scores_the_runs_validation_split_and_writes_its_files(run,
         assert (run / name).is_file(), name
 
 
-def _load(run):
-    from fastseg.models.weights import load_model
-    return load_model(run / BEST)
+def evaluate_samples_calls(monkeypatch) -> list[dict]:
+    """The options (and sample ids) of each call evaluate_run makes to evaluate_samples, which still runs."""
+    calls, real = [], scoring.evaluate_samples
+
+    def spy(model, samples, device, **options):
+        calls.append(options | {"ids": [s.id for s in samples]})
+        return real(model, samples, device, **options)
+    monkeypatch.setattr(scoring, "evaluate_samples", spy)
+    return calls
 
 
 def test_evaluate_run_passes_split_flip_scales_and_batch_size_on(run, monkeypatch):
-    seen = {}
-    real = scoring.evaluate_samples
-
-    def spy(model, samples, device, **options):
-        seen.update(options, ids=[s.id for s in samples])
-        return real(model, samples, device, **options)
-    monkeypatch.setattr(scoring, "evaluate_samples", spy)
+    calls = evaluate_samples_calls(monkeypatch)
     _, content = scoring.evaluate_run(run, split="voc12-train", device="cpu", bs=3, flip=True, scales=(1.0, 0.75),
                                       mc=2)
     expected_ids = [s.id for s in build_split("voc12-train", load_config(run / CONFIG).data.roots)]
-    assert seen == {"bs": 3, "flip": True, "scales": (1.0, 0.75), "classes": VOC, "mc": 2, "temperature": 1.0,
-                    "calibration_pixels": 0, "ids": expected_ids}
+    assert calls == [{"bs": 3, "flip": True, "scales": (1.0, 0.75), "classes": VOC, "mc": 2, "temperature": 1.0,
+                      "calibration_pixels": 0, "ids": expected_ids}]
     assert content["split"] == "voc12-train" and content["tta"] == {"flip": True, "scales": [1.0, 0.75]}
     assert content["mc"]["samples"] == 2
 
@@ -123,14 +129,11 @@ def test_evaluate_run_passes_split_flip_scales_and_batch_size_on(run, monkeypatc
 def test_evaluate_run_takes_the_runs_validation_batch_size(run, monkeypatch):
     cfg = load_config(run / CONFIG)
     save_config(replace(cfg, data=replace(cfg.data, val_bs=2)), run / CONFIG)
-    seen = []
-    real = scoring.evaluate_samples
-    monkeypatch.setattr(scoring, "evaluate_samples",
-                        lambda model, samples, device, **o: seen.append(o["bs"]) or real(model, samples, device, **o))
+    calls = evaluate_samples_calls(monkeypatch)
     scoring.evaluate_run(run, device="cpu")
     save_config(replace(cfg, data=replace(cfg.data, val_bs=None, bs=5)), run / CONFIG)
     scoring.evaluate_run(run, device="cpu")
-    assert seen == [2, 5]
+    assert [c["bs"] for c in calls] == [2, 5]
 
 
 def test_the_stored_temperature_is_used_and_calibrate_stores_a_new_one(tiny_root, tmp_path):
