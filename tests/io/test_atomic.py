@@ -190,3 +190,66 @@ def test_meta_file_names_where_the_metadata_lives(tmp_path):
     (tmp_path / "pickle.json").write_text("{}")
     assert meta_file(pickle) == tmp_path / "pickle.json"
     assert meta_file(tmp_path / "absent.safetensors") == tmp_path / "absent.safetensors"
+
+
+def header_of(size: int) -> bytes:
+    """The 8 bytes that open a safetensors file: the header's length, little-endian unsigned."""
+    return size.to_bytes(8, "little")
+
+
+@pytest.mark.parametrize(("data", "why"), [
+    (b"abc", "no safetensors header"),                        # shorter than the length field
+    (header_of(2), "truncated safetensors header"),           # the length field and nothing after it
+    (header_of(2**64 - 1) + b"{}", "truncated safetensors header"),  # the top bit set: unsigned, not -1
+], ids=["3 bytes", "length only", "top bit set"])
+def test_header_meta_says_why_the_bytes_hold_no_header(data, why):
+    from fastseg.io.serialize import header_meta
+    with pytest.raises(ValueError) as err:
+        header_meta(data)
+    assert str(err.value) == why
+
+
+@pytest.mark.parametrize(("data", "why"), [
+    (b"abc", "no safetensors header"),
+    (header_of(2**64 - 1) + b"{}" * 10, "no safetensors header"),  # a length past the file's end: read no further
+    (header_of(20) + b"x" * 12, "truncated safetensors header"),   # a length of the whole file, 8 bytes short
+], ids=["3 bytes", "length past the end", "length of the file"])
+def test_read_meta_of_a_damaged_file_is_a_value_error_saying_why(tmp_path, data, why):
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(data)
+    with pytest.raises(ValueError) as err:
+        read_meta(path)
+    assert str(err.value) == why
+
+
+def test_read_meta_reads_the_header_and_not_the_tensors(tmp_path):
+    """A checkpoint of 64 MB: its metadata is read with well under 1 MB of memory."""
+    import tracemalloc
+    path = tmp_path / "big.safetensors"
+    save_state({"epoch": 5, "w": torch.zeros(2)}, path)
+    os.truncate(path, 64 * 2**20)  # sparse: the tensors' bytes cost no disk
+    tracemalloc.start()
+    try:
+        meta = read_meta(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert meta["__dict__"][0] == ["epoch", 5]
+    assert peak < 2**20
+
+
+def test_read_meta_of_another_tools_safetensors_without_a_sidecar_is_none(tmp_path):
+    path = tmp_path / "other.safetensors"
+    path.write_bytes(save({"w": torch.zeros(1)}, metadata={"format": "pt"}))
+    assert read_meta(path) is None
+    path.write_bytes(save({"w": torch.zeros(1)}))
+    assert read_meta(path) is None
+
+
+def test_an_export_folders_config_json_is_the_headers_metadata_indented_by_2(tmp_path):
+    """Hub tools and people read config.json: the same metadata as the header, two-space indented."""
+    from fastseg.io.serialize import save_tensors
+    meta = {"arch": "segnet", "num_classes": 21, "classes": ["background", "aeroplane"]}
+    save_tensors(tmp_path / "model.safetensors", {"w": torch.zeros(1)}, meta)
+    assert (tmp_path / "config.json").read_text() == json.dumps(meta, indent=2)
+    assert read_meta(tmp_path / "model.safetensors") == meta
