@@ -126,14 +126,44 @@ def test_evaluate_run_passes_split_flip_scales_and_batch_size_on(run, monkeypatc
     assert content["mc"]["samples"] == 2
 
 
-def test_evaluate_run_takes_the_runs_validation_batch_size(run, monkeypatch):
+def test_evaluate_run_takes_the_runs_validation_split_and_batch_size(run, monkeypatch):
     cfg = load_config(run / CONFIG)
-    save_config(replace(cfg, data=replace(cfg.data, val_bs=2)), run / CONFIG)
+    save_config(replace(cfg, data=replace(cfg.data, valid_split="voc12-val-a", val_bs=2)), run / CONFIG)
     calls = evaluate_samples_calls(monkeypatch)
-    scoring.evaluate_run(run, device="cpu")
+    _, content = scoring.evaluate_run(run, device="cpu")
     save_config(replace(cfg, data=replace(cfg.data, val_bs=None, bs=5)), run / CONFIG)
     scoring.evaluate_run(run, device="cpu")
     assert [c["bs"] for c in calls] == [2, 5]
+    assert content["split"] == "voc12-val-a"
+    assert calls[0]["ids"] == [s.id for s in build_split("voc12-val-a", cfg.data.roots)] != calls[1]["ids"]
+    assert "mc" not in content and calls[0]["mc"] == 0  # no Monte Carlo dropout unless asked
+
+
+def test_a_bad_file_stops_evaluate_run_unless_it_is_told_to_skip_it(tiny_root, tmp_path):
+    import shutil
+    root = shutil.copytree(tiny_root, tmp_path / "data")
+    run = make_run(root, tmp_path / "runs" / "r")
+    split = build_split("voc12-val", DataRoots.under(root))
+    split[0].image.write_bytes(b"not a jpeg")
+    with pytest.raises(FastsegError, match=str(split[0].image)):
+        scoring.evaluate_run(run, split="voc12-val", device="cpu")
+    assert not (run / "metrics.json").exists()
+    _, content = scoring.evaluate_run(run, split="voc12-val", device="cpu", skip_bad=True)
+    assert content["images"] == len(split) - 1
+
+
+def test_weights_alone_on_a_folder_dataset_score_its_val_split_or_name_the_weights(run, tmp_path):
+    from fastseg.data.synthetic import generate_folder
+    lone = tmp_path / "lone.safetensors"
+    lone.write_bytes((run / BEST).read_bytes())
+    three = generate_folder(tmp_path / "three", TINY, num_classes=3)
+    with pytest.raises(FastsegError) as err:
+        scoring.evaluate_run(lone, device="cpu", roots=DataRoots(None, folder=three))
+    assert str(err.value).startswith(f"{lone} predicts 21 classes but the dataset has 3; ")
+    shapes = generate_folder(tmp_path / "shapes", TINY, num_classes=21)
+    _, content = scoring.evaluate_run(lone, device="cpu", roots=DataRoots(None, folder=shapes))
+    assert content["split"] == "val"
+    assert content["images"] == len(build_split("val", DataRoots(None, folder=shapes))) > 0
 
 
 def test_the_stored_temperature_is_used_and_calibrate_stores_a_new_one(tiny_root, tmp_path):

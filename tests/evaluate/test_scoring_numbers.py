@@ -27,6 +27,7 @@ from fastseg.evaluate.scoring import (
     gather_rows,
     load_per_image,
     miou_rows,
+    paired_gain,
     resample_counts,
     result_json,
     save_per_image,
@@ -92,6 +93,22 @@ def test_bootstrap_interval_is_the_2_5_and_97_5_percentiles():
     assert low == pytest.approx(np.quantile(mious, 0.025), abs=1e-12)
     assert high == pytest.approx(np.quantile(mious, 0.975), abs=1e-12)
     assert low < high
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_paired_gain_is_the_mious_difference_with_the_interval_of_paired_resamples(seed):
+    """compare's and TTA's gain: mIoU of one set of matrices minus another's over the same images, and the
+    2.5/97.5 percentiles of that difference over resamples that draw the same images for both."""
+    rng = np.random.default_rng(4)
+    ours, baseline = rng.integers(0, 30, size=(2, 9, 4, 4))
+    counts = resample_counts(9, seed=seed or 0).numpy()  # the default seed is 0
+    diffs = [numpy_miou(np.einsum("n,nij->ij", row, ours)) - numpy_miou(np.einsum("n,nij->ij", row, baseline))
+             for row in counts]
+    args = (torch.from_numpy(ours), torch.from_numpy(baseline))
+    out = paired_gain(*args) if seed is None else paired_gain(*args, seed=seed)
+    assert out["gain"] == pytest.approx(numpy_miou(ours.sum(0)) - numpy_miou(baseline.sum(0)), abs=1e-12)
+    assert out["gain_ci95"] == pytest.approx([np.quantile(diffs, 0.025), np.quantile(diffs, 0.975)], abs=1e-12)
+    assert out["gain_ci95"][0] < out["gain_ci95"][1]
 
 
 def test_boundary_band_marks_pixels_near_a_change_of_label():
