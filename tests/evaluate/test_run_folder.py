@@ -139,7 +139,7 @@ def test_evaluate_run_takes_the_runs_validation_split_and_batch_size(run, monkey
     assert "mc" not in content and calls[0]["mc"] == 0  # no Monte Carlo dropout unless asked
 
 
-def test_a_bad_file_stops_evaluate_run_unless_it_is_told_to_skip_it(tiny_root, tmp_path):
+def test_a_bad_file_stops_evaluate_run_unless_it_is_told_to_skip_it(tiny_root, tmp_path, monkeypatch):
     import shutil
     root = shutil.copytree(tiny_root, tmp_path / "data")
     run = make_run(root, tmp_path / "runs" / "r")
@@ -148,8 +148,11 @@ def test_a_bad_file_stops_evaluate_run_unless_it_is_told_to_skip_it(tiny_root, t
     with pytest.raises(FastsegError, match=str(split[0].image)):
         scoring.evaluate_run(run, split="voc12-val", device="cpu")
     assert not (run / "metrics.json").exists()
+    lines = []
+    monkeypatch.setattr("fastseg.console.log", lines.append)
     _, content = scoring.evaluate_run(run, split="voc12-val", device="cpu", skip_bad=True)
     assert content["images"] == len(split) - 1
+    assert lines[0].startswith("--skip-bad: leaving out 1 bad file(s): ") and str(split[0].image) in lines[0]
 
 
 def test_weights_alone_on_a_folder_dataset_score_its_val_split_or_name_the_weights(run, tmp_path):
@@ -166,19 +169,28 @@ def test_weights_alone_on_a_folder_dataset_score_its_val_split_or_name_the_weigh
     assert content["images"] == len(build_split("val", DataRoots(None, folder=shapes))) > 0
 
 
-def test_the_stored_temperature_is_used_and_calibrate_stores_a_new_one(tiny_root, tmp_path):
+def test_the_stored_temperature_is_used_and_calibrate_stores_a_new_one(tiny_root, tmp_path, monkeypatch):
     run = make_run(tiny_root, tmp_path / "runs" / "t", temperature=2.5)
-    _, content = scoring.evaluate_run(run, device="cpu")
+    _, content = scoring.evaluate_run(run, device="cpu", flip=True)
     assert content["calibration"]["temperature"] == 2.5
-    _, calibrated = scoring.evaluate_run(run, device="cpu", calibrate=True)
+    lines = []
+    monkeypatch.setattr("fastseg.console.log", lines.append)
+    _, calibrated = scoring.evaluate_run(run, device="cpu", flip=True, calibrate=True)
     fitted = read_meta(run / BEST)["temperature"]
     assert fitted != 2.5 and calibrated["calibration"]["temperature"] == fitted
-    assert json.dumps(calibrated["calibration_before"]) == json.dumps(content["calibration"])
-    assert calibrated["calibration"]["nll"] <= content["calibration"]["nll"] + 1e-9
+    before, after = calibrated["calibration_before"], calibrated["calibration"]
+    assert json.dumps(before) == json.dumps(content["calibration"])
+    assert after["nll"] <= before["nll"] + 1e-9
     assert (run / "metrics.json").read_text() == json.dumps(calibrated, indent=2)
+    # the second scoring, with the fitted temperature, keeps the split, weights and TTA of the first
+    valid = load_config(run / CONFIG).data.valid_split
+    assert (calibrated["split"], calibrated["weights"]) == (valid, str(run / BEST))
+    assert calibrated["tta"] == {"flip": True, "scales": [1.0]} and "tta_gain" in calibrated
+    assert lines[-1] == (f"Temperature {fitted:.3f} fitted on {valid}: NLL {before['nll']:.4f} → "
+                         f"{after['nll']:.4f}, ECE {before['ece']:.4f} → {after['ece']:.4f}; saved in {run / BEST}.")
 
 
-def test_a_weights_file_without_a_run_needs_the_data_named(run, tiny_root, tmp_path):
+def test_a_weights_file_without_a_run_needs_the_data_named(run, tiny_root, tmp_path, monkeypatch):
     lone = tmp_path / "lone.safetensors"
     lone.write_bytes((run / BEST).read_bytes())
     with pytest.raises(FastsegError) as err:
@@ -187,8 +199,10 @@ def test_a_weights_file_without_a_run_needs_the_data_named(run, tiny_root, tmp_p
                               "the data is.")
     with pytest.raises(FastsegError):
         scoring.evaluate_run(lone, device="cpu", roots=DataRoots(None))
+    calls = evaluate_samples_calls(monkeypatch)
     path, content = scoring.evaluate_run(lone, device="cpu", roots=DataRoots.under(tiny_root))
     assert path == tmp_path / "metrics.json" and content["split"] == "voc12-val"
+    assert calls[0]["bs"] == 8  # no run: no batch size of its own
     assert not (tmp_path / "report.md").exists()  # no run: no run card
     assert (tmp_path / "confusion_matrix.png").is_file()
 
@@ -198,6 +212,9 @@ def test_a_batch_size_under_1_is_refused(run):
         scoring.evaluate_run(run, device="cpu", bs=0)
     assert str(err.value) == "--bs 0 must be at least 1."
     assert not (run / "metrics.json").exists()
+    cfg = load_config(run / CONFIG)
+    images = len(build_split(cfg.data.valid_split, cfg.data.roots))
+    assert scoring.evaluate_run(run, device="cpu", bs=1)[1]["images"] == images
 
 
 def test_data_roots_given_replace_the_runs_one_by_one():
