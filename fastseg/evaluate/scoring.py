@@ -38,12 +38,12 @@ BOUNDARY_BAND = 5  # pixels either side of a true boundary, VOC's void band widt
 GALLERY = 5        # images in each of the random / best / worst grids
 
 
-def eval_dataloader(samples: list[Sample], bs: int, device, num_workers: int = 0, codes: tuple[str, ...] = VOC.names):
+def eval_dataloader(samples: list[Sample], bs: int, device, num_workers: int):
     """fastai loader over `samples` in order: fit's DataBlock with every sample in validation
-    (no augmentation, batched by padded size like fit's validation)."""
-    block = segmentation_block(DEFAULT_CROP, "none", _all_for_validation, codes=codes)
-    dls = block.dataloaders(samples, bs=bs, val_bs=bs, before_batch=pad_batch, device=device,
-                            num_workers=num_workers, dl_type=SizeGroupedDL)
+    (no augmentation, batched by padded size like fit's validation; the validation batch size is `bs`)."""
+    block = segmentation_block(DEFAULT_CROP, "none", _all_for_validation)
+    dls = block.dataloaders(samples, bs=bs, before_batch=pad_batch, device=device, num_workers=num_workers,
+                            dl_type=SizeGroupedDL)
     return dls.valid
 
 
@@ -179,7 +179,7 @@ def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bo
     rows = {"per_image": [torch.zeros(0, c, c, dtype=torch.long)], "plain": [torch.zeros(0, c, c, dtype=torch.long)]}
     band_cm, interior_cm = torch.zeros(c, c, dtype=torch.long), torch.zeros(c, c, dtype=torch.long)
     calibration, pixels, gen = CalibrationStats(c), [], torch.Generator().manual_seed(seed)
-    dl = eval_dataloader(local, bs, device, num_workers, classes.names) if local else []
+    dl = eval_dataloader(local, bs, device, num_workers) if local else []
     start = 0
     with torch.no_grad():
         for x, y in tracked(dl, "evaluate"):

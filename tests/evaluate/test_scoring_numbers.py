@@ -32,6 +32,7 @@ from fastseg.evaluate.scoring import (
     result_json,
     save_per_image,
 )
+from fastseg.models.dropout import MCDropout
 
 
 def numpy_cm(pred: np.ndarray, target: np.ndarray, c: int) -> np.ndarray:
@@ -205,25 +206,147 @@ def test_per_image_file_round_trips(tmp_path):
 
 
 class PixelModel(nn.Module):
-    """Per-pixel (1×1) model: its prediction of a pixel does not depend on padding or batching."""
+    """Per-pixel (1×1) model: its prediction of a pixel does not depend on padding or batching; with
+    `dropout`, Bayesian SegNet's MCDropout on its logits (off in eval mode, sampled by Monte Carlo dropout)."""
 
-    def __init__(self):
+    def __init__(self, classes: int = 21, dropout: float = 0.0):
         super().__init__()
         torch.manual_seed(0)
-        self.net = nn.Conv2d(3, 21, 1)
+        self.net = nn.Conv2d(3, classes, 1)
+        self.drop = MCDropout(dropout) if dropout else nn.Identity()
 
     def forward(self, x):
-        return self.net(x)
+        return self.drop(self.net(x))
 
 
-def numpy_prediction(model: PixelModel, path) -> np.ndarray:
-    """Class ids of one image file by hand: normalise with numpy, apply the 1×1 conv as a matmul."""
+def numpy_logits(model: PixelModel, path) -> np.ndarray:
+    """H×W×C logits of one image file by hand: normalise with numpy, apply the 1×1 conv as a matmul."""
     from PIL import Image
     rgb = np.asarray(Image.open(path).convert("RGB"), np.float64) / 255
     x = (rgb - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
     w = model.net.weight.detach().double().numpy()[:, :, 0, 0]
-    logits = x @ w.T + model.net.bias.detach().double().numpy()
-    return logits.argmax(-1)
+    return x @ w.T + model.net.bias.detach().double().numpy()
+
+
+def numpy_prediction(model: PixelModel, path) -> np.ndarray:
+    """Class ids of one image file by hand (`numpy_logits`' argmax)."""
+    return numpy_logits(model, path).argmax(-1)
+
+
+def beyond_16(roots) -> list:
+    """The 24 samples of voc12-train and voc12-val: a batch of 16 and more."""
+    samples = build_split("voc12-train", roots) + build_split("voc12-val", roots)
+    assert len(samples) == 24
+    return samples
+
+
+def test_counts_stay_integers_and_band_and_interior_split_every_pixel(roots, monkeypatch):
+    """Confusion counts are int64 throughout (float32 counts lose pixels past 2**24, which VOC's
+    background reaches), and the boundary band and interior matrices, summed over every batch, share
+    out each scored pixel: together they are the whole matrix."""
+    from fastseg.evaluate import scoring
+    scored, real = [], scoring.scores
+    monkeypatch.setattr(scoring, "scores", lambda cm, bg: scored.append(cm) or real(cm, bg))
+    samples = beyond_16(roots)
+    result = evaluate_samples(PixelModel(), samples, torch.device("cpu"), bs=16)
+    whole, band, interior = scored
+    assert result.per_image.dtype == whole.dtype == band.dtype == interior.dtype == torch.int64
+    assert torch.equal(band + interior, whole) and torch.equal(whole, result.cm)
+    assert 0 < int(band.sum()) < int(whole.sum())
+    for got, cm in ((result.band_scores, band), (result.interior_scores, interior)):
+        assert json.dumps(got) == json.dumps(real(cm, VOC.background))  # as text: NaN ≠ NaN
+
+
+def test_calibration_nll_is_that_of_the_models_softmax_and_no_pixels_are_kept_unasked(roots):
+    samples = beyond_16(roots)
+    model = PixelModel()
+    result = evaluate_samples(model, samples, torch.device("cpu"), bs=16)
+    nll, pixels = 0.0, 0
+    for sample in samples:
+        logits, mask = numpy_logits(model, sample.image), read_mask(sample.mask)
+        keep = mask != 255
+        z = logits[keep] - logits[keep].max(1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(1, keepdims=True))
+        nll -= log_p[np.arange(keep.sum()), mask[keep]].sum()
+        pixels += int(keep.sum())
+    assert result.calibration["pixels"] == pixels
+    assert result.calibration["nll"] == pytest.approx(nll / pixels, rel=1e-5)  # temperature 1 by default
+    assert result.pixels == [] and result.temperature == 1.0
+
+
+def test_calibration_pixels_are_shared_out_by_batch_and_seeded(roots):
+    samples, model = beyond_16(roots), PixelModel()
+    least = evaluate_samples(model, samples, torch.device("cpu"), bs=16, calibration_pixels=1)
+    assert len(least.pixels) >= 2 and {len(t) for _, t in least.pixels} == {1}  # at least one pixel a batch
+    kept = [evaluate_samples(model, samples, torch.device("cpu"), bs=16, calibration_pixels=1200) for _ in range(2)]
+    assert sum(len(t) for _, t in kept[0].pixels) == 1200  # 1200 × batch size // 24: 50 a sample
+    for (logits, target), (again, target_again) in zip(kept[0].pixels, kept[1].pixels, strict=True):
+        assert torch.equal(logits, again) and torch.equal(target, target_again)
+        assert logits.shape == (len(target), 21) and bool((target != 255).all())
+
+
+def test_the_random_gallery_is_drawn_with_the_seed(roots):
+    samples = beyond_16(roots)
+    for seed in (None, 3):
+        options = {} if seed is None else {"seed": seed}
+        result = evaluate_samples(PixelModel(), samples, torch.device("cpu"), bs=16, **options)
+        expected = np.random.default_rng(seed or 0).choice(len(samples), size=5, replace=False)
+        assert sorted(e[1] for e in result.gallery.random) == sorted(expected.tolist())
+
+
+def test_mc_dropout_samples_with_the_seed_and_keeps_the_deterministic_pass_as_baseline(roots, monkeypatch):
+    from fastseg.evaluate import scoring
+    made, real = [], scoring.MonteCarlo
+    monkeypatch.setattr(scoring, "MonteCarlo", lambda model, n, seed: made.append((n, seed)) or real(model, n, seed))
+    samples, model = beyond_16(roots), PixelModel(dropout=0.5)
+    plain = evaluate_samples(model, samples, torch.device("cpu"), bs=16)
+    assert made == [] and plain.mc == 0 and plain.plain_scores is None
+    mc = evaluate_samples(model, samples, torch.device("cpu"), bs=16, mc=3, seed=5)
+    assert made == [(3, 5)] and mc.mc == 3
+    assert mc.plain_scores == plain.scores and torch.equal(mc.plain_per_image, plain.per_image)
+    assert not torch.equal(mc.per_image, plain.per_image)  # dropout's samples moved predictions
+
+
+def test_flip_reaches_the_prediction_and_undoes_itself_on_a_per_pixel_model(roots, monkeypatch):
+    from fastseg.evaluate import scoring
+    seen, real = [], scoring.predict_outputs
+    monkeypatch.setattr(scoring, "predict_outputs", lambda m, x, flip, scales: seen.append((flip, scales, len(x)))
+                        or real(m, x, flip, scales))
+    result = evaluate_samples(PixelModel(), beyond_16(roots), torch.device("cpu"), bs=4, flip=True)
+    assert {(flip, scales) for flip, scales, _ in seen} == {(True, (1.0,))}
+    assert max(n for *_, n in seen) == 4 and sum(n for *_, n in seen) == 24  # batches of bs, every image once
+    assert result.plain_per_image.dtype == torch.int64
+    assert torch.equal(result.per_image, result.plain_per_image)  # a pixel's logits do not move with a flip
+
+
+def test_a_folder_dataset_of_3_classes_is_scored_in_3_by_3_matrices(tmp_path):
+    from fastseg.config import SynthConfig
+    from fastseg.data.splits import DataRoots
+    from fastseg.data.synthetic import folder_classes, generate_folder
+    root = generate_folder(tmp_path / "shapes", SynthConfig(n_train=2, n_val=4, size=40, seed=1), num_classes=3)
+    samples, model = build_split("val", DataRoots(None, folder=root)), PixelModel(classes=3)
+    result = evaluate_samples(model, samples, torch.device("cpu"), bs=4, classes=folder_classes(3))
+    assert result.per_image.shape == (len(samples), 3, 3)
+    for i, sample in enumerate(samples):
+        expected = numpy_cm(numpy_prediction(model, sample.image), read_mask(sample.mask), 3)
+        assert np.abs(result.per_image[i].numpy() - expected).sum() <= 2, sample.id
+
+
+def test_each_process_scores_its_own_batches_and_together_every_image_once(roots, monkeypatch):
+    """Two processes, simulated by rank: their rows are disjoint, cover every image and add up to one
+    process's; a process left without a batch scores nothing."""
+    from fastseg.evaluate import scoring
+    samples, model = beyond_16(roots), PixelModel()
+    alone = evaluate_samples(model, samples, torch.device("cpu"), bs=4)
+    parts = []
+    for r, world in ((0, 2), (1, 2), (39, 40)):
+        monkeypatch.setattr(scoring, "rank", lambda r=r: r)
+        monkeypatch.setattr(scoring, "world_size", lambda world=world: world)
+        parts.append(evaluate_samples(model, samples, torch.device("cpu"), bs=4).per_image)
+    scored = [{i for i in range(len(samples)) if part[i].sum() > 0} for part in parts]
+    assert scored[0] and scored[1] and not scored[0] & scored[1] and scored[0] | scored[1] == set(range(24))
+    assert torch.equal(parts[0] + parts[1], alone.per_image)
+    assert scored[2] == set()
 
 
 def test_a_batch_of_16_images_scores_each_image_on_its_own_pixels(roots):
