@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from fastseg.classes import VOC, ClassSet
@@ -26,6 +27,7 @@ from fastseg.evaluate.scoring import (
     evaluate_samples,
     gather_rows,
     load_per_image,
+    mean_entropy,
     miou_rows,
     paired_gain,
     resample_counts,
@@ -148,12 +150,57 @@ def test_gallery_keeps_the_best_worst_and_random_images():
     assert Gallery(set(), k=1).wants(0, 0.5)
 
 
+def test_gallery_wants_what_would_enter_each_list_and_nothing_else():
+    """`wants` gates the copying of an image's pixels: it must say yes to whatever `offer` would keep."""
+    gallery = Gallery(set(), k=3)
+    for index, (score, ent) in enumerate([(0.9, 3.0), (0.7, 2.0), (0.5, 1.0), (0.1, 1.0), (0.2, 1.0), (0.3, 1.0)]):
+        gallery.offer(index, score, f"item{index}", ent)
+    assert [e[0] for e in gallery.best] == [0.9, 0.7, 0.5] and [e[0] for e in gallery.worst] == [0.1, 0.2, 0.3]
+    assert [e[0] for e in gallery.uncertain] == [3.0, 2.0, 1.0]
+    assert gallery.wants(6, 0.6, 0.0)       # third best
+    assert gallery.wants(6, 0.25, 0.0)      # third worst
+    assert gallery.wants(6, 0.4, 1.5)       # third most uncertain
+    assert not gallery.wants(6, 0.4, 1.0)   # none of them
+
+
+def test_offer_hands_each_image_its_index_score_entropy_and_pixels_at_its_size():
+    offered = []
+
+    class Spy(Gallery):
+        def wants(self, index, score, entropy=0.0):
+            offered.append(("wants", index, score, entropy))
+            return index == 2
+
+        def offer(self, index, score, item, entropy=0.0):
+            offered.append(("offer", index, score, entropy, [part.shape for part in item]))
+
+    x, y = torch.zeros(2, 3, 4, 6), torch.ones(2, 4, 6, dtype=torch.long)
+    from fastseg.evaluate.scoring import _offer
+    _offer(Spy(set()), [1, 2], [(9, 9), (3, 5), (2, 4)], (x, y, y * 2), torch.tensor([0.5, 0.25]),
+           torch.tensor([1.0, 2.0]))
+    assert offered == [("wants", 1, 0.5, 1.0), ("wants", 2, 0.25, 2.0), ("offer", 2, 0.25, 2.0, [(2, 4, 3), (2, 4),
+                                                                                              (2, 4)])]
+
+
 def test_gather_rows_puts_rows_in_sample_order():
     rows = torch.tensor([[20], [0], [10]])
     assert gather_rows([2, 0, 1], rows, 4).tolist() == [[0], [10], [20], [0]]
 
 
+def test_mean_entropy_averages_each_images_non_void_pixels_by_hand():
+    probs = torch.tensor([[[[1.0, 0.5], [0.9, 0.2]], [[0.0, 0.5], [0.1, 0.8]]],   # image 0: four pixels
+                          [[[0.5, 0.3], [1.0, 1.0]], [[0.5, 0.7], [0.0, 0.0]]],   # image 1: one non-void
+                          [[[0.5, 0.5], [0.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]]]])  # image 2: all void
+    target = torch.tensor([[[0, 1], [0, 255]], [[255, 1], [255, 255]], [[255, 255], [255, 255]]])
+
+    def h(p):
+        return -sum(q * math.log(q) for q in (p, 1 - p) if q > 0)
+    expected = [(h(1.0) + h(0.5) + h(0.9)) / 3, h(0.3), 0.0]
+    assert mean_entropy(probs, target).tolist() == pytest.approx(expected, abs=1e-6)
+
+
 def test_check_scales_refuses_a_scale_below_the_smallest_image():
+    check_scales([], (1.0,))  # no image (a process without a batch): nothing to refuse
     check_scales([(72, 90), (40, 200)], (0.5, 1.0))  # 40 px pads to 64: 0.5 gives 32 px
     with pytest.raises(FastsegError) as err:
         check_scales([(72, 90), (40, 200)], (1.0, 0.4))
@@ -294,6 +341,31 @@ def test_the_random_gallery_is_drawn_with_the_seed(roots):
         assert sorted(e[1] for e in result.gallery.random) == sorted(expected.tolist())
 
 
+def test_the_gallery_holds_the_best_worst_and_most_uncertain_images_with_their_pixels(roots):
+    """The best and worst 5 images by their own mIoU, the 5 of highest mean entropy (numpy, from the
+    model's logits), each with its image, truth and prediction at the image's size."""
+    samples, model = beyond_16(roots), PixelModel()
+    gallery = evaluate_samples(model, samples, torch.device("cpu"), bs=16).gallery
+    mious, entropies = [], []
+    for sample in samples:
+        logits, mask = numpy_logits(model, sample.image), read_mask(sample.mask)
+        mious.append(numpy_miou(numpy_cm(logits.argmax(-1), mask, 21)))
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        entropies.append(float((-(p * np.log(p)).sum(-1))[mask != 255].mean()))
+    ranked = sorted(mious)
+    assert [e[0] for e in gallery.best] == pytest.approx(ranked[::-1][:5], abs=1e-3)
+    assert [e[0] for e in gallery.worst] == pytest.approx(ranked[:5], abs=1e-3)
+    assert [e[0] for e in gallery.uncertain] == pytest.approx(sorted(entropies)[::-1][:5], rel=1e-4)
+    assert [entropies[e[1]] for e in gallery.uncertain] == pytest.approx([e[0] for e in gallery.uncertain], rel=1e-4)
+    for _, index, (image, truth, pred) in gallery.best + gallery.worst + gallery.random:
+        sample = samples[index]
+        assert np.array_equal(truth, read_mask(sample.mask))
+        assert image.shape == (*truth.shape, 3) and image.dtype == np.uint8
+        assert np.abs(image.astype(int) - np.asarray(Image.open(sample.image).convert("RGB"))).max() <= 1
+        assert (pred != numpy_prediction(model, sample.image)).sum() <= 2
+
+
 def test_mc_dropout_samples_with_the_seed_and_keeps_the_deterministic_pass_as_baseline(roots, monkeypatch):
     from fastseg.evaluate import scoring
     made, real = [], scoring.MonteCarlo
@@ -312,8 +384,16 @@ def test_flip_reaches_the_prediction_and_undoes_itself_on_a_per_pixel_model(root
     seen, real = [], scoring.predict_outputs
     monkeypatch.setattr(scoring, "predict_outputs", lambda m, x, flip, scales: seen.append((flip, scales, len(x)))
                         or real(m, x, flip, scales))
+    averaged, real_tta = [], scoring.tta_probabilities
+    monkeypatch.setattr(scoring, "tta_probabilities", lambda m, x, flip, scales: averaged.append((flip, scales))
+                        or real_tta(m, x, flip, scales))
+    plain = evaluate_samples(PixelModel(), beyond_16(roots), torch.device("cpu"), bs=4)
+    assert averaged == []
+    seen.clear()
     result = evaluate_samples(PixelModel(), beyond_16(roots), torch.device("cpu"), bs=4, flip=True)
-    assert {(flip, scales) for flip, scales, _ in seen} == {(True, (1.0,))}
+    assert {(flip, scales) for flip, scales, _ in seen} == set(averaged) == {(True, (1.0,))}
+    assert result.scores == plain.scores and torch.equal(result.per_image, plain.per_image)
+    assert result.calibration["nll"] == pytest.approx(plain.calibration["nll"], rel=1e-5)  # log of the averages
     assert max(n for *_, n in seen) == 4 and sum(n for *_, n in seen) == 24  # batches of bs, every image once
     assert result.plain_per_image.dtype == torch.int64
     assert torch.equal(result.per_image, result.plain_per_image)  # a pixel's logits do not move with a flip
