@@ -56,7 +56,7 @@ def boundary_band(target: torch.Tensor, width: int = BOUNDARY_BAND) -> torch.Ten
     """N×H×W bool: pixels within `width` px of a change of true label (void edges included)."""
     t = target.float().unsqueeze(1)
     edge = torch.zeros_like(t, dtype=torch.bool)
-    edge[..., 1:, :] |= t[..., 1:, :] != t[..., :-1, :]
+    edge[..., 1:, :] = t[..., 1:, :] != t[..., :-1, :]
     edge[..., :, 1:] |= t[..., :, 1:] != t[..., :, :-1]
     band = F.max_pool2d(edge.float(), 2 * width + 1, stride=1, padding=width) > 0
     return band.squeeze(1)

@@ -115,6 +115,18 @@ def evaluate_samples_calls(monkeypatch) -> list[dict]:
     return calls
 
 
+def test_the_run_card_counts_the_splits_on_the_data_given_when_the_data_has_moved(tiny_root, tmp_path):
+    import shutil
+    moved = shutil.copytree(tiny_root, tmp_path / "old place")
+    run = make_run(moved, tmp_path / "runs" / "r")
+    shutil.rmtree(moved)
+    scoring.evaluate_run(run, device="cpu", roots=DataRoots.under(tiny_root))
+    cfg = load_config(run / CONFIG)
+    report = (run / "report.md").read_text()
+    for split in (cfg.data.train_split, cfg.data.valid_split):
+        assert f"| {split} | {len(build_split(split, DataRoots.under(tiny_root)))} |" in report
+
+
 def test_evaluate_run_passes_split_flip_scales_and_batch_size_on(run, monkeypatch):
     calls = evaluate_samples_calls(monkeypatch)
     _, content = scoring.evaluate_run(run, split="voc12-train", device="cpu", bs=3, flip=True, scales=(1.0, 0.75),

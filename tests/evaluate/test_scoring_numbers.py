@@ -96,6 +96,9 @@ def test_bootstrap_interval_is_the_2_5_and_97_5_percentiles():
     assert low == pytest.approx(np.quantile(mious, 0.025), abs=1e-12)
     assert high == pytest.approx(np.quantile(mious, 0.975), abs=1e-12)
     assert low < high
+    seeded = [numpy_miou(np.einsum("n,nij->ij", row, per_image)) for row in resample_counts(9, seed=3).numpy()]
+    assert bootstrap_miou(torch.from_numpy(per_image), seed=3) == pytest.approx(
+        (np.quantile(seeded, 0.025), np.quantile(seeded, 0.975)), abs=1e-12)
 
 
 @pytest.mark.parametrize("seed", [None, 3])
@@ -121,8 +124,9 @@ def test_boundary_band_marks_pixels_near_a_change_of_label():
     assert band.shape == (1, 4, 12)
     assert band[0, 0].nonzero().flatten().tolist() == [3, 4, 5, 6, 7]
     assert torch.equal(band[0, 0], band[0, 3])
-    horizontal = boundary_band(target.transpose(1, 2), width=1)[0, :, 0]
-    assert horizontal.nonzero().flatten().tolist() == [4, 5, 6]
+    across = boundary_band(target.transpose(1, 2), width=1)[0]  # the change between rows 4 and 5
+    assert across[:, 0].nonzero().flatten().tolist() == [4, 5, 6]
+    assert all(torch.equal(across[:, 0], across[:, j]) for j in range(4))  # in every column
     assert not boundary_band(torch.ones(1, 6, 6, dtype=torch.long)).any()
 
 
@@ -145,6 +149,7 @@ def test_gallery_keeps_the_best_worst_and_random_images():
     assert [e[1] for e in gallery.best] == [3, 5]
     assert [e[1] for e in gallery.worst] == [1, 4]
     assert [e[1] for e in gallery.random] == [1]
+    assert [e[0] for e in gallery.uncertain] == [0.0, 0.0]  # offered without an entropy: 0
     assert not gallery.wants(2, math.nan) and gallery.wants(7, 0.95) and gallery.wants(8, 0.05)
     assert not gallery.wants(9, 0.5)
     assert Gallery(set(), k=1).wants(0, 0.5)
