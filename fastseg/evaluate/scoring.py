@@ -52,9 +52,14 @@ def _all_for_validation(items) -> tuple[list[int], list[int]]:
     return [0], list(range(len(items)))
 
 
-def boundary_band(target: torch.Tensor, width: int = BOUNDARY_BAND) -> torch.Tensor:
-    """N×H×W bool: pixels within `width` px of a change of true label (void edges included)."""
+def boundary_band(target: torch.Tensor, width: int = BOUNDARY_BAND, sizes: list | None = None) -> torch.Tensor:
+    """N×H×W bool: pixels within `width` px of a change of true label (void edges included). With
+    `sizes`, the (h, w) of each image before its batch was padded, the padding continues the image's
+    last row and column, so an image's edge is no change of label."""
     t = target.float().unsqueeze(1)
+    for i, (h, w) in enumerate(sizes or []):
+        t[i, :, h:, :w] = t[i, :, h - 1:h, :w]
+        t[i, :, :, w:] = t[i, :, :, w - 1:w]
     edge = torch.zeros_like(t, dtype=torch.bool)
     edge[..., 1:, :] = t[..., 1:, :] != t[..., :-1, :]
     edge[..., :, 1:] |= t[..., :, 1:] != t[..., :, :-1]
@@ -191,7 +196,7 @@ def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bo
                 pixels.append(sample_pixels(logits, y, max(1, calibration_pixels * len(x) // len(samples)), gen))
             cms = confusion_matrix(pred, y, c, per_sample=True)
             rows["per_image"].append(cms.cpu())
-            band = boundary_band(y)
+            band = boundary_band(y, sizes=[sizes[i] for i in indices[start:start + len(x)]])
             band_cm += confusion_matrix(pred, torch.where(band, y, IGNORE_INDEX), c).cpu()
             interior_cm += confusion_matrix(pred, torch.where(band, IGNORE_INDEX, y), c).cpu()
             if baseline is not None:

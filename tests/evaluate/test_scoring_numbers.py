@@ -128,6 +128,10 @@ def test_boundary_band_marks_pixels_near_a_change_of_label():
     assert across[:, 0].nonzero().flatten().tolist() == [4, 5, 6]
     assert all(torch.equal(across[:, 0], across[:, j]) for j in range(4))  # in every column
     assert not boundary_band(torch.ones(1, 6, 6, dtype=torch.long)).any()
+    padded = torch.full((2, 4, 6), 255)
+    padded[0, :3, :4], padded[1, :2, :5] = 1, 2  # two images of one class each, padded to 4×6 with void
+    assert boundary_band(padded, width=1).any()  # taken alone, the padding is a change of label
+    assert not boundary_band(padded, width=1, sizes=[(3, 4), (2, 5)]).any()
 
 
 def test_confused_pairs_are_the_largest_shares_of_each_true_class():
@@ -344,6 +348,26 @@ def test_the_random_gallery_is_drawn_with_the_seed(roots):
         result = evaluate_samples(PixelModel(), samples, torch.device("cpu"), bs=16, **options)
         expected = np.random.default_rng(seed or 0).choice(len(samples), size=5, replace=False)
         assert sorted(e[1] for e in result.gallery.random) == sorted(expected.tolist())
+
+
+def test_an_image_of_one_class_has_no_boundary_band_whatever_its_padding(tmp_path, monkeypatch):
+    """The band is about changes of true label inside the image: the padding added to reach a multiple
+    of 32 (void in the batch's truth) is no boundary, so no strip along the right and bottom edges."""
+    from fastseg.data.masks import write_palette_png
+    from fastseg.data.samples import Sample
+    from fastseg.evaluate import scoring
+    scored, real = [], scoring.scores
+    monkeypatch.setattr(scoring, "scores", lambda cm, bg: scored.append(cm) or real(cm, bg))
+    samples = []
+    for i, (h, w) in enumerate([(40, 50), (64, 64), (33, 70)]):
+        Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(tmp_path / f"{i}.jpg")
+        write_palette_png(np.full((h, w), 1, np.uint8), tmp_path / f"{i}.png")
+        samples.append(Sample(str(i), tmp_path / f"{i}.jpg", tmp_path / f"{i}.png"))
+    result = evaluate_samples(PixelModel(), samples, torch.device("cpu"), bs=2)
+    whole, band, interior = scored
+    assert int(band.sum()) == 0 and torch.equal(interior, whole)
+    assert int(whole.sum()) == 40 * 50 + 64 * 64 + 33 * 70
+    assert math.isnan(result.band_scores["miou"])
 
 
 def test_the_gallery_holds_the_best_worst_and_most_uncertain_images_with_their_pixels(roots):
