@@ -163,7 +163,7 @@ def gather_rows(indices: list[int], rows: torch.Tensor, n: int) -> torch.Tensor:
     return out
 
 
-def evaluate_samples(model, samples: list[Sample], device, bs: int = 8, flip: bool = False,
+def evaluate_samples(model, samples: list[Sample], device, bs: int, flip: bool = False,
                      scales: tuple[float, ...] = (1.0,), num_workers: int = 0, seed: int = 0,
                      classes: ClassSet = VOC, mc: int = 0, temperature: float = 1.0,
                      calibration_pixels: int = 0) -> EvalResult:

@@ -151,6 +151,23 @@ def test_evaluate_run_takes_the_runs_validation_split_and_batch_size(run, monkey
     assert "mc" not in content and calls[0]["mc"] == 0  # no Monte Carlo dropout unless asked
 
 
+def test_evaluate_run_stays_on_the_cpu_it_is_given_where_cuda_is_present(run, monkeypatch):
+    """`--device cpu` on a CUDA machine: the model, both scorings and their batches stay on the CPU (fastai's
+    dataloaders would move batches to CUDA by themselves; torch here has no CUDA, so any move fails)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "a GPU")  # the run card's environment
+    devices, real = [], scoring.evaluate_samples
+
+    def spy(model, samples, device, **options):
+        devices.append(torch.device(device))
+        return real(model, samples, device, **options)
+    monkeypatch.setattr(scoring, "evaluate_samples", spy)
+    _, content = scoring.evaluate_run(run, device="cpu", calibrate=True)
+    assert devices == [torch.device("cpu")] * 2
+    cfg = load_config(run / CONFIG)
+    assert content["images"] == len(build_split(cfg.data.valid_split, cfg.data.roots))
+
+
 def test_a_bad_file_stops_evaluate_run_unless_it_is_told_to_skip_it(tiny_root, tmp_path, monkeypatch):
     import shutil
     root = shutil.copytree(tiny_root, tmp_path / "data")

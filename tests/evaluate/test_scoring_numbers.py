@@ -408,6 +408,25 @@ def test_mc_dropout_samples_with_the_seed_and_keeps_the_deterministic_pass_as_ba
     assert not torch.equal(mc.per_image, plain.per_image)  # dropout's samples moved predictions
 
 
+class RampModel(PixelModel):
+    """PixelModel whose class-1 logit rises from the left edge to the right: a flip changes its prediction."""
+
+    def forward(self, x):
+        logits = self.net(x)
+        logits[:, 1] += torch.linspace(-3, 3, x.shape[-1])
+        return self.drop(logits)
+
+
+def test_mc_with_tta_is_measured_against_the_deterministic_pass_under_the_same_tta(roots):
+    """--mc with --flip: the baseline is the model without dropout under the same TTA, so the gain
+    reported is Monte Carlo dropout's own."""
+    samples, model, cpu = beyond_16(roots), RampModel(dropout=0.5), torch.device("cpu")
+    tta = evaluate_samples(model, samples, cpu, bs=4, flip=True)
+    assert not torch.equal(tta.per_image, evaluate_samples(model, samples, cpu, bs=4).per_image)
+    mc = evaluate_samples(model, samples, cpu, bs=4, flip=True, mc=2)
+    assert torch.equal(mc.plain_per_image, tta.per_image) and mc.plain_scores == tta.scores
+
+
 def test_flip_reaches_the_prediction_and_undoes_itself_on_a_per_pixel_model(roots, monkeypatch):
     from fastseg.evaluate import scoring
     seen, real = [], scoring.predict_outputs
@@ -456,6 +475,7 @@ def test_each_process_scores_its_own_batches_and_together_every_image_once(roots
     assert scored[0] and scored[1] and not scored[0] & scored[1] and scored[0] | scored[1] == set(range(24))
     assert torch.equal(parts[0] + parts[1], alone.per_image)
     assert scored[2] == set()
+    assert abs(len(scored[0]) - len(scored[1])) <= 4  # batches of 4 dealt out in turn: the load is shared
 
 
 def test_a_batch_of_16_images_scores_each_image_on_its_own_pixels(roots):
