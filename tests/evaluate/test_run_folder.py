@@ -298,7 +298,7 @@ def test_write_figures_draws_each_figure_from_the_results_data(run, monkeypatch)
     for name in ("plot_confusion", "plot_reliability", "plot_gallery"):
         monkeypatch.setattr(figures, name, lambda *a, _n=name: calls.append((_n, *a)) or a[1])
     result = scoring.evaluate_samples(_load(run)[0], build_split("voc12-val", load_config(run / CONFIG).data.roots),
-                                      "cpu", temperature=1.5)
+                                      "cpu", bs=8, temperature=1.5)
     paths = scoring.write_figures(result, run)
     assert paths == [run / n for n in ("confusion_matrix.png", "reliability.png", "predictions_uncertain.png",
                                        "predictions_random.png", "predictions_best.png", "predictions_worst.png")]
