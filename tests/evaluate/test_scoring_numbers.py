@@ -313,21 +313,24 @@ def test_counts_stay_integers_and_band_and_interior_split_every_pixel(roots, mon
         assert json.dumps(got) == json.dumps(real(cm, VOC.background))  # as text: NaN ≠ NaN
 
 
-def test_calibration_nll_is_that_of_the_models_softmax_and_no_pixels_are_kept_unasked(roots):
+@pytest.mark.parametrize("temperature", [None, 2.5])
+def test_calibration_nll_is_that_of_the_models_softmax_and_no_pixels_are_kept_unasked(roots, temperature):
+    """NLL of softmax(logits / T) over every non-void pixel: T = 1 unless given."""
     samples = beyond_16(roots)
     model = PixelModel()
-    result = evaluate_samples(model, samples, torch.device("cpu"), bs=16)
+    given = {} if temperature is None else {"temperature": temperature}
+    result = evaluate_samples(model, samples, torch.device("cpu"), bs=16, **given)
     nll, pixels = 0.0, 0
     for sample in samples:
-        logits, mask = numpy_logits(model, sample.image), read_mask(sample.mask)
+        logits, mask = numpy_logits(model, sample.image) / (temperature or 1.0), read_mask(sample.mask)
         keep = mask != 255
         z = logits[keep] - logits[keep].max(1, keepdims=True)
         log_p = z - np.log(np.exp(z).sum(1, keepdims=True))
         nll -= log_p[np.arange(keep.sum()), mask[keep]].sum()
         pixels += int(keep.sum())
     assert result.calibration["pixels"] == pixels
-    assert result.calibration["nll"] == pytest.approx(nll / pixels, rel=1e-5)  # temperature 1 by default
-    assert result.pixels == [] and result.temperature == 1.0
+    assert result.calibration["nll"] == pytest.approx(nll / pixels, rel=1e-5)
+    assert result.pixels == [] and result.temperature == (temperature or 1.0)
 
 
 def test_calibration_pixels_are_shared_out_by_batch_and_seeded(roots):
