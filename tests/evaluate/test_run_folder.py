@@ -354,6 +354,36 @@ def test_export_folder_writes_the_weights_config_and_card_and_removes_an_earlier
     export.export_folder(run, out)  # an earlier export is rewritten in place
 
 
+def test_an_onnx_export_with_probabilities_holds_the_metadata_and_the_softmax_at_the_runs_temperature(
+        tiny_root, tmp_path):
+    """`export --onnx --probabilities`: the graph takes RGB in [0, 1], gives the run's logits and
+    softmax(logits / T) at the stored temperature, and names its classes and input in its metadata;
+    parity.json measures that second output too."""
+    import onnx
+    import onnxruntime as ort
+    run = make_run(tiny_root, tmp_path / "runs" / "t", temperature=2.5)
+    out = export.export_folder(run, tmp_path / "model", onnx=True, probabilities=True)
+    props = {p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props}
+    classes = json.loads(props.pop("fastseg_classes"))
+    assert [c["name"] for c in classes] == list(VOC.names) and [c["id"] for c in classes] == list(range(21))
+    assert props.pop("fastseg_version")
+    assert props == {"void_label": "255", "arch": "segnet", "width": "0.0625", "mean": "[0.485, 0.456, 0.406]",
+                     "std": "[0.229, 0.224, 0.225]", "input": "RGB in [0, 1]"}
+    x = np.random.default_rng(0).random((1, 3, 64, 96), dtype=np.float32)
+    logits, probs = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"image": x})
+    mean, std = np.array([0.485, 0.456, 0.406])[:, None, None], np.array([0.229, 0.224, 0.225])[:, None, None]
+    with torch.no_grad():
+        expected = _load(run)[0](torch.from_numpy(((x - mean) / std).astype(np.float32))).numpy()
+    assert np.abs(logits - expected).max() < 1e-3
+    z = np.exp(logits / 2.5 - (logits / 2.5).max(1, keepdims=True))
+    assert np.abs(probs - z / z.sum(1, keepdims=True)).max() < 1e-5
+    parity = json.loads((out / "parity.json").read_text())
+    assert parity["temperature"] == 2.5 and parity["max_abs_probability_difference"] < 1e-5
+    assert parity["images"] == len(build_split(load_config(run / CONFIG).data.valid_split,
+                                               load_config(run / CONFIG).data.roots))
+
+
 def test_export_refuses_what_is_not_a_run_and_an_out_holding_other_files(run, tmp_path):
     with pytest.raises(FastsegError) as err:
         export.export_folder(tmp_path, tmp_path / "m")
