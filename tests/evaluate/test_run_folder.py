@@ -367,12 +367,13 @@ def test_an_onnx_export_with_probabilities_holds_the_metadata_and_the_softmax_at
     classes = json.loads(props.pop("fastseg_classes"))
     assert [c["name"] for c in classes] == list(VOC.names) and [c["id"] for c in classes] == list(range(21))
     assert props.pop("fastseg_version")
-    assert props == {"void_label": "255", "arch": "segnet", "width": "0.0625", "mean": "[0.485, 0.456, 0.406]",
-                     "std": "[0.229, 0.224, 0.225]", "input": "RGB in [0, 1]"}
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # ImageNet's, which the run's model was given
+    assert props == {"void_label": "255", "arch": "segnet", "width": "0.0625", "mean": json.dumps(mean),
+                     "std": json.dumps(std), "input": "RGB in [0, 1]"}
     x = np.random.default_rng(0).random((1, 3, 64, 96), dtype=np.float32)
     logits, probs = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"]).run(
         None, {"image": x})
-    mean, std = np.array([0.485, 0.456, 0.406])[:, None, None], np.array([0.229, 0.224, 0.225])[:, None, None]
+    mean, std = np.array(mean)[:, None, None], np.array(std)[:, None, None]
     with torch.no_grad():
         expected = _load(run)[0](torch.from_numpy(((x - mean) / std).astype(np.float32))).numpy()
     assert np.abs(logits - expected).max() < 1e-3
@@ -380,8 +381,8 @@ def test_an_onnx_export_with_probabilities_holds_the_metadata_and_the_softmax_at
     assert np.abs(probs - z / z.sum(1, keepdims=True)).max() < 1e-5
     parity = json.loads((out / "parity.json").read_text())
     assert parity["temperature"] == 2.5 and parity["max_abs_probability_difference"] < 1e-5
-    assert parity["images"] == len(build_split(load_config(run / CONFIG).data.valid_split,
-                                               load_config(run / CONFIG).data.roots))
+    cfg = load_config(run / CONFIG)
+    assert parity["images"] == len(build_split(cfg.data.valid_split, cfg.data.roots))
 
 
 def test_export_refuses_what_is_not_a_run_and_an_out_holding_other_files(run, tmp_path):

@@ -420,24 +420,17 @@ class RampModel(PixelModel):
         return self.drop(logits)
 
 
-def test_mc_with_tta_is_measured_against_the_deterministic_pass_under_the_same_tta(roots):
-    """--mc with --flip: the baseline is the model without dropout under the same TTA, so the gain
-    reported is Monte Carlo dropout's own."""
-    samples, model, cpu = beyond_16(roots), RampModel(dropout=0.5), torch.device("cpu")
-    tta = evaluate_samples(model, samples, cpu, bs=4, flip=True)
-    assert not torch.equal(tta.per_image, evaluate_samples(model, samples, cpu, bs=4).per_image)
-    mc = evaluate_samples(model, samples, cpu, bs=4, flip=True, mc=2)
-    assert torch.equal(mc.plain_per_image, tta.per_image) and mc.plain_scores == tta.scores
-
-
-def test_the_baseline_of_tta_is_the_plain_pass_and_that_of_mc_keeps_the_scales(roots):
-    """TTA alone is measured against the model without TTA; --mc with --scales against the deterministic
-    model under those scales. The bootstrap interval follows the seed."""
+def test_the_baseline_of_tta_is_the_plain_pass_and_that_of_mc_keeps_the_tta(roots):
+    """TTA alone is measured against the model without TTA; --mc with --flip or --scales against the
+    model without dropout under the same TTA, so the gain reported is Monte Carlo dropout's own. The
+    bootstrap interval follows the seed."""
     samples, model, cpu = beyond_16(roots), RampModel(dropout=0.5), torch.device("cpu")
     plain = evaluate_samples(model, samples, cpu, bs=4)
     flipped = evaluate_samples(model, samples, cpu, bs=4, flip=True)
     assert torch.equal(flipped.plain_per_image, plain.per_image)
     assert not torch.equal(flipped.per_image, plain.per_image)
+    mc = evaluate_samples(model, samples, cpu, bs=4, flip=True, mc=2)
+    assert torch.equal(mc.plain_per_image, flipped.per_image) and mc.plain_scores == flipped.scores
     scaled = evaluate_samples(model, samples, cpu, bs=4, scales=(1.0, 0.75))
     mc = evaluate_samples(model, samples, cpu, bs=4, scales=(1.0, 0.75), mc=2)
     assert torch.equal(mc.plain_per_image, scaled.per_image)
