@@ -7,6 +7,8 @@ with "nccl" alone refuses CPU tensors: `backend_device` then moves them to this 
 back. Without a process group (one process) every function returns its input unchanged.
 """
 
+import atexit
+
 import torch
 import torch.distributed as dist
 
@@ -29,9 +31,19 @@ def rank() -> int:
 
 def init_process_group(device_type: str) -> None:
     """Join the group torchrun's (or fastseg's launcher's) environment describes, with a backend for
-    the CPU and, for `device_type` "cuda", one for CUDA (the process's GPU must be set first)."""
+    the CPU and, for `device_type` "cuda", one for CUDA (the process's GPU must be set first), and
+    leave it when the process exits (`leave_process_group`)."""
     if not running():
         dist.init_process_group(CUDA_BACKENDS if device_type == "cuda" else CPU_BACKEND)
+        atexit.register(leave_process_group)
+
+
+def leave_process_group() -> None:
+    """Destroy this process's group while the interpreter is still whole: a gloo group left to the
+    interpreter's shutdown can abort the process (SIGABRT, "terminate called without an active
+    exception"), and the launcher then stops the processes that have not finished; NCCL warns."""
+    if running():
+        dist.destroy_process_group()
 
 
 def backend_device(tensor: torch.Tensor) -> torch.device:
