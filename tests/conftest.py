@@ -35,6 +35,45 @@ def pytest_collection_modifyitems(items):
         items.sort(key=lambda item: durations.get(item.nodeid, 0.0))
 
 
+FIXTURE_HITS: dict = {}
+"""Under `make mutate`: the mutated functions each module- or class-scoped fixture ran, by fixture."""
+
+
+def mutmut_hits() -> set | None:
+    """The set mutmut's trace adds each mutated function's name to while it collects which tests reach
+    which function; None outside `make mutate`."""
+    if not os.environ.get("FASTSEG_MUTATE"):
+        return None
+    from mutmut.state import state
+    return state()._stats
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    """Under `make mutate`: note the functions a module- or class-scoped fixture runs. mutmut credits
+    them to the test that happened to build the fixture only, so a mutant of, say, the ONNX export
+    would be tried against that one test and not against the tests that check what it exported."""
+    hits = mutmut_hits()
+    if hits is None or fixturedef.scope not in ("module", "class"):
+        return (yield)
+    before = set(hits)
+    hits.clear()
+    try:
+        return (yield)
+    finally:
+        FIXTURE_HITS.setdefault(fixturedef, set()).update(hits)
+        hits.update(before)
+
+
+def pytest_runtest_call(item):
+    """Under `make mutate`: credit each test with what its shared fixtures ran (`pytest_fixture_setup`)."""
+    hits = mutmut_hits()
+    if hits is not None:
+        for defs in item._fixtureinfo.name2fixturedefs.values():
+            for fixturedef in defs:
+                hits.update(FIXTURE_HITS.get(fixturedef, ()))
+
+
 @functools.cache
 def traced_durations() -> dict[str, float]:
     """Seconds per test id from mutmut's trace (`mutants/mutmut-stats.json`; mutmut runs the tests from

@@ -15,10 +15,16 @@ from fastseg.cli import app
 from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD
 from fastseg.errors import FastsegError
 from fastseg.evaluate.predict import (
+    IMAGE_SUFFIXES,
     MANIFEST,
+    Uncertainty,
+    image_classes,
+    list_images,
     output_names,
     predict_files,
     predict_image,
+    predict_padded,
+    predict_tiled,
     predict_with_maps,
     taper,
     tile_starts,
@@ -81,17 +87,22 @@ def reference_tiled(model, image: np.ndarray, tops: list[int], lefts: list[int],
     return reference_blend(model, image, tops, lefts, tile)[0].argmax(0)
 
 
-def reference_blend(model, image: np.ndarray, tops: list[int], lefts: list[int], tile: int):
-    """(4×H×W weighted sums of the windows' softmax, H×W sums of the weights), in numpy."""
+def reference_blend(model, image: np.ndarray, tops: list[int], lefts: list[int], tile: int,
+                    temperature: float = 1.0):
+    """(4×H×W weighted sums of the windows' softmax at `temperature`, H×W sums of the weights), in
+    numpy; for a model with a `variance` (VarianceModel), 5×H×W with the variance blended last."""
     x = ((image / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(2, 0, 1)
-    total, weights = np.zeros((4, *image.shape[:2])), np.zeros(image.shape[:2])
+    channels = 4 + hasattr(model, "variance")
+    total, weights = np.zeros((channels, *image.shape[:2])), np.zeros(image.shape[:2])
     for top in tops:
         for left in lefts:
             win = padded_black(64)
             win[:, :tile, :tile] = x[:, top:top + tile, left:left + tile]
             with torch.no_grad():
-                logits = model(torch.from_numpy(win).float()[None])[0, :, :tile, :tile].double().numpy()
+                logits = model(torch.from_numpy(win).float()[None])[0, :, :tile, :tile].double().numpy() / temperature
             prob = np.exp(logits - logits.max(0)) / np.exp(logits - logits.max(0)).sum(0)
+            if channels > 4:
+                prob = np.concatenate([prob, model.variance[:, :tile, :tile].double().numpy()])
             g = np.exp(-0.5 * ((np.arange(tile) - (tile - 1) / 2) / (tile / 8)) ** 2)
             total[:, top:top + tile, left:left + tile] += prob * np.outer(g, g)
             weights[top:top + tile, left:left + tile] += np.outer(g, g)
@@ -295,9 +306,134 @@ def test_an_unreadable_image_is_reported_and_the_next_one_still_written(tmp_path
 def test_inputs_are_listed_from_every_folder_and_file(tmp_path):
     a, b = write_image(tmp_path / "x" / "a.png", 0), write_image(tmp_path / "y" / "s" / "b.jpg", 1)
     (tmp_path / "y" / "notes.txt").write_text("")
-    from fastseg.evaluate.predict import list_images
     assert list_images([tmp_path / "x", tmp_path / "y", a]) == [(a, Path("a.png")), (b, Path("s/b.jpg")),
                                                                  (a, Path("a.png"))]
     with pytest.raises(FastsegError) as err:
         list_images([tmp_path / "none.png"])
     assert str(err.value) == f"{tmp_path / 'none.png'} does not exist; pass image files or folders of images."
+
+
+def test_no_image_in_the_inputs_is_one_sentence_naming_them(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("")
+    with pytest.raises(FastsegError) as err:
+        list_images([tmp_path / "a", tmp_path / "b"])
+    assert str(err.value) == (f"No images to predict in {tmp_path / 'a'}, {tmp_path / 'b'} (looked for "
+                              f"{', '.join(sorted(IMAGE_SUFFIXES))}); pass image files or folders that hold some.")
+    assert ".bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp" in str(err.value)
+
+
+def test_two_inputs_bound_for_one_mask_are_refused_before_anything_is_written(tmp_path):
+    a, b = write_image(tmp_path / "x" / "a.png", 0), write_image(tmp_path / "y" / "a.png", 1)
+    with pytest.raises(FastsegError) as err:
+        predict_files(nn.Conv2d(3, 21, 1), [tmp_path / "x", tmp_path / "y"], tmp_path / "out", torch.device("cpu"))
+    assert str(err.value) == (f"{a} and {b} would both be written as a_png.png; predict them into separate --out "
+                              "folders.")
+    assert not (tmp_path / "out").exists()
+
+
+class VarianceModel(WindowModel):
+    """WindowModel with the `variance` attribute of a MonteCarlo model kept for maps (1×H×W, set by
+    each forward): larger than any probability, so a variance taken for a class would win the argmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.variance = None
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        self.variance = 2 + torch.arange(h * w, dtype=torch.float32).view(1, h, w) / (h * w)
+        return super().forward(x)
+
+
+def padded_logits(model, image: np.ndarray) -> torch.Tensor:
+    """4×H×W logits of an H×W image fed as predict feeds it (black padding to 64, normalised)."""
+    h, w = image.shape[:2]
+    padded = padded_black(64)
+    padded[:, :h, :w] = ((image / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(2, 0, 1)
+    with torch.no_grad():
+        return model(torch.from_numpy(padded).float()[None])[0, :, :h, :w]
+
+
+def test_probabilities_are_at_the_temperature_and_the_mc_variance_comes_last():
+    image = np.random.default_rng(5).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    cpu, model, varied = torch.device("cpu"), WindowModel().eval(), VarianceModel().eval()
+    logits = padded_logits(model, image)
+    with torch.no_grad():
+        assert torch.allclose(predict_padded(model, image, cpu)[0], logits.softmax(0), atol=1e-6)
+        assert torch.allclose(predict_padded(model, image, cpu, 2.5)[0], (logits / 2.5).softmax(0), atol=1e-6)
+        probs = predict_padded(varied, image, cpu, 2.5)[0]
+    assert probs.shape == (5, 40, 50) and image_classes(probs, varied) == 4 and image_classes(probs[:4], model) == 4
+    assert torch.allclose(probs[:4], (logits / 2.5).softmax(0), atol=1e-6)
+    assert torch.equal(probs[4], varied.variance[0, :40, :50])
+    mask, maps = predict_with_maps(varied, image, cpu, tile=64, temperature=2.5, maps=True)
+    expected = (logits / 2.5).softmax(0).numpy()
+    assert np.array_equal(mask, expected.argmax(0)) and len(np.unique(mask)) > 1
+    assert sorted(maps) == ["confidence", "entropy", "variance"]
+    np.testing.assert_allclose(maps["confidence"], expected.max(0), atol=1e-6)
+    np.testing.assert_allclose(maps["entropy"], numpy_maps(expected)["entropy"], atol=1e-5)
+    assert np.array_equal(maps["variance"], varied.variance[0, :40, :50].numpy())
+
+
+def test_tiled_maps_blend_the_probabilities_at_the_temperature_and_the_variance():
+    image = np.random.default_rng(6).integers(0, 256, (100, 90, 3), dtype=np.uint8)
+    cpu, varied = torch.device("cpu"), VarianceModel().eval()
+    with torch.no_grad():
+        mask, maps = predict_tiled(varied, image, cpu, 40, 12, temperature=2.5, maps=True)
+    total, weights = reference_blend(VarianceModel().eval(), image, [0, 28, 56, 60], [0, 28, 50], 40, 2.5)
+    expected = numpy_maps(total[:4] / weights)
+    assert (mask != total[:4].argmax(0)).sum() <= 5 and mask.max() < 4
+    assert sorted(maps) == ["confidence", "entropy", "variance"]
+    for name in expected:
+        np.testing.assert_allclose(maps[name], expected[name], atol=1e-4, err_msg=name)
+    np.testing.assert_allclose(maps["variance"], total[4] / weights, rtol=1e-5)
+
+
+def test_tiled_prediction_defaults_to_temperature_1_and_no_maps():
+    image = np.random.default_rng(7).integers(0, 256, (100, 90, 3), dtype=np.uint8)
+    model = WindowModel().eval()
+    with torch.no_grad():
+        mask, maps = predict_tiled(model, image, torch.device("cpu"), 40, 12)
+        at_one = predict_tiled(model, image, torch.device("cpu"), 40, 12, 1.0, True)
+    total, weights = reference_blend(model, image, [0, 28, 56, 60], [0, 28, 50], 40)
+    assert maps is None and np.array_equal(mask, at_one[0])
+    np.testing.assert_allclose(at_one[1]["confidence"], (total / weights).max(0), atol=1e-5)
+
+
+def test_predict_with_mc_writes_the_sampled_variance_and_the_mean_prediction(tmp_path):
+    from safetensors.numpy import load_file
+
+    from fastseg.evaluate.uncertainty import MonteCarlo
+    from fastseg.models.dropout import MCDropout
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), MCDropout(0.5), nn.Conv2d(16, 4, 1))
+    write_image(tmp_path / "in" / "c.png", 8, size=(30, 44))
+    predict_files(model, [tmp_path / "in"], tmp_path / "out", torch.device("cpu"),
+                  uncertainty=Uncertainty(mc=5, probs=True, temperature=1.0))
+    image = np.asarray(Image.open(tmp_path / "in" / "c.png").convert("RGB"))
+    mask, maps = predict_with_maps(MonteCarlo(model.eval(), 5, keep_variance=True), image, torch.device("cpu"),
+                                   maps=True)
+    stored = load_file(tmp_path / "out" / "c_uncertainty.safetensors")
+    assert sorted(stored) == ["confidence", "entropy", "variance"] and stored["variance"].max() > 1e-3
+    for name in maps:
+        assert np.array_equal(stored[name], maps[name]), name
+    with Image.open(tmp_path / "out" / "c.png") as written:
+        assert np.array_equal(np.asarray(written), mask)
+    deterministic = predict_with_maps(model, image, torch.device("cpu"), maps=True)[1]
+    assert not np.allclose(deterministic["confidence"], maps["confidence"], atol=1e-3)
+
+
+def test_the_uncertainty_picture_shows_the_prediction_in_the_given_colours(tmp_path):
+    model = nn.Conv2d(3, 21, 1)
+    nn.init.zeros_(model.weight)
+    with torch.no_grad():
+        model.bias.copy_(torch.arange(21) == 5).mul_(4.0)  # class 5 everywhere, confidence below 1
+    write_image(tmp_path / "in" / "d.png", 9, size=(60, 80))
+    predict_files(model, [tmp_path / "in"], tmp_path / "out", torch.device("cpu"), palette=PALETTE,
+                  uncertainty=Uncertainty(probs=True))
+    picture = np.asarray(Image.open(tmp_path / "out" / "d_uncertainty.png").convert("RGB")).reshape(-1, 3)
+    ours, voc = PALETTE[15:18], VOC.palette()[15:18]
+    assert (picture == ours).all(1).sum() > 1000 and (picture == voc).all(1).sum() == 0
+    maps = json.loads((tmp_path / "out" / MANIFEST).read_text())
+    assert sorted(maps) == ["d.png", "d_overlay.jpg", "d_uncertainty.png", "d_uncertainty.safetensors"]
