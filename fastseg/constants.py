@@ -53,3 +53,8 @@ def padded_size(sizes: list[tuple[int, int]], stride: int = STRIDE) -> tuple[int
     h = max(s[0] for s in sizes)
     w = max(s[1] for s in sizes)
     return -(-h // stride) * stride, -(-w // stride) * stride
+
+ONNX_OPSET = 17
+"""The ONNX opset `export` writes unless --opset says otherwise."""
+MIN_OPSET = 11
+"""The oldest opset the graph can be written in: ScatterElements (SegNet's unpooling) and dynamic Resize."""

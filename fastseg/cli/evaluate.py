@@ -30,7 +30,7 @@ from fastseg.config import (
     TRAIN_SPLITS,
 )
 from fastseg.console import console, log
-from fastseg.constants import DEFAULT_OVERLAP, DEFAULT_TILE, MIN_SIZE
+from fastseg.constants import DEFAULT_OVERLAP, DEFAULT_TILE, MIN_OPSET, MIN_SIZE, ONNX_OPSET
 from fastseg.errors import FastsegError
 
 
@@ -44,7 +44,7 @@ def export(weights: Annotated[Path, typer.Argument(help="A .safetensors file wri
                                                          "required for folder).")] = None,
            onnx: Annotated[bool, typer.Option("--onnx", help="With --format folder: also model.onnx (normalisation "
                                               "inside) and parity.json against PyTorch.")] = False,
-           opset: Annotated[int, typer.Option(help="ONNX opset (at least 11).")] = 17,
+           opset: Annotated[int, typer.Option(help=f"ONNX opset (at least {MIN_OPSET}).")] = ONNX_OPSET,
            probs: Annotated[bool, typer.Option("--probs", help="A second ONNX output, \"probabilities\": softmax of "
                                                "the logits at the calibrated temperature (evaluate --calibrate).")]
            = False):

@@ -18,17 +18,15 @@ import torch
 from torch import nn
 
 from fastseg import __version__
-from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, MIN_SIZE
+from fastseg.constants import IMAGENET_MEAN, IMAGENET_STD, MIN_OPSET, MIN_SIZE, ONNX_OPSET
 from fastseg.errors import FastsegError
 from fastseg.io.atomic import atomic_write
 from fastseg.io.runs import BEST, CONFIG
 from fastseg.io.serialize import EXPORT_CONFIG, EXPORT_WEIGHTS
 from fastseg.models.weights import load_model, model_classes, save_model
 
-MIN_OPSET = 11  # ScatterElements and dynamic Resize
 
-
-def export_onnx(weights: str | Path, out: str | Path, opset: int = 17, sample_size: int = 64,
+def export_onnx(weights: str | Path, out: str | Path, opset: int = ONNX_OPSET, sample_size: int = 64,
                 normalise: bool = False, probabilities: bool = False) -> Path:
     """Write `out` (.onnx): input "image" N×3×H×W float32 (normalised, or with `normalise` RGB in
     [0, 1] and the normalisation in the graph), output "logits" N×C×H×W and, with `probabilities`,
@@ -134,7 +132,8 @@ def check_export_out(out: Path) -> None:
                            "export into a new or empty folder.")
 
 
-def export_folder(run: Path, out: Path, onnx: bool = False, opset: int = 17, probabilities: bool = False) -> Path:
+def export_folder(run: Path, out: Path, onnx: bool = False, opset: int = ONNX_OPSET,
+                  probabilities: bool = False) -> Path:
     """Write the model folder of a run's best.safetensors into `out` (see the module docstring)."""
     if not (run / BEST).is_file() or not (run / CONFIG).is_file():
         raise FastsegError(f"{run} is not a run folder with {BEST}; pass a folder written by `fastseg fit`.")

@@ -1,13 +1,17 @@
 import json
+import shutil
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
 
 from fastseg.classes import VOC
 from fastseg.cli import app
-from fastseg.evaluate.export import Normalised, export_onnx
+from fastseg.constants import MIN_OPSET, ONNX_OPSET
+from fastseg.errors import FastsegError
+from fastseg.evaluate.export import Normalised, WithProbabilities, export_folder, export_onnx
 from fastseg.models import create_model, load_pretrained
 from fastseg.models.weights import load_model, model_metadata, save_model
 from fastseg.train.fit import fit
@@ -35,6 +39,10 @@ def test_the_folder_holds_weights_config_card_onnx_and_parity(exported):
     assert config["mean"] == [0.485, 0.456, 0.406] and config["input"]["values"] == "[0, 1], then (x - mean) / std"
     card = (folder / "README.md").read_text()
     metrics = json.loads((run / "metrics.json").read_text())
+    parity = json.loads((folder / "parity.json").read_text())
+    assert f"and PyTorch agree on {100 * parity['pixel_agreement']:.3f} % of pixels" in card
+    assert "temperature" not in parity and "max_abs_probability_difference" not in parity  # no --probs
+    assert opset_of(folder / "model.onnx") == ONNX_OPSET
     assert f"mIoU {metrics['miou']:.4f} (95 % interval" in card and "60.3 mIoU" in card
     assert "a class absent from both the truth and the predictions of the split is left out of the mean" in card
     assert "| person |" in card and "load_pretrained" in card and "test-time augmentation: none" in card
@@ -122,3 +130,72 @@ def test_onnx_parity_at_every_voc_size_class(random_onnx, size):
     gap = (got - expected).abs().amax(1) / expected.abs().max()  # per pixel, the largest over the classes
     assert gap.median() < 1e-5
     assert (got.argmax(1) == expected.argmax(1)).double().mean() >= 0.99
+
+
+def opset_of(path) -> int:
+    """The default-domain opset an ONNX file is written in."""
+    return next(o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx"))
+
+
+def onnx_props(path) -> dict:
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
+def tiny_weights(folder, **meta):
+    """A random 1/16 SegNet and its weights file (sidecar `meta` added to, or replacing, the usual)."""
+    torch.manual_seed(0)
+    model = create_model("segnet", width=0.0625).eval()
+    return model, save_model(model, folder / "m.safetensors", model_metadata("segnet", VOC, 0.0625, **meta))
+
+
+def test_onnx_by_default_takes_normalised_input_and_gives_logits_of_any_size(tmp_path):
+    model, weights = tiny_weights(tmp_path)
+    path = export_onnx(weights, tmp_path / "a" / "b" / "m.onnx")  # its folders are made
+    assert path == tmp_path / "a" / "b" / "m.onnx" and opset_of(path) == ONNX_OPSET
+    assert onnx_props(path)["input"] == "RGB in [0, 1], normalised by mean and std"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [("image", ["batch", 3, "height", "width"])]
+    assert [(o.name, o.shape) for o in session.get_outputs()] == [("logits", ["batch", 21, "height", "width"])]
+    x = torch.randn(2, 3, 40, 56)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = session.run(None, {"image": x.numpy()})
+    assert len(got) == 1 and np.abs(got[0] - expected).max() < 1e-4
+
+
+def test_onnx_with_its_own_statistics_probabilities_and_the_oldest_opset(tmp_path):
+    mean, std = [0.2, 0.3, 0.4], [0.5, 0.6, 0.7]
+    model, weights = tiny_weights(tmp_path, mean=mean, std=std)
+    path = export_onnx(weights, tmp_path / "n.onnx", opset=MIN_OPSET, normalise=True, probabilities=True)
+    props = onnx_props(path)
+    assert opset_of(path) == MIN_OPSET and props["input"] == "RGB in [0, 1]" and json.loads(props["std"]) == std
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [(o.name, o.shape) for o in session.get_outputs()] == [("logits", ["batch", 21, "height", "width"]),
+                                                                  ("probabilities", ["batch", 21, "height", "width"])]
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        expected = model((x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1))
+        logits, probs = WithProbabilities(model)(x)
+    assert torch.equal(probs, logits.softmax(1))  # temperature 1 unless given
+    got_logits, got_probs = session.run(None, {"image": x.numpy()})
+    assert np.abs(got_logits - expected.numpy()).max() < 1e-4
+    assert np.abs(got_probs - expected.softmax(1).numpy()).max() < 1e-5  # no temperature in the sidecar: 1
+    with pytest.raises(FastsegError) as err:
+        export_onnx(weights, tmp_path / "old.onnx", opset=MIN_OPSET - 1)
+    assert str(err.value) == f"--opset {MIN_OPSET - 1} is too old; use {MIN_OPSET} or newer."
+    assert not (tmp_path / "old.onnx").exists()
+
+
+def test_a_folder_export_keeps_the_runs_statistics_opset_and_temperature_1(exported, tmp_path):
+    """A run whose sidecar has its own mean and std (a folder dataset's), exported with --probs and
+    an older opset into a folder whose parent does not exist yet: parity holds at temperature 1."""
+    run, _ = exported
+    copy = shutil.copytree(run, tmp_path / "run")
+    model, meta = load_model(run / "best.safetensors")
+    save_model(model, copy / "best.safetensors", {**meta, "mean": [0.3, 0.5, 0.2], "std": [0.4, 0.2, 0.3]})
+    folder = export_folder(copy, tmp_path / "new" / "model", onnx=True, opset=13, probabilities=True)
+    parity = json.loads((folder / "parity.json").read_text())
+    assert opset_of(folder / "model.onnx") == 13
+    assert parity["temperature"] == 1.0 and parity["max_abs_probability_difference"] < 1e-5
+    assert parity["max_abs_logit_difference"] < 1e-4 and parity["pixel_agreement"] >= 0.999
+    assert json.loads(onnx_props(folder / "model.onnx")["std"]) == [0.4, 0.2, 0.3]
