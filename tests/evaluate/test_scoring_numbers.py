@@ -469,6 +469,11 @@ def test_a_folder_dataset_of_3_classes_is_scored_in_3_by_3_matrices(tmp_path):
     for i, sample in enumerate(samples):
         expected = numpy_cm(numpy_prediction(model, sample.image), read_mask(sample.mask), 3)
         assert np.abs(result.per_image[i].numpy() - expected).sum() <= 2, sample.id
+    sky = ClassSet(("sky", "tree", "road"))  # class 0 is not background: foreground mIoU is every class's
+    flipped = evaluate_samples(model, samples, torch.device("cpu"), bs=4, flip=True, classes=sky)
+    assert flipped.plain_per_image.shape == (len(samples), 3, 3) and torch.equal(flipped.plain_per_image,
+                                                                                   result.per_image)
+    assert flipped.plain_scores["fg_miou"] == flipped.plain_scores["miou"] != result.scores["fg_miou"]
 
 
 def test_each_process_scores_its_own_batches_and_together_every_image_once(roots, monkeypatch):
