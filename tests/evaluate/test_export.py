@@ -199,3 +199,7 @@ def test_a_folder_export_keeps_the_runs_statistics_opset_and_temperature_1(expor
     assert parity["temperature"] == 1.0 and parity["max_abs_probability_difference"] < 1e-5
     assert parity["max_abs_logit_difference"] < 1e-4 and parity["pixel_agreement"] >= 0.999
     assert json.loads(onnx_props(folder / "model.onnx")["std"]) == [0.4, 0.2, 0.3]
+    plain = export_folder(copy, tmp_path / "plain", onnx=True)  # by default, logits alone
+    session = ort.InferenceSession(str(plain / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    assert "temperature" not in json.loads((plain / "parity.json").read_text())
