@@ -47,14 +47,14 @@ DEFAULT_TILE = 512     # tiles of 512×512 px: one VOC image fits in a single ti
 
 DEFAULT_OVERLAP = 128  # pixels shared by neighbouring tiles; their probabilities are blended
 
+ONNX_OPSET = 17
+"""The ONNX opset `export` writes unless --opset says otherwise."""
+MIN_OPSET = 11
+"""The oldest opset the graph can be written in: ScatterElements (SegNet's unpooling) and dynamic Resize."""
+
 
 def padded_size(sizes: list[tuple[int, int]], stride: int = STRIDE) -> tuple[int, int]:
     """The smallest (H, W) covering every size, rounded up to a multiple of `stride`."""
     h = max(s[0] for s in sizes)
     w = max(s[1] for s in sizes)
     return -(-h // stride) * stride, -(-w // stride) * stride
-
-ONNX_OPSET = 17
-"""The ONNX opset `export` writes unless --opset says otherwise."""
-MIN_OPSET = 11
-"""The oldest opset the graph can be written in: ScatterElements (SegNet's unpooling) and dynamic Resize."""

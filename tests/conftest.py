@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -37,41 +38,50 @@ def pytest_collection_modifyitems(items):
 
 FIXTURE_HITS: dict = {}
 """Under `make mutate`: the mutated functions each module- or class-scoped fixture ran, by fixture."""
+FIXTURE_COST: dict = {}
+"""Under `make mutate`: the seconds each fixture wider than a test took to build, by fixture."""
 
 
-def mutmut_hits() -> set | None:
-    """The set mutmut's trace adds each mutated function's name to while it collects which tests reach
-    which function; None outside `make mutate`."""
+def mutmut_state():
+    """mutmut's state (its trace of which tests reach which function, and their durations) under
+    `make mutate`; None otherwise."""
     if not os.environ.get("FASTSEG_MUTATE"):
         return None
     from mutmut.state import state
-    return state()._stats
+    return state()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_fixture_setup(fixturedef, request):
-    """Under `make mutate`: note the functions a module- or class-scoped fixture runs. mutmut credits
-    them to the test that happened to build the fixture only, so a mutant of, say, the ONNX export
-    would be tried against that one test and not against the tests that check what it exported."""
-    hits = mutmut_hits()
-    if hits is None or fixturedef.scope not in ("module", "class"):
+    """Under `make mutate`: time each fixture wider than a test, and note the functions a module- or
+    class-scoped one runs. mutmut credits those to the test that happened to build the fixture only,
+    so a mutant of, say, the ONNX export would be tried against that one test and not against the
+    tests that check what it exported."""
+    state = mutmut_state()
+    if state is None or fixturedef.scope == "function":
         return (yield)
-    before = set(hits)
-    hits.clear()
+    before, start = set(state._stats), time.perf_counter()
+    state._stats.clear()
     try:
         return (yield)
     finally:
-        FIXTURE_HITS.setdefault(fixturedef, set()).update(hits)
-        hits.update(before)
+        FIXTURE_COST[fixturedef] = time.perf_counter() - start
+        if fixturedef.scope in ("module", "class"):
+            FIXTURE_HITS.setdefault(fixturedef, set()).update(state._stats)
+        state._stats.update(before)
 
 
 def pytest_runtest_call(item):
-    """Under `make mutate`: credit each test with what its shared fixtures ran (`pytest_fixture_setup`)."""
-    hits = mutmut_hits()
-    if hits is not None:
-        for defs in item._fixtureinfo.name2fixturedefs.values():
-            for fixturedef in defs:
-                hits.update(FIXTURE_HITS.get(fixturedef, ()))
+    """Under `make mutate`: credit each test with what its shared fixtures ran (`pytest_fixture_setup`),
+    and count their build time in its duration: every mutant's run builds them afresh, so a test whose
+    own call is quick but whose fixture trains a model is not a quick test to try first."""
+    state = mutmut_state()
+    if state is None:
+        return
+    for defs in item._fixtureinfo.name2fixturedefs.values():
+        for fixturedef in defs:
+            state._stats.update(FIXTURE_HITS.get(fixturedef, ()))
+            state.duration_by_test[item.nodeid] += FIXTURE_COST.get(fixturedef, 0.0)
 
 
 @functools.cache
