@@ -88,3 +88,21 @@ def test_a_model_other_than_the_onnx_one_fails_the_threshold(onnx_run):
             ours = Normalised(other)(torch.from_numpy(x)).numpy().argmax(1)
         agree, total = agree + int((session.run(None, {"image": x})[0].argmax(1) == ours).sum()), total + ours.size
     assert parity["pixel_agreement"] == pytest.approx(agree / total, abs=1e-12)
+
+
+def test_parity_scores_a_model_of_more_classes_than_voc_in_its_own_classes(onnx_run, tmp_path):
+    """A folder dataset's model may have more than VOC's 21 classes: its mIoUs count every one of them."""
+    from fastseg.classes import ClassSet
+    folder, _, _, samples = onnx_run
+    torch.manual_seed(1)
+    model = create_model("segnet", num_classes=25, width=0.0625).eval()
+    classes = ClassSet(tuple(f"c{i}" for i in range(25)))
+    onnx = export_onnx(save_model(model, tmp_path / "m.safetensors", model_metadata("segnet", classes, 0.0625)),
+                       tmp_path / "m.onnx", normalise=True)
+    parity = onnx_parity(Normalised(model).eval(), onnx, folder, device="cpu")
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    preds = [session.run(None, {"image": np.asarray(Image.open(s.image).convert("RGB"), np.float32)
+                                .transpose(2, 0, 1)[None] / 255})[0].argmax(1)[0] for s in samples]
+    assert max(int(p.max()) for p in preds) >= 21  # some pixels predicted in a class beyond VOC's
+    assert parity["miou_onnxruntime"] == pytest.approx(numpy_miou(preds, [read_mask(s.mask) for s in samples], 25),
+                                                       abs=1e-12)
