@@ -115,3 +115,30 @@ def test_training_class_pixels_of_a_voc_split_are_cached_beside_the_data(synth_c
     assert [a.tolist() for a in got] == [pixels.tolist(), image_pixels.tolist()]
     assert class_stats_dir(data) == synth_copy / "VOCdevkit" / "fastseg-cache"
     assert len(list(class_stats_dir(data).glob("class-pixels-*.json"))) == 1
+
+
+def test_training_class_pixels_of_a_folder_dataset_count_its_own_classes_under_a_bar(tmp_path, monkeypatch):
+    """A 3-class folder dataset is counted in 3 classes (not VOC's 21), and the bar named "class
+    frequencies" moves once per mask up to the number of training images."""
+    import contextlib
+
+    from PIL import Image
+
+    from fastseg.config import DataConfig, SynthConfig
+    from fastseg.data.stats import training_class_pixels
+    from fastseg.data.synthetic import generate_folder
+    bars = []
+
+    @contextlib.contextmanager
+    def fake_bar(description, total=None):
+        bars.append([description, total, 0])
+        yield lambda steps=1: bars[-1].__setitem__(2, bars[-1][2] + steps)
+    monkeypatch.setattr(stats, "progress_bar", fake_bar)
+    root = generate_folder(tmp_path / "shapes", SynthConfig(n_train=5, n_val=2, size=40, seed=2), num_classes=3)
+    data = DataConfig(data=str(root))
+    masks = [np.asarray(Image.open(p)) for p in sorted((root / "masks").glob("*.png"))
+             if p.stem in (root / "train.txt").read_text().split()]
+    pixels = sum(np.bincount(m[m != 255], minlength=3)[:3] for m in masks)
+    got = training_class_pixels(data, 3)
+    assert got[0].tolist() == pixels.tolist() and len(got[1]) == 3
+    assert bars == [["class frequencies", len(masks), len(masks)]] and len(masks) == 5
