@@ -80,12 +80,15 @@ def per_device(what: str, i: int) -> str:
 
 def friendly(func):
     """Turn a FastsegError, an OSError with an errno (disk full, no permission), Ctrl-C or SIGTERM into
-    one sentence on stderr and the documented exit code (fastseg.errors), never a traceback."""
+    one sentence on stderr and the documented exit code (fastseg.errors), never a traceback. A command
+    that ends well leaves the process group it joined (`leave_process_group`)."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             with sigterm_interrupts():
-                return func(*args, **kwargs)
+                result = func(*args, **kwargs)
+            leave_process_group()
+            return result
         except Interrupted as err:
             from fastseg.devices.distributed import is_main
             if is_main():  # under DDP every process stops after the same batch: one says so
@@ -105,6 +108,15 @@ def friendly(func):
                        err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
     return wrapper
+
+
+def leave_process_group() -> None:
+    """Leave the process group the command joined (fastseg.devices.collectives), if it joined one.
+    Only after a command that ended well: a CUDA group's NCCL part may wait for its peers when it is
+    destroyed, and a failed process must exit at once so that the launcher stops the others."""
+    collectives = sys.modules.get("fastseg.devices.collectives")
+    if collectives is not None:
+        collectives.leave_process_group()
 
 
 class Terminated(KeyboardInterrupt):

@@ -31,17 +31,23 @@ def rank() -> int:
 
 def init_process_group(device_type: str) -> None:
     """Join the group torchrun's (or fastseg's launcher's) environment describes, with a backend for
-    the CPU and, for `device_type` "cuda", one for CUDA (the process's GPU must be set first), and
-    leave it when the process exits (`leave_process_group`)."""
+    the CPU and, for `device_type` "cuda", one for CUDA (the process's GPU must be set first).
+
+    A command that ends well leaves it (`leave_process_group`, from the CLI). A CPU (gloo) group is
+    also left when the process exits however it ends: gloo is destroyed without waiting on the
+    peers, and a process that fails keeps its exit code instead of aborting at shutdown. A CUDA
+    group is not left on failure: destroying NCCL then may wait for peers that never come."""
     if not running():
         dist.init_process_group(CUDA_BACKENDS if device_type == "cuda" else CPU_BACKEND)
-        atexit.register(leave_process_group)
+        if device_type != "cuda":
+            atexit.register(leave_process_group)
 
 
 def leave_process_group() -> None:
-    """Destroy this process's group while the interpreter is still whole: a gloo group left to the
-    interpreter's shutdown can abort the process (SIGABRT, "terminate called without an active
-    exception"), and the launcher then stops the processes that have not finished; NCCL warns."""
+    """Destroy this process's group, if it is in one, while the interpreter is still whole: a gloo
+    group left to the interpreter's shutdown can abort the process (SIGABRT, "terminate called
+    without an active exception"), and the launcher then stops the processes that have not
+    finished; NCCL warns."""
     if running():
         dist.destroy_process_group()
 

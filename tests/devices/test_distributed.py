@@ -225,6 +225,27 @@ def test_a_process_that_joined_a_group_leaves_it_when_it_exits():
         assert (result.returncode, "terminate called" in result.stderr) == (0, False), result.stderr[-2000:]
 
 
+def test_a_command_leaves_the_group_when_it_ends_well_and_only_then(tmp_path):
+    """The CLI's wrapper destroys the group after a command that ended well; a failed command exits
+    with its code and leaves NCCL's group alone (destroying it could wait on peers that never come)."""
+    import torch.distributed as dist
+    import typer
+
+    from fastseg.cli.common import friendly
+    from fastseg.errors import FastsegError
+
+    def fail():
+        raise FastsegError("no", 2)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(typer.Exit) as stop:
+            friendly(fail)()
+        assert stop.value.exit_code == 2 and dist.is_initialized()
+        assert friendly(lambda: 7)() == 7 and not dist.is_initialized()
+    finally:
+        collectives.leave_process_group()
+
+
 # --- through the CLI --------------------------------------------------------------------------------
 
 def interrupt_after_first_epoch(args: list[str], metrics: Path, timeout=300) -> subprocess.CompletedProcess:
