@@ -31,6 +31,11 @@ def numpy_miou(preds: list[np.ndarray], masks: list[np.ndarray], c: int = 21) ->
     return float(np.mean(tp[union > 0] / union[union > 0]))
 
 
+def runtime_input(sample) -> np.ndarray:
+    """A sample's image as the exported graph takes it: 1×3×H×W float32 RGB in [0, 1]."""
+    return np.asarray(Image.open(sample.image).convert("RGB"), np.float32).transpose(2, 0, 1)[None] / 255
+
+
 @pytest.fixture(scope="module")
 def onnx_run(synth_root, tmp_path_factory):
     """A run folder (config only) on the synthetic data and an ONNX export of a random 1/16 SegNet."""
@@ -50,7 +55,7 @@ def test_parity_numbers_come_from_onnx_runtime_and_pytorch(onnx_run):
     session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
     ort_preds, torch_preds, masks, worst = [], [], [], 0.0
     for sample in samples:
-        x = np.asarray(Image.open(sample.image).convert("RGB"), np.float32).transpose(2, 0, 1)[None] / 255
+        x = runtime_input(sample)
         got = session.run(None, {"image": x})[0]
         with torch.no_grad():
             ref = Normalised(model)(torch.from_numpy(x)).numpy()
@@ -83,7 +88,7 @@ def test_a_model_other_than_the_onnx_one_fails_the_threshold(onnx_run):
     session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
     agree = total = 0
     for sample in samples:
-        x = np.asarray(Image.open(sample.image).convert("RGB"), np.float32).transpose(2, 0, 1)[None] / 255
+        x = runtime_input(sample)
         with torch.no_grad():
             ours = Normalised(other)(torch.from_numpy(x)).numpy().argmax(1)
         agree, total = agree + int((session.run(None, {"image": x})[0].argmax(1) == ours).sum()), total + ours.size
@@ -101,8 +106,7 @@ def test_parity_scores_a_model_of_more_classes_than_voc_in_its_own_classes(onnx_
                        tmp_path / "m.onnx", normalise=True)
     parity = onnx_parity(Normalised(model).eval(), onnx, folder, device="cpu")
     session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
-    preds = [session.run(None, {"image": np.asarray(Image.open(s.image).convert("RGB"), np.float32)
-                                .transpose(2, 0, 1)[None] / 255})[0].argmax(1)[0] for s in samples]
+    preds = [session.run(None, {"image": runtime_input(s)})[0].argmax(1)[0] for s in samples]
     assert max(int(p.max()) for p in preds) >= 21  # some pixels predicted in a class beyond VOC's
     assert parity["miou_onnxruntime"] == pytest.approx(numpy_miou(preds, [read_mask(s.mask) for s in samples], 25),
                                                        abs=1e-12)

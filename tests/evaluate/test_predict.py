@@ -81,6 +81,15 @@ def padded_black(side: int) -> np.ndarray:
     return np.broadcast_to(black[:, None, None], (3, side, side)).copy()
 
 
+def padded_logits(model, image: np.ndarray) -> torch.Tensor:
+    """4×H×W logits of an H×W image fed as predict feeds it (black padding to 64, normalised)."""
+    h, w = image.shape[:2]
+    padded = padded_black(64)
+    padded[:, :h, :w] = ((image / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(2, 0, 1)
+    with torch.no_grad():
+        return model(torch.from_numpy(padded).float()[None])[0, :, :h, :w]
+
+
 def reference_tiled(model, image: np.ndarray, tops: list[int], lefts: list[int], tile: int) -> np.ndarray:
     """Whole-image numpy accumulation of each window's softmax, padded with black to 32 as predict
     (and evaluate) does, weighted by a Gaussian of sigma tile/8 on each axis."""
@@ -174,11 +183,7 @@ def test_tiled_prediction_equals_a_whole_image_blend_of_overlapping_windows():
 def test_an_image_within_one_tile_is_predicted_whole_and_padded():
     image = np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     model = WindowModel().eval()
-    x = ((image / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(2, 0, 1)
-    padded = padded_black(64)
-    padded[:, :40, :50] = x
-    with torch.no_grad():
-        expected = model(torch.from_numpy(padded).float()[None])[0, :, :40, :50].argmax(0).numpy()
+    expected = padded_logits(model, image).argmax(0).numpy()
     got = predict_image(model, image, torch.device("cpu"), tile=64)
     assert (got != expected).sum() <= 2
 
@@ -345,15 +350,6 @@ class VarianceModel(WindowModel):
         h, w = x.shape[-2:]
         self.variance = 2 + torch.arange(h * w, dtype=torch.float32).view(1, h, w) / (h * w)
         return super().forward(x)
-
-
-def padded_logits(model, image: np.ndarray) -> torch.Tensor:
-    """4×H×W logits of an H×W image fed as predict feeds it (black padding to 64, normalised)."""
-    h, w = image.shape[:2]
-    padded = padded_black(64)
-    padded[:, :h, :w] = ((image / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(2, 0, 1)
-    with torch.no_grad():
-        return model(torch.from_numpy(padded).float()[None])[0, :, :h, :w]
 
 
 def test_probabilities_are_at_the_temperature_and_the_mc_variance_comes_last():
